@@ -1,0 +1,266 @@
+"""Every error IONFLUX raises to a caller.
+
+    IonfluxError
+    ├── ConfigError                  bad configuration file or environment
+    ├── ManifestError                a manifest that does not parse or validate (names the field)
+    ├── ModuleError                  a module refused at publish or load time
+    │   ├── NotWasm                  the bytes are not a wasm module or component
+    │   └── ImportOutsideWorld       the module imports something the world does not offer
+    ├── StoreError                   IONPOD failures
+    │   ├── InvalidCid               a CID string that does not parse, or an unsupported codec/hash
+    │   ├── CidMismatch              bytes that do not hash to the CID they were fetched by
+    │   ├── NotFound                 no content for that CID or path
+    │   ├── TooLarge                 content past a size limit
+    │   └── BackendUnavailable       a remote backend (Kubo) cannot be reached
+    ├── UnknownTransform             no published transform by that name or CID
+    ├── InvalidInput                 input that is not JSON, or too large
+    ├── GuestError                   the guest failed one call; the host goes on
+    │   ├── GuestTrap                the guest trapped (unreachable, bad memory access, …)
+    │   ├── StackOverflow            the guest exhausted its call stack
+    │   ├── FuelExhausted            the instruction budget ran out
+    │   ├── DeadlineExceeded         the wall-clock limit ran out
+    │   ├── MemoryLimitExceeded      the guest asked for more memory than allowed
+    │   ├── OutputTooLarge           the output is past the size limit
+    │   ├── InvalidOutput            the output is not JSON
+    │   └── TransformFailed          the guest returned its own error
+    └── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
+
+Errors that cross a process boundary serialise with ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IonfluxError(Exception):
+    """The root of every error IONFLUX raises."""
+
+    kind = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": str(self)}
+
+
+class ConfigError(IonfluxError):
+    kind = "config"
+
+
+class ManifestError(IonfluxError):
+    kind = "manifest"
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        where = ": ".join(p for p in (path, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ModuleError(IonfluxError):
+    kind = "module"
+
+
+class NotWasm(ModuleError):
+    kind = "not_wasm"
+
+
+class ImportOutsideWorld(ModuleError):
+    kind = "import_outside_world"
+
+    def __init__(self, imports: list[str]):
+        self.imports = imports
+        super().__init__(
+            "module imports outside the ionflux:transform world: " + ", ".join(imports)
+        )
+
+
+class StoreError(IonfluxError):
+    kind = "store"
+
+
+class InvalidCid(StoreError):
+    kind = "invalid_cid"
+
+
+class CidMismatch(StoreError):
+    kind = "cid_mismatch"
+
+    def __init__(self, expected: str, actual: str):
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"content does not match its CID: expected {expected}, got {actual}")
+
+
+class NotFound(StoreError):
+    kind = "not_found"
+
+
+class TooLarge(StoreError):
+    kind = "too_large"
+
+
+class BackendUnavailable(StoreError):
+    kind = "backend_unavailable"
+
+
+class UnknownTransform(IonfluxError):
+    kind = "unknown_transform"
+
+
+class InvalidInput(IonfluxError):
+    kind = "invalid_input"
+
+
+class GuestError(IonfluxError):
+    """A guest failed one call. The host and every other call go on."""
+
+    kind = "guest"
+
+
+class GuestTrap(GuestError):
+    kind = "trap"
+
+
+class StackOverflow(GuestError):
+    kind = "stack_overflow"
+
+
+class FuelExhausted(GuestError):
+    kind = "fuel_exhausted"
+
+
+class DeadlineExceeded(GuestError):
+    kind = "deadline_exceeded"
+
+
+class MemoryLimitExceeded(GuestError):
+    kind = "memory_limit"
+
+
+class OutputTooLarge(GuestError):
+    kind = "output_too_large"
+
+
+class InvalidOutput(GuestError):
+    kind = "invalid_output"
+
+
+class TransformFailed(GuestError):
+    """The guest returned ``err(...)`` from ``run``."""
+
+    kind = "transform_failed"
+
+    def __init__(self, case: str, message: str):
+        self.case = case
+        super().__init__(f"{case}: {message}")
+
+
+class PermissionDenied(IonfluxError):
+    kind = "permission_denied"
+
+    def __init__(self, scope: str, reason: str, subject: str | None = None):
+        self.scope = scope
+        self.reason = reason
+        self.subject = subject
+        super().__init__(f"denied {scope}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "scope": self.scope, "reason": self.reason}
+
+
+# --- graphs (graph/) --------------------------------------------------------
+#
+#   IonfluxError
+#   └── GraphError                   a FluxGraph that cannot be loaded, found or run
+#       ├── GraphValidationError     every problem of a graph at once (file, line, node, field)
+#       ├── GraphNotFound            no graph file, deployed name, version or CID by that reference
+#       ├── TemplateError            a template or ``if:`` expression failed while rendering
+#       └── SchemaViolation          a run's input or output breaks the graph's JSON Schema
+
+
+class GraphError(IonfluxError):
+    kind = "graph"
+
+
+class GraphProblem:
+    """One problem in a graph definition, located as precisely as the source allows."""
+
+    __slots__ = ("field", "file", "line", "message", "node")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        node: str | None = None,
+        field: str | None = None,
+    ):
+        self.message = message
+        self.file = file
+        self.line = line
+        self.node = node
+        self.field = field
+
+    def __str__(self) -> str:
+        where = f"{self.file or '<graph>'}:{self.line or '?'}"
+        node = f" node {self.node!r}" if self.node else ""
+        field = f" field {self.field!r}" if self.field else ""
+        return f"{where}:{node}{field}: {self.message}".replace(": :", ":")
+
+    def __repr__(self) -> str:
+        return f"GraphProblem({self})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "node": self.node,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+class GraphValidationError(GraphError):
+    """A graph failed validation; ``problems`` lists every problem found, in source order."""
+
+    kind = "graph_validation"
+
+    def __init__(self, problems: list[GraphProblem]):
+        self.problems = problems
+        first = problems[0] if problems else GraphProblem("invalid graph")
+        self.file, self.line, self.node, self.field = first.file, first.line, first.node, first.field
+        count = f"{len(problems)} problems" if len(problems) != 1 else "1 problem"
+        super().__init__(f"invalid graph ({count}):\n" + "\n".join(f"  {p}" for p in problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "problems": [p.to_dict() for p in self.problems]}
+
+
+class GraphNotFound(GraphError):
+    kind = "graph_not_found"
+
+
+class TemplateError(GraphError):
+    kind = "template"
+
+    def __init__(self, template: str, message: str):
+        self.template = template
+        super().__init__(f"template {template!r} failed: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "template": self.template}
+
+
+class SchemaViolation(GraphError):
+    """``which`` is ``input`` or ``output``; ``path`` points into the offending value."""
+
+    kind = "schema_violation"
+
+    def __init__(self, which: str, path: str, message: str):
+        self.which = which
+        self.path = path
+        super().__init__(f"{which} violates the graph's {which}_schema at {path}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "which": self.which, "path": self.path}

@@ -1,0 +1,60 @@
+"""The ``ionflux`` command line.
+
+Each command group lives in a module of its own; this module only assembles
+them and turns every ``IonfluxError`` into one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._errors import IonfluxError
+from ._app import App, pass_app
+from ._transforms import demo, invoke, publish, transforms
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IonfluxError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="IONFLUX_CONFIG",
+    help="Configuration file (YAML). Default: <data-dir>/ionflux.yaml if it exists.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="IONFLUX_DATA_DIR",
+    help="Where the store, registry, grants and run history live. Default: ~/.ionflux",
+)
+@click.version_option(package_name="ionflux-host")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None) -> None:
+    """IONFLUX host: run untrusted WebAssembly transforms, gated by IONWALL.
+
+    \b
+    Start here:
+      ionflux publish manifests/uppercase.yaml
+      ionflux transforms
+      ionflux invoke uppercase --input '{"text": "hello"}'
+    """
+    ctx.obj = App(config_path=config_path, data_dir=data_dir)
+
+
+for command in (publish, transforms, invoke, demo):
+    main.add_command(command)
+
+__all__ = ["App", "main", "pass_app"]

@@ -1,0 +1,138 @@
+"""Host configuration: defaults, then a YAML file, then the environment.
+
+Every setting has a default that runs the host with nothing configured: a
+local store under the data directory and a nats-server the host starts
+itself. The file is ``$IONFLUX_CONFIG`` or ``<data_dir>/ionflux.yaml``; any
+setting can be overridden by an environment variable, ``IONFLUX_`` plus the
+dotted path with ``__`` between levels (``IONFLUX_LIMITS__FUEL=1000000``,
+``IONFLUX_STORE__BACKEND=kubo``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ._errors import ConfigError
+
+DEFAULT_DATA_DIR = Path.home() / ".ionflux"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Section):
+    """Limits on every call of a transform. A manifest may lower them, or raise
+    them up to ``ceiling_factor`` times these values."""
+
+    fuel: int = Field(default=50_000_000, gt=0, description="instruction budget per call")
+    timeout_ms: int = Field(default=2_000, gt=0, description="wall clock per call")
+    memory_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="linear memory")
+    table_elements: int = Field(default=10_000, gt=0)
+    instances: int = Field(default=10, gt=0)
+    max_input_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_output_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_wasm_stack_bytes: int = Field(default=512 * 1024, gt=0)
+    http_timeout_ms: int = Field(default=10_000, gt=0)
+    http_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    ceiling_factor: int = Field(default=4, ge=1)
+
+
+class StoreSettings(_Section):
+    backend: Literal["local", "kubo"] = "local"
+    kubo_api: str = "http://127.0.0.1:5001"
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_get_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+
+
+class NatsSettings(_Section):
+    url: str | None = Field(default=None, description="None: the host starts its own nats-server")
+    queue_group: str = "ionflux-hosts"
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8620, ge=0, le=65535)
+
+
+class GraphSettings(_Section):
+    concurrency: int = Field(default=8, gt=0)
+    max_subgraph_depth: int = Field(default=3, ge=1)
+    transform_names: dict[str, str] = Field(
+        default_factory=dict, description="maps names used in graphs to published transforms"
+    )
+
+
+class IonwallSettings(_Section):
+    policy_file: Path | None = None
+    secret_values: list[str] = Field(default_factory=list)
+    sensitive_fields: list[str] = Field(
+        default_factory=lambda: ["password", "secret", "token", "api_key", "authorization"]
+    )
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IONFLUX_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    limits: Limits = Limits()
+    store: StoreSettings = StoreSettings()
+    nats: NatsSettings = NatsSettings()
+    http: HttpSettings = HttpSettings()
+    graph: GraphSettings = GraphSettings()
+    ionwall: IonwallSettings = IonwallSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs), which beats defaults.
+        return (env_settings, init_settings)
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Config:
+    """Loads the configuration; ``overrides`` (e.g. ``data_dir=``) beat everything."""
+    file_values: dict[str, Any] = {}
+    candidate = path or _env_path("IONFLUX_CONFIG")
+    if candidate is None:
+        data_dir = overrides.get("data_dir") or _env_path("IONFLUX_DATA_DIR") or DEFAULT_DATA_DIR
+        default_file = Path(data_dir) / "ionflux.yaml"
+        candidate = default_file if default_file.is_file() else None
+    if candidate is not None:
+        try:
+            loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{candidate}: cannot read configuration: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{candidate}: configuration must be a mapping")
+        file_values = loaded or {}
+    try:
+        config = Config(**file_values)
+        if overrides:
+            merged = config.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+            config = Config.model_validate(merged)
+    except ValidationError as exc:
+        where = f"{candidate}: " if candidate else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}invalid configuration: {problems}") from exc
+    return config
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None

@@ -1,0 +1,68 @@
+"""The shared wasmtime engine and the clock that bounds every call's wall time.
+
+One engine serves every sandbox: compiled code is shared, stores are not.
+Fuel bounds instructions; the epoch ticker bounds wall-clock time, because a
+guest blocked in a slow host import burns no fuel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from importlib.metadata import version
+
+import wasmtime
+
+EPOCH_TICK_S = 0.005  # a deadline is honoured to within about one tick
+
+
+def make_engine(max_wasm_stack_bytes: int) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    config.epoch_interruption = True
+    config.max_wasm_stack = max_wasm_stack_bytes
+    config.wasm_component_model = True
+    # Deny by default: no threads, no shared memory. Everything else a module
+    # could use is an import, and imports are checked at publish time.
+    config.wasm_threads = False
+    return wasmtime.Engine(config)
+
+
+def engine_fingerprint(max_wasm_stack_bytes: int) -> str:
+    """Identifies compiled code: serialized artifacts are only valid for the
+    same wasmtime build and the same engine settings."""
+    text = f"wasmtime={version('wasmtime')};fuel;epoch;stack={max_wasm_stack_bytes}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class EpochTicker:
+    """Advances the engine's epoch every ``EPOCH_TICK_S`` while any call is in flight."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="ionflux-epoch", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        while not self._stop.wait(EPOCH_TICK_S):
+            self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+
+def ticks_for(timeout_ms: int) -> int:
+    # +1: the current tick may be about to end.
+    return max(1, -(-timeout_ms // int(EPOCH_TICK_S * 1000))) + 1

@@ -1,0 +1,342 @@
+"""The host side of the world's imports.
+
+Every function here resolves the concrete scope of the call from its actual
+arguments, asks the gate, and only then touches the capability. A refusal is
+returned to the guest as ``error.denied`` (never a trap), so a guest can react.
+
+The functions are registered once on a linker shared by every sandbox; the
+call they belong to is found in a thread-local set by the sandbox for the
+duration of one ``run`` (a call runs start to finish on one thread). No
+exception may escape into wasmtime: each function answers ``error.failed``
+for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from wasmtime.component import Linker, Record, Variant
+
+from ionwall import CallContext, Gate
+
+from .._errors import IonfluxError, NotFound, TooLarge
+from ._world import WORLD_VERSION
+
+guest_log = logging.getLogger("ionflux.guest")
+
+MAX_LOG_LINES = 1_000
+MAX_LOG_LINE_BYTES = 8 * 1024
+
+_CID_LIKE = re.compile(r"^(b[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
+_SUBJECT_TOKEN = re.compile(r"^[^\s.*>]+$")
+_HOP_BY_HOP = frozenset(
+    {"host", "connection", "keep-alive", "proxy-authorization", "proxy-connection",
+     "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
+)
+
+
+class PodAccess(Protocol):
+    """What the pod import needs from IONPOD (``ionflux.store.Pod`` provides it)."""
+
+    def get_bytes(self, cid: str, max_size: int | None = None) -> bytes: ...
+    def put_bytes(self, data: bytes) -> str: ...
+    def resolve(self, path: str) -> str: ...
+    def bind(self, path: str, cid: str) -> None: ...
+
+
+class Bus(Protocol):
+    """What the bus import needs from the message bus."""
+
+    def publish(self, subject: str, payload: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    level: str
+    message: str
+
+
+@dataclass
+class ImportEnv:
+    """Everything one call's imports may reach. Built per call by the sandbox."""
+
+    gate: Gate
+    ctx: CallContext
+    deadline: float  # time.monotonic() by which the whole call must end
+    pod: PodAccess | None = None
+    bus: Bus | None = None
+    http: httpx.Client | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+    max_pod_read_bytes: int = 4 * 1024 * 1024
+    http_timeout_s: float = 10.0
+    http_max_response_bytes: int = 4 * 1024 * 1024
+    logs: list[LogLine] = field(default_factory=list)
+    calls: int = 0
+
+
+_local = threading.local()
+
+
+def current_env() -> ImportEnv | None:
+    env: ImportEnv | None = getattr(_local, "env", None)
+    return env
+
+
+def set_env(env: ImportEnv | None) -> None:
+    _local.env = env
+
+
+def _err(case: str, message: str) -> Variant:
+    return Variant(case, message)
+
+
+def _gated(scope_of: Callable[..., str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps an import: find the call, resolve the scope, ask the gate, then act."""
+
+    def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
+        def host_func(_store: object, *args: Any) -> Any:
+            env = current_env()
+            if env is None:
+                return _err("unavailable", "no call in progress")
+            env.calls += 1
+            try:
+                scope = scope_of(*args)
+            except ValueError as exc:
+                return _err("invalid", str(exc))
+            try:
+                decision = env.gate.check(env.ctx, scope)
+            except Exception as exc:  # a broken gate denies, it never allows
+                return _err("denied", f"{scope}: gate failed: {exc}")
+            if not decision.allowed:
+                return _err("denied", f"{scope}: {decision.reason}")
+            try:
+                return body(env, *args)
+            except IonfluxError as exc:
+                return _err(_case_of(exc), str(exc))
+            except Exception as exc:
+                return _err("failed", f"{type(exc).__name__}: {exc}")
+
+        host_func.__name__ = body.__name__
+        return host_func
+
+    return wrap
+
+
+def _case_of(exc: IonfluxError) -> str:
+    if isinstance(exc, NotFound):
+        return "not-found"
+    if isinstance(exc, TooLarge):
+        return "too-large"
+    if exc.kind in ("invalid_cid", "invalid_input"):
+        return "invalid"
+    if exc.kind == "backend_unavailable":
+        return "unavailable"
+    return "failed"
+
+
+# --- log -------------------------------------------------------------------
+
+
+@_gated(lambda level, message: f"emit_log:{level}")
+def log_write(env: ImportEnv, level: str, message: str) -> None:
+    if len(env.logs) >= MAX_LOG_LINES:
+        return _err("too-large", f"more than {MAX_LOG_LINES} log lines in one call")
+    if len(message) > MAX_LOG_LINE_BYTES:
+        message = message[:MAX_LOG_LINE_BYTES] + "…"
+    env.logs.append(LogLine(level, message))
+    guest_log.log(
+        {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(
+            level, logging.ERROR
+        ),
+        "%s: %s",
+        env.ctx.transform,
+        message,
+    )
+    return None
+
+
+# --- config ----------------------------------------------------------------
+
+
+@_gated(lambda key: f"read_config:{_check_key(key)}")
+def config_get(env: ImportEnv, key: str) -> str | None:
+    return env.config.get(key)
+
+
+def _check_key(key: str) -> str:
+    if not key or len(key) > 256 or any(c in key for c in " \t\r\n:"):
+        raise ValueError(f"invalid config key {key!r}")
+    return key
+
+
+# --- pod -------------------------------------------------------------------
+
+
+def _pod_read_scope(reference: str) -> str:
+    return f"read_pod_data:{_check_reference(reference)}"
+
+
+def _check_reference(reference: str) -> str:
+    if _CID_LIKE.match(reference):
+        return reference
+    return _check_path(reference)
+
+
+def _check_path(path: str) -> str:
+    parts = path.split("/")
+    if (
+        not path
+        or len(path) > 1024
+        or path.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or any(c in path for c in "\0\r\n*")
+    ):
+        raise ValueError(f"invalid pod path {path!r} (relative, no '.', '..', '*' or empty parts)")
+    return path
+
+
+@_gated(_pod_read_scope)
+def pod_get(env: ImportEnv, reference: str) -> Any:
+    if env.pod is None:
+        return _err("unavailable", "no pod is configured")
+    cid = reference if _CID_LIKE.match(reference) else env.pod.resolve(reference)
+    data = env.pod.get_bytes(cid, max_size=env.max_pod_read_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _err("invalid", f"{reference} is binary; the pod import reads text only")
+
+
+@_gated(lambda path, data: f"write_pod_data:{_check_path(path)}")
+def pod_put(env: ImportEnv, path: str, data: str) -> str:
+    if env.pod is None:
+        return _err("unavailable", "no pod is configured")  # type: ignore[return-value]
+    cid = env.pod.put_bytes(data.encode("utf-8"))
+    env.pod.bind(path, cid)
+    return cid
+
+
+# --- bus -------------------------------------------------------------------
+
+
+def _subject(subject: str) -> str:
+    if not subject or len(subject) > 512 or not all(
+        _SUBJECT_TOKEN.match(t) for t in subject.split(".")
+    ):
+        raise ValueError(
+            f"invalid subject {subject!r}: dot-separated tokens, no spaces or wildcards"
+        )
+    return subject
+
+
+@_gated(lambda subject, payload: f"publish_nats_topic:{_subject(subject)}")
+def bus_publish(env: ImportEnv, subject: str, payload: str) -> Any:
+    if env.bus is None:
+        return _err("unavailable", "no message bus is connected to this host")
+    env.bus.publish(subject, payload.encode("utf-8"))
+    return None
+
+
+# --- http ------------------------------------------------------------------
+
+
+def http_scope(url: str) -> str:
+    """``http_fetch:<host>`` or ``http_fetch:<host>:<port>`` for a non-default port."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"invalid url {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"invalid url {url!r}: only http and https are allowed")
+    host = parsed.host.lower().rstrip(".")
+    if not host:
+        raise ValueError(f"invalid url {url!r}: no host")
+    if parsed.userinfo:
+        raise ValueError(f"invalid url {url!r}: credentials in the URL are not allowed")
+    # httpx drops the port when it is the scheme's default.
+    return f"http_fetch:{host}" if parsed.port is None else f"http_fetch:{host}:{parsed.port}"
+
+
+@_gated(lambda req: http_scope(getattr(req, "url")))
+def http_fetch(env: ImportEnv, req: Any) -> Any:
+    if env.http is None:
+        return _err("unavailable", "outbound HTTP is not enabled on this host")
+    remaining = env.deadline - time.monotonic()
+    if remaining <= 0:
+        return _err("unavailable", "the call's time limit has run out")
+    timeout = env.http_timeout_s
+    asked = getattr(req, "timeout-ms")
+    if asked is not None:
+        timeout = min(timeout, asked / 1000)
+    timeout = min(timeout, remaining)
+    headers = [
+        (h.name, h.value) for h in getattr(req, "headers") if h.name.lower() not in _HOP_BY_HOP
+    ]
+    body = getattr(req, "body")
+    try:
+        with env.http.stream(
+            getattr(req, "method").upper(),
+            getattr(req, "url"),
+            headers=headers,
+            content=body.encode("utf-8") if body is not None else None,
+            timeout=timeout,
+        ) as resp:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > env.http_max_response_bytes:
+                    return _err(
+                        "too-large",
+                        f"response body is over {env.http_max_response_bytes} bytes",
+                    )
+                chunks.append(chunk)
+            status = resp.status_code
+            out_headers = list(resp.headers.multi_items())
+    except httpx.TimeoutException:
+        return _err("unavailable", f"request timed out after {timeout:.3f}s")
+    except httpx.HTTPError as exc:
+        return _err("unavailable", f"request failed: {exc}")
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        return _err("invalid", "response body is not UTF-8 text")
+    response = Record()
+    response.status = status
+    response.headers = [_header(k, v) for k, v in out_headers]
+    response.body = text
+    return response
+
+
+def _header(name: str, value: str) -> Record:
+    rec = Record()
+    rec.name = name
+    rec.value = value
+    return rec
+
+
+# --- registration ----------------------------------------------------------
+
+IMPORTS: dict[str, dict[str, Callable[..., Any]]] = {
+    "types": {},
+    "log": {"write": log_write},
+    "config": {"get": config_get},
+    "pod": {"get": pod_get, "put": pod_put},
+    "bus": {"publish": bus_publish},
+    "http": {"fetch": http_fetch},
+}
+
+
+def define_imports(linker: Linker) -> None:
+    with linker.root() as root:
+        for interface, funcs in IMPORTS.items():
+            with root.add_instance(f"ionflux:transform/{interface}@{WORLD_VERSION}") as inst:
+                for name, func in funcs.items():
+                    inst.add_func(name, func)

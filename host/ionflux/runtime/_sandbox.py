@@ -1,0 +1,171 @@
+"""One call of one transform in a fresh sandbox.
+
+Each call gets a new Store (its own memory, fuel and deadline) and a new
+instance; nothing survives from one call to the next. Limits are set before
+the guest runs a single instruction, and every way a guest can fail becomes
+a typed ``GuestError`` while the host goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from wasmtime.component import Component, ExportIndex, Linker, Variant
+
+from .._errors import (
+    DeadlineExceeded,
+    FuelExhausted,
+    GuestError,
+    GuestTrap,
+    InvalidInput,
+    InvalidOutput,
+    MemoryLimitExceeded,
+    OutputTooLarge,
+    StackOverflow,
+    TransformFailed,
+)
+from . import _threadsafe
+from ._cache import CompileCache
+from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
+from ._imports import ImportEnv, LogLine, define_imports, set_env
+from ._world import check_world, compile_component
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    fuel: int
+    timeout_ms: int
+    memory_bytes: int
+    table_elements: int
+    instances: int
+    max_input_bytes: int
+    max_output_bytes: int
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A compiled component ready to instantiate."""
+
+    cid: str
+    component: Component
+    run: ExportIndex
+
+
+@dataclass
+class CallResult:
+    output: str
+    fuel_used: int
+    duration_s: float
+    logs: list[LogLine] = field(default_factory=list)
+    import_calls: int = 0
+
+    @cached_property
+    def value(self) -> Any:
+        return json.loads(self.output)
+
+
+# Rust guests end in these when an allocation fails, which is how a refused
+# memory.grow shows up; wasmtime itself just returns -1 from memory.grow.
+_OOM_MARKERS = ("alloc_error", "rust_oom", "handle_alloc_error", "out_of_memory")
+_INSTANTIATE_MEMORY = re.compile(r"memory minimum size|exceeds memory limits|resource limit", re.I)
+
+
+class Runtime:
+    def __init__(self, *, max_wasm_stack_bytes: int, cache_dir: Path | None) -> None:
+        _threadsafe.install()
+        self.engine = make_engine(max_wasm_stack_bytes)
+        self.fingerprint = engine_fingerprint(max_wasm_stack_bytes)
+        self._ticker = EpochTicker(self.engine)
+        self.linker = Linker(self.engine)
+        define_imports(self.linker)
+        self.cache = CompileCache(self.engine, cache_dir, self.fingerprint)
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+    def compile_checked(self, data: bytes) -> Component:
+        """Compiles and checks against the world; for publish and first load."""
+        component = compile_component(self.engine, data)
+        check_world(self.engine, component)
+        return component
+
+    def load(self, cid: str, fetch_bytes: Any) -> Loaded:
+        """The compiled component for ``cid``; ``fetch_bytes()`` must return
+        bytes already verified against ``cid`` (the store re-hashes on read)."""
+        component = self.cache.get(cid, lambda: self.compile_checked(fetch_bytes()))
+        index = component.get_export_index("run")
+        if index is None:
+            raise GuestTrap("component does not export `run`")
+        return Loaded(cid, component, index)
+
+    def call(self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv) -> CallResult:
+        if len(input_text) > limits.max_input_bytes or (
+            len(input_text.encode("utf-8")) > limits.max_input_bytes
+        ):
+            raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
+        self._ticker.ensure_running()
+        store = wasmtime.Store(self.engine)
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(ticks_for(limits.timeout_ms))
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=limits.instances,
+        )
+        started = time.perf_counter()
+        set_env(env)
+        try:
+            instance = self.linker.instantiate(store, loaded.component)
+            run = instance.get_func(store, loaded.run)
+            assert run is not None
+            result = run(store, input_text)
+        except wasmtime.WasmtimeError as exc:
+            raise classify_trap(exc, limits) from None
+        finally:
+            set_env(None)
+        duration = time.perf_counter() - started
+        fuel_used = limits.fuel - store.get_fuel()
+        if isinstance(result, Variant):
+            raise TransformFailed(result.tag, str(result.payload))
+        if not isinstance(result, str):
+            raise InvalidOutput(f"run returned {type(result).__name__}, expected a string")
+        if len(result) > limits.max_output_bytes or (
+            len(result.encode("utf-8")) > limits.max_output_bytes
+        ):
+            raise OutputTooLarge(
+                f"output is {len(result.encode('utf-8'))} bytes, over the "
+                f"{limits.max_output_bytes}-byte limit"
+            )
+        return CallResult(result, fuel_used, duration, env.logs, env.calls)
+
+
+def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError:
+    text = str(exc)
+    reason = _trap_reason(text)
+    if "all fuel consumed" in text:
+        return FuelExhausted(f"ran out of fuel ({limits.fuel} units)")
+    if "wasm trap: interrupt" in text:
+        return DeadlineExceeded(f"ran past its {limits.timeout_ms} ms time limit")
+    if "call stack exhausted" in text:
+        return StackOverflow("exhausted its call stack")
+    if any(marker in text for marker in _OOM_MARKERS) or _INSTANTIATE_MEMORY.search(text):
+        return MemoryLimitExceeded(
+            f"needed more memory than its {limits.memory_bytes}-byte limit ({reason})"
+        )
+    return GuestTrap(f"trapped: {reason}")
+
+
+def _trap_reason(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("wasm trap:"):
+            return line.removeprefix("wasm trap:").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown trap"

@@ -1,0 +1,34 @@
+"""The gate: the single place where a host import asks to use a capability.
+
+The runtime resolves every import call to a concrete scope (for example
+``read_pod_data:reports/01.json``) and asks ``Gate.check``. The answer is a
+``Decision``; the runtime turns a denial into the guest-visible
+``error.denied`` and never lets the capability run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling: the module and, when inside a graph run, the run and node."""
+
+    subject: str  # the module CID
+    transform: str  # the manifest name, for messages
+    run_id: str | None = None
+    node_id: str | None = None
+    grant_id: str | None = None  # the grant the run was started under, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    scope: str
+    reason: str
+
+
+class Gate(Protocol):
+    def check(self, ctx: CallContext, scope: str) -> Decision: ...
