@@ -8,8 +8,12 @@ The runtime resolves every import call to a concrete scope (for example
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from ._errors import ScopeError
+from ._scope import covering, parse_scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +36,30 @@ class Decision:
 
 class Gate(Protocol):
     def check(self, ctx: CallContext, scope: str) -> Decision: ...
+
+
+class AllowAllGate:
+    """Allows everything and records nothing. For benchmarks only.
+
+    It measures what the gate costs by being absent; it must never guard a
+    real run.
+    """
+
+    def check(self, ctx: CallContext, scope: str) -> Decision:
+        return Decision(True, scope, "allow-all gate (benchmarks only)")
+
+
+class AllowListGate:
+    """Allows exactly the scopes its list covers, records nothing. For tests."""
+
+    def __init__(self, scopes: Iterable[str]) -> None:
+        self.scopes = parse_scopes(scopes)
+
+    def check(self, ctx: CallContext, scope: str) -> Decision:
+        try:
+            granted = covering(self.scopes, scope)
+        except ScopeError as exc:
+            return Decision(False, scope, f"unparseable scope: {exc.problem}")
+        if granted is None:
+            return Decision(False, scope, "not in the allow list")
+        return Decision(True, scope, f"allow list: {granted}")

@@ -23,7 +23,9 @@
     │   ├── OutputTooLarge           the output is past the size limit
     │   ├── InvalidOutput            the output is not JSON
     │   └── TransformFailed          the guest returned its own error
-    └── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
+    ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
+    └── ConsentRequired              nothing runs until the owner answers a consent request
+                                     (also an ``ionwall.ConsentRequired``)
 
 Errors that cross a process boundary serialise with ``to_dict()``.
 """
@@ -31,6 +33,8 @@ Errors that cross a process boundary serialise with ``to_dict()``.
 from __future__ import annotations
 
 from typing import Any
+
+import ionwall as _ionwall
 
 
 class IonfluxError(Exception):
@@ -155,27 +159,22 @@ class TransformFailed(GuestError):
         super().__init__(f"{case}: {message}")
 
 
-class PermissionDenied(IonfluxError):
+class PermissionDenied(IonfluxError, _ionwall.PermissionDenied):
+    """IONWALL refused ``scope``; ``reason`` says why. Also an ``ionwall.PermissionDenied``."""
+
     kind = "permission_denied"
 
-    def __init__(self, scope: str, reason: str, subject: str | None = None):
-        self.scope = scope
-        self.reason = reason
-        self.subject = subject
-        super().__init__(f"denied {scope}: {reason}")
+    def to_dict(self) -> dict[str, Any]:
+        return _ionwall.PermissionDenied.to_dict(self)
+
+
+class ConsentRequired(IonfluxError, _ionwall.ConsentRequired):
+    """Nothing runs until the owner answers ``request``; the message says how."""
+
+    kind = "consent_required"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "scope": self.scope, "reason": self.reason}
-
-
-# --- graphs (graph/) --------------------------------------------------------
-#
-#   IonfluxError
-#   └── GraphError                   a FluxGraph that cannot be loaded, found or run
-#       ├── GraphValidationError     every problem of a graph at once (file, line, node, field)
-#       ├── GraphNotFound            no graph file, deployed name, version or CID by that reference
-#       ├── TemplateError            a template or ``if:`` expression failed while rendering
-#       └── SchemaViolation          a run's input or output breaks the graph's JSON Schema
+        return _ionwall.ConsentRequired.to_dict(self)
 
 
 class GraphError(IonfluxError):

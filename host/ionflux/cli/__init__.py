@@ -1,7 +1,7 @@
 """The ``ionflux`` command line.
 
 Each command group lives in a module of its own; this module only assembles
-them and turns every ``IonfluxError`` into one line on stderr and exit code 1.
+them and turns every ``IonfluxError`` (and ``IonwallError``) into one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from typing import Any
 
 import click
 
+from ionwall import IonwallError
+
 from .._errors import IonfluxError
 from ._app import App, pass_app
+from ._pod import pod
 from ._transforms import demo, invoke, publish, transforms
 
 
@@ -21,7 +24,7 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except IonfluxError as exc:
+        except (IonfluxError, IonwallError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
@@ -54,7 +57,22 @@ def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None) ->
     ctx.obj = App(config_path=config_path, data_dir=data_dir)
 
 
-for command in (publish, transforms, invoke, demo):
+for command in (publish, transforms, invoke, demo, pod):
     main.add_command(command)
 
 __all__ = ["App", "main", "pass_app"]
+
+from ._ionwall import commands as _ionwall_commands  # noqa: E402
+
+for command in _ionwall_commands:
+    main.add_command(command)
+
+from ._graph import graph as _graph_group  # noqa: E402
+from ._graph import runs as _runs_group  # noqa: E402
+
+main.add_command(_graph_group)
+main.add_command(_runs_group)
+
+from ._serve import up as _up  # noqa: E402
+
+main.add_command(_up)

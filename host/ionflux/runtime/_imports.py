@@ -145,7 +145,7 @@ def _case_of(exc: IonfluxError) -> str:
 
 
 @_gated(lambda level, message: f"emit_log:{level}")
-def log_write(env: ImportEnv, level: str, message: str) -> None:
+def log_write(env: ImportEnv, level: str, message: str) -> Variant | None:
     if len(env.logs) >= MAX_LOG_LINES:
         return _err("too-large", f"more than {MAX_LOG_LINES} log lines in one call")
     if len(message) > MAX_LOG_LINE_BYTES:
@@ -264,7 +264,7 @@ def http_scope(url: str) -> str:
     return f"http_fetch:{host}" if parsed.port is None else f"http_fetch:{host}:{parsed.port}"
 
 
-@_gated(lambda req: http_scope(getattr(req, "url")))
+@_gated(lambda req: http_scope(req.url))
 def http_fetch(env: ImportEnv, req: Any) -> Any:
     if env.http is None:
         return _err("unavailable", "outbound HTTP is not enabled on this host")
@@ -277,13 +277,13 @@ def http_fetch(env: ImportEnv, req: Any) -> Any:
         timeout = min(timeout, asked / 1000)
     timeout = min(timeout, remaining)
     headers = [
-        (h.name, h.value) for h in getattr(req, "headers") if h.name.lower() not in _HOP_BY_HOP
+        (h.name, h.value) for h in req.headers if h.name.lower() not in _HOP_BY_HOP
     ]
-    body = getattr(req, "body")
+    body = req.body
     try:
         with env.http.stream(
-            getattr(req, "method").upper(),
-            getattr(req, "url"),
+            req.method.upper(),
+            req.url,
             headers=headers,
             content=body.encode("utf-8") if body is not None else None,
             timeout=timeout,
@@ -308,17 +308,15 @@ def http_fetch(env: ImportEnv, req: Any) -> Any:
         text = b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
         return _err("invalid", "response body is not UTF-8 text")
-    response = Record()
-    response.status = status
-    response.headers = [_header(k, v) for k, v in out_headers]
-    response.body = text
-    return response
+    return _record(
+        status=status, headers=[_record(name=k, value=v) for k, v in out_headers], body=text
+    )
 
 
-def _header(name: str, value: str) -> Record:
+def _record(**fields: Any) -> Record:
     rec = Record()
-    rec.name = name
-    rec.value = value
+    for name, value in fields.items():
+        setattr(rec, name, value)
     return rec
 
 

@@ -31,7 +31,7 @@ from .._errors import (
     StackOverflow,
     TransformFailed,
 )
-from . import _threadsafe
+from . import _wasmtime_fixes
 from ._cache import CompileCache
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
 from ._imports import ImportEnv, LogLine, define_imports, set_env
@@ -71,15 +71,16 @@ class CallResult:
         return json.loads(self.output)
 
 
-# Rust guests end in these when an allocation fails, which is how a refused
-# memory.grow shows up; wasmtime itself just returns -1 from memory.grow.
-_OOM_MARKERS = ("alloc_error", "rust_oom", "handle_alloc_error", "out_of_memory")
+# wasmtime only answers -1 to a refused memory.grow; the guest then traps.
+# Guests built with our pdk trap in `ionflux_pdk::alloc::out_of_memory` (the
+# name section is kept for this), other Rust guests in the std handlers.
+_OOM_MARKERS = ("out_of_memory", "alloc_error", "rust_oom", "handle_alloc_error")
 _INSTANTIATE_MEMORY = re.compile(r"memory minimum size|exceeds memory limits|resource limit", re.I)
 
 
 class Runtime:
     def __init__(self, *, max_wasm_stack_bytes: int, cache_dir: Path | None) -> None:
-        _threadsafe.install()
+        _wasmtime_fixes.install()
         self.engine = make_engine(max_wasm_stack_bytes)
         self.fingerprint = engine_fingerprint(max_wasm_stack_bytes)
         self._ticker = EpochTicker(self.engine)
@@ -105,7 +106,9 @@ class Runtime:
             raise GuestTrap("component does not export `run`")
         return Loaded(cid, component, index)
 
-    def call(self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv) -> CallResult:
+    def call(
+        self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv
+    ) -> CallResult:
         if len(input_text) > limits.max_input_bytes or (
             len(input_text.encode("utf-8")) > limits.max_input_bytes
         ):

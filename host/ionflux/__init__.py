@@ -1,0 +1,75 @@
+"""IONFLUX host: runs untrusted, content-addressed WebAssembly transforms,
+every capability gated by IONWALL.
+
+    from ionflux import Host, load_config
+    host = Host(load_config())
+    host.publish(Path("manifests/uppercase.yaml"))
+    host.invoke("uppercase", {"text": "hi"}).value   # {"text": "HI"}
+"""
+
+from ._errors import (
+    BackendUnavailable,
+    CidMismatch,
+    ConfigError,
+    ConsentRequired,
+    DeadlineExceeded,
+    FuelExhausted,
+    GuestError,
+    GuestTrap,
+    ImportOutsideWorld,
+    InvalidCid,
+    InvalidInput,
+    InvalidOutput,
+    IonfluxError,
+    ManifestError,
+    MemoryLimitExceeded,
+    ModuleError,
+    NotFound,
+    NotWasm,
+    OutputTooLarge,
+    PermissionDenied,
+    StackOverflow,
+    StoreError,
+    TooLarge,
+    TransformFailed,
+    UnknownTransform,
+)
+from .config import Config, load_config
+from .host import Host, Invocation
+from .manifest import Manifest, load_manifest
+from .registry import PublishedTransform
+
+__all__ = [
+    "BackendUnavailable",
+    "CidMismatch",
+    "Config",
+    "ConfigError",
+    "ConsentRequired",
+    "DeadlineExceeded",
+    "FuelExhausted",
+    "GuestError",
+    "GuestTrap",
+    "Host",
+    "ImportOutsideWorld",
+    "InvalidCid",
+    "InvalidInput",
+    "InvalidOutput",
+    "Invocation",
+    "IonfluxError",
+    "Manifest",
+    "ManifestError",
+    "MemoryLimitExceeded",
+    "ModuleError",
+    "NotFound",
+    "NotWasm",
+    "OutputTooLarge",
+    "PermissionDenied",
+    "PublishedTransform",
+    "StackOverflow",
+    "StoreError",
+    "TooLarge",
+    "TransformFailed",
+    "UnknownTransform",
+    "load_config",
+    "load_manifest",
+]

@@ -1,0 +1,107 @@
+"""Issue 2's figures: one trivial call through the host, beside raw wasmtime-py
+and the Extism Python SDK, and the first call of a newly published module."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import extism
+import wasmtime
+from wasmtime.component import Component, Linker
+
+from ..config import load_config
+from ..host import Host
+from ..manifest import Manifest, ModuleRef
+from ..runtime._world import INTERFACES, WORLD_VERSION
+from ..store import cid_for_bytes
+from ._timing import Row, once, per_call
+
+INPUT = '{"text":"hello"}'
+
+
+def _publish(host: Host, name: str, path: Path, abi: str = "component") -> str:
+    data = path.read_bytes()
+    cid = cid_for_bytes(data)
+    host.publish_bytes(
+        Manifest(name=name, version="0.1.0", abi=abi, module=ModuleRef(cid=cid)),  # type: ignore[arg-type]
+        data,
+    )
+    return cid
+
+
+def run(*, repo: Path, workdir: Path) -> list[Row]:
+    build = repo / "build" / "transforms"
+    echo = build / "testing" / "echo.wasm"
+    rows: list[Row] = []
+
+    host = Host(load_config(data_dir=workdir / "host"))
+    cid = _publish(host, "echo", echo)
+    _publish(host, "extism-echo", build / "extism-echo.wasm", abi="extism")
+    host.invoke("echo", INPUT)
+
+    # Raw wasmtime-py: the same component, a fresh store + instance + call, nothing else.
+    engine = wasmtime.Engine(wasmtime.Config())
+    component = Component(engine, echo.read_bytes())
+    linker = Linker(engine)
+    with linker.root() as root:
+        for interface in INTERFACES:
+            with root.add_instance(f"ionflux:transform/{interface}@{WORLD_VERSION}"):
+                pass
+    index = component.get_export_index("run")
+
+    def raw() -> object:
+        store = wasmtime.Store(engine)
+        instance = linker.instantiate(store, component)
+        func = instance.get_func(store, index)  # type: ignore[arg-type]
+        return func(store, INPUT)  # type: ignore[misc]
+
+    def hosted() -> object:
+        return host.invoke("echo", INPUT)
+
+    # Extism SDK, a reused Plugin (the SDK's fast path, not a fresh sandbox).
+    plugin = extism.Plugin((build / "extism-echo.wasm").read_bytes(), wasi=False, functions=[])
+
+    def extism_reused() -> object:
+        return plugin.call("run", INPUT)
+
+    def extism_hosted() -> object:
+        return host.invoke("extism-echo", INPUT)
+
+    # Interleave the measurements so drift on a shared machine hits all of them.
+    t_raw, t_host, t_ext, t_ext_host = [], [], [], []
+    for _ in range(3):
+        t_raw.append(per_call(raw, n=400, repeats=3))
+        t_host.append(per_call(hosted, n=400, repeats=3))
+        t_ext.append(per_call(extism_reused, n=400, repeats=3))
+        t_ext_host.append(per_call(extism_hosted, n=100, repeats=3))
+    raw_s, host_s, ext_s, ext_host_s = (sorted(t)[1] for t in (t_raw, t_host, t_ext, t_ext_host))
+    rows += [
+        Row("raw wasmtime-py: new store + instantiate + call", raw_s * 1e6, "µs"),
+        Row("host.invoke (fresh sandbox, gate, limits, JSON check)", host_s * 1e6, "µs"),
+        Row("  host / raw", host_s / raw_s, "x (target ≤ 1.2)"),
+        Row("extism SDK, reused Plugin", ext_s * 1e6, "µs"),
+        Row("host.invoke of the Extism plugin (fresh Plugin)", ext_host_s * 1e6, "µs"),
+    ]
+
+    # First call of a newly published module: compile cached on disk vs not.
+    cold_dir = workdir / "cold"
+    first = Host(load_config(data_dir=cold_dir))
+    _publish(first, "uppercase", build / "uppercase.wasm")
+    first.close()
+    cached, uncached = [], []
+    for _ in range(5):
+        h = Host(load_config(data_dir=cold_dir))
+        cached.append(once(lambda h=h: h.invoke("uppercase", INPUT)))  # type: ignore[misc]
+        h.close()
+        shutil.rmtree(cold_dir / "cache")
+        h = Host(load_config(data_dir=cold_dir))
+        uncached.append(once(lambda h=h: h.invoke("uppercase", INPUT)))  # type: ignore[misc]
+        h.close()
+    rows += [
+        Row("first call, compile cached on disk", sorted(cached)[2] * 1e3, "ms (target < 5)"),
+        Row("first call, not cached (compile)", sorted(uncached)[2] * 1e3, "ms"),
+    ]
+    host.close()
+    del cid
+    return rows

@@ -1,0 +1,331 @@
+"""The host: publishes transforms and invokes them, one fresh sandbox per call.
+
+``Host`` ties the parts together: the registry of published manifests, the
+IONPOD store the module bytes live in (re-hashed on every read), the sandbox
+runtime with its compile cache, and the gate every import call passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import jsonschema
+
+import ionwall
+from ionwall import CallContext, Decision, Gate, Ionwall, Masker, load_policy
+
+from ._errors import (
+    CidMismatch,
+    ConsentRequired,
+    InvalidInput,
+    InvalidOutput,
+    ManifestError,
+    ModuleError,
+)
+from .config import Config, Limits
+from .manifest import LimitOverrides, Manifest, load_manifest, module_path
+from .registry import PublishedTransform, Registry
+from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, LogLine, Runtime, wasm_kind
+from .runtime.extism import ExtismLoaded, check_plugin
+
+if TYPE_CHECKING:
+    from .store import Pod
+
+
+@dataclass
+class Invocation:
+    """The outcome of one successful call."""
+
+    transform: PublishedTransform
+    output: str
+    fuel_used: int
+    duration_s: float
+    logs: list[LogLine] = field(default_factory=list)
+    import_calls: int = 0
+
+    @cached_property
+    def value(self) -> Any:
+        return json.loads(self.output)
+
+
+def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
+    """A manifest may lower any limit, or raise it up to ``ceiling_factor`` times the default."""
+
+    def pick(name: str) -> int:
+        default: int = getattr(defaults, name)
+        asked: int | None = getattr(overrides, name)
+        return default if asked is None else min(asked, default * defaults.ceiling_factor)
+
+    return CallLimits(
+        fuel=pick("fuel"),
+        timeout_ms=pick("timeout_ms"),
+        memory_bytes=pick("memory_bytes"),
+        table_elements=defaults.table_elements,
+        instances=defaults.instances,
+        max_input_bytes=pick("max_input_bytes"),
+        max_output_bytes=pick("max_output_bytes"),
+    )
+
+
+@dataclass(slots=True)
+class _Prepared:
+    transform: PublishedTransform
+    loaded: Loaded | ExtismLoaded
+    limits: CallLimits
+    input_validator: jsonschema.protocols.Validator | None
+    output_validator: jsonschema.protocols.Validator | None
+
+
+class Host:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        gate: Gate | None = None,
+        ionwall: Ionwall | None = None,
+        pod: Pod | None = None,
+        bus: Bus | None = None,
+    ) -> None:
+        """``gate``, when given, answers every import call of every invocation
+        (tests and benchmarks); otherwise IONWALL grants decide."""
+        self.config = config
+        self.gate = gate
+        self.bus = bus
+        if ionwall is not None:
+            self.__dict__["ionwall"] = ionwall
+        if pod is not None:
+            self.__dict__["pod"] = pod
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(config.data_dir / "registry.sqlite3")
+        self.runtime = Runtime(
+            max_wasm_stack_bytes=config.limits.max_wasm_stack_bytes,
+            cache_dir=config.data_dir / "cache" / "compiled",
+        )
+        self._prepared: dict[str, _Prepared] = {}
+        self._grants: dict[str, str] = {}  # module CID -> the grant its calls run under
+        self._lock = threading.Lock()
+
+    @cached_property
+    def ionwall(self) -> Ionwall:
+        settings = self.config.ionwall
+        return Ionwall(
+            self.config.data_dir / "ionwall",
+            load_policy(settings.policy_file),
+            masker=Masker(settings.secret_values, settings.sensitive_fields),
+        )
+
+    @cached_property
+    def pod(self) -> Pod:
+        from .store import open_pod
+
+        return open_pod(self.config)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        # No redirects (each hop must pass the gate), no proxies or netrc from the environment.
+        return httpx.Client(follow_redirects=False, trust_env=False)
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.registry.close()
+        if "ionwall" in self.__dict__:
+            self.ionwall.close()
+        if "http" in self.__dict__:
+            self.http.close()
+
+    # --- publishing ----------------------------------------------------------
+
+    def publish(self, manifest_file: Path, module_file: Path | None = None) -> PublishedTransform:
+        """Verifies the module against the manifest's CID, stores it and registers it."""
+        manifest = load_manifest(manifest_file)
+        path = module_file or module_path(manifest, manifest_file)
+        if path is None:
+            raise ManifestError(
+                "no module file: give module.path in the manifest or a .wasm path",
+                path=str(manifest_file),
+                field="module.path",
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModuleError(f"cannot read module {path}: {exc.strerror}") from exc
+        return self.publish_bytes(manifest, data)
+
+    def publish_bytes(self, manifest: Manifest, data: bytes) -> PublishedTransform:
+        from .store import cid_for_bytes
+
+        actual = cid_for_bytes(data)
+        if actual != manifest.module.cid:
+            raise CidMismatch(manifest.module.cid, actual)
+        kind = wasm_kind(data)
+        self._check_scopes(manifest)
+        if manifest.abi == "component":
+            component = self.runtime.compile_checked(data)
+            del component
+        else:
+            if kind != "module":
+                raise ModuleError("abi 'extism' needs a core module, this is a component")
+            check_plugin(data)
+        stored = self.pod.put_bytes(data)
+        if stored != actual:  # the store computed another CID: refuse loudly
+            raise CidMismatch(actual, stored)
+        self.pod.pin(stored)
+        published = self.registry.add(manifest, len(data))
+        with self._lock:
+            self._prepared.clear()
+        return published
+
+    def _check_scopes(self, manifest: Manifest) -> None:
+        for i, scope in enumerate(manifest.scopes):
+            try:
+                ionwall.parse_scope(scope)
+            except ionwall.ScopeError as exc:
+                raise ManifestError(str(exc), field=f"scopes.{i}") from exc
+
+    # --- consent -------------------------------------------------------------
+
+    def authorize(self, transform: PublishedTransform) -> str | None:
+        """The grant calls of ``transform`` run under, or ``ConsentRequired``.
+
+        Kept per module between calls; each call re-checks that it is still
+        live (revocation, expiry), and every import re-checks it again.
+        """
+        if not transform.scopes:
+            return None
+        grant_id = self._grants.get(transform.cid)
+        if grant_id is not None and self.ionwall.grant_live(grant_id):
+            return grant_id
+        publisher = transform.manifest.publisher
+        try:
+            grant = self.ionwall.authorize(
+                transform.cid,
+                transform.name,
+                transform.version,
+                transform.scopes,
+                publisher=publisher.key if publisher else None,
+                signature=publisher.signature if publisher else None,
+            )
+        except ionwall.ConsentRequired as exc:
+            raise ConsentRequired(exc.request) from None
+        self._grants[transform.cid] = grant.id
+        return grant.id
+
+    # --- invoking ------------------------------------------------------------
+
+    def prepare(self, ref: str) -> _Prepared:
+        prepared = self._prepared.get(ref)
+        if prepared is not None:
+            return prepared
+        transform = self.registry.get(ref)
+        loaded: Loaded | ExtismLoaded
+        if transform.abi == "extism":
+            loaded = ExtismLoaded(transform.cid, self._module_bytes(transform.cid))
+        else:
+            loaded = self.runtime.load(transform.cid, lambda: self._module_bytes(transform.cid))
+        m = transform.manifest
+        prepared = _Prepared(
+            transform,
+            loaded,
+            effective_limits(self.config.limits, m.limits),
+            jsonschema.Draft202012Validator(m.input_schema) if m.input_schema else None,
+            jsonschema.Draft202012Validator(m.output_schema) if m.output_schema else None,
+        )
+        with self._lock:
+            self._prepared[ref] = prepared
+        return prepared
+
+    def _module_bytes(self, cid: str) -> bytes:
+        return self.pod.get_bytes(cid)
+
+    def invoke(
+        self,
+        ref: str,
+        input: str | Any,
+        *,
+        ctx: CallContext | None = None,
+        gate: Gate | None = None,
+        config: dict[str, str] | None = None,
+    ) -> Invocation:
+        """Runs one transform on one input in a fresh sandbox. Thread-safe."""
+        p = self.prepare(ref)
+        t = p.transform
+        if isinstance(input, str):
+            text = input
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise InvalidInput(f"input is not JSON: {exc}") from None
+        else:
+            value = input
+            text = json.dumps(input, separators=(",", ":"))
+        if p.input_validator is not None:
+            _validate(p.input_validator, value, InvalidInput, f"{t.name}: input")
+        gate = gate or self.gate
+        if gate is None:
+            grant_id = ctx.grant_id if ctx is not None and ctx.grant_id else self.authorize(t)
+            gate = self.ionwall.gate(grant_id)
+            if ctx is None or ctx.grant_id != grant_id:
+                ctx = CallContext(
+                    subject=t.cid,
+                    transform=t.name,
+                    run_id=ctx.run_id if ctx else None,
+                    node_id=ctx.node_id if ctx else None,
+                    grant_id=grant_id,
+                )
+        env = ImportEnv(
+            gate=gate,
+            ctx=ctx or CallContext(subject=t.cid, transform=t.name),
+            deadline=time.monotonic() + p.limits.timeout_ms / 1000,
+            pod=self.pod,
+            bus=self.bus,
+            http=self.http,
+            config={**t.manifest.config, **(config or {})},
+            max_pod_read_bytes=p.limits.max_output_bytes,
+            http_timeout_s=self.config.limits.http_timeout_ms / 1000,
+            http_max_response_bytes=self.config.limits.http_max_response_bytes,
+        )
+        result: CallResult
+        if isinstance(p.loaded, Loaded):
+            result = self.runtime.call(p.loaded, text, p.limits, env)
+        else:
+            result = p.loaded.call(text, p.limits, env)
+        try:
+            out = result.value
+        except ValueError as exc:
+            raise InvalidOutput(f"{t.name}: output is not JSON: {exc}") from None
+        if p.output_validator is not None:
+            _validate(p.output_validator, out, InvalidOutput, f"{t.name}: output")
+        return Invocation(
+            t, result.output, result.fuel_used, result.duration_s, result.logs, result.import_calls
+        )
+
+    async def ainvoke(
+        self,
+        ref: str,
+        input: str | Any,
+        *,
+        ctx: CallContext | None = None,
+        gate: Gate | None = None,
+        config: dict[str, str] | None = None,
+    ) -> Invocation:
+        """``invoke`` on a worker thread, so the event loop keeps serving."""
+        return await asyncio.to_thread(
+            lambda: self.invoke(ref, input, ctx=ctx, gate=gate, config=config)
+        )
+
+
+def _validate(
+    validator: jsonschema.protocols.Validator, value: Any, error: type[Exception], what: str
+) -> None:
+    problem = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if problem is not None:
+        where = "/".join(str(p) for p in problem.absolute_path) or "(root)"
+        raise error(f"{what} at {where}: {problem.message}")

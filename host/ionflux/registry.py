@@ -1,0 +1,144 @@
+"""The published transforms: name, version, CID, ABI and manifest.
+
+Versions are immutable: republishing a name and version with other bytes is
+refused, republishing the same bytes is a no-op. Lookups by name give the
+most recently published version; ``name@version`` and CIDs are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import ManifestError, UnknownTransform
+from .manifest import Manifest, parse_manifest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS transforms (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    abi TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    manifest TEXT NOT NULL,
+    published_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS transforms_cid ON transforms (cid);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedTransform:
+    manifest: Manifest
+    cid: str
+    size: int
+    published_at: float
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def abi(self) -> str:
+        return self.manifest.abi
+
+    @property
+    def scopes(self) -> list[str]:
+        return list(self.manifest.scopes)
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._by_ref: dict[str, PublishedTransform] = {}
+        self._data_version = -1
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, manifest: Manifest, size: int) -> PublishedTransform:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT cid FROM transforms WHERE name=? AND version=?",
+                (manifest.name, manifest.version),
+            ).fetchone()
+            if row is not None and row[0] != manifest.module.cid:
+                raise ManifestError(
+                    f"{manifest.name}@{manifest.version} is already published with CID "
+                    f"{row[0]}; versions are immutable, publish a new version",
+                    field="version",
+                )
+            now = time.time()
+            self._db.execute(
+                "INSERT OR REPLACE INTO transforms VALUES (?,?,?,?,?,?,?)",
+                (
+                    manifest.name,
+                    manifest.version,
+                    manifest.module.cid,
+                    manifest.abi,
+                    size,
+                    manifest.model_dump_json(),
+                    now,
+                ),
+            )
+            self._by_ref.clear()
+        return PublishedTransform(manifest, manifest.module.cid, size, now)
+
+    def get(self, ref: str) -> PublishedTransform:
+        """By ``name``, ``name@version`` or module CID."""
+        with self._lock:
+            # Another process (``ionflux publish``) may have added a version.
+            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if data_version != self._data_version:
+                self._by_ref.clear()
+                self._data_version = data_version
+            cached = self._by_ref.get(ref)
+        if cached is not None:
+            return cached
+        name, _, version = ref.partition("@")
+        with self._lock:
+            if version:
+                row = self._db.execute(
+                    "SELECT manifest, size, published_at FROM transforms "
+                    "WHERE name=? AND version=?",
+                    (name, version),
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT manifest, size, published_at FROM transforms "
+                    "WHERE name=? OR cid=? ORDER BY published_at DESC LIMIT 1",
+                    (ref, ref),
+                ).fetchone()
+        if row is None:
+            raise UnknownTransform(
+                f"no published transform {ref!r} (see `ionflux transforms`)"
+            )
+        found = PublishedTransform(
+            parse_manifest(json.loads(row[0])), json.loads(row[0])["module"]["cid"], row[1], row[2]
+        )
+        self._by_ref[ref] = found
+        return found
+
+    def list(self) -> list[PublishedTransform]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT manifest, size, published_at FROM transforms ORDER BY name, published_at"
+            ).fetchall()
+        return [
+            PublishedTransform(parse_manifest(json.loads(m)), json.loads(m)["module"]["cid"], s, t)
+            for m, s, t in rows
+        ]

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package: conformance suites for its seams."""

@@ -1,0 +1,97 @@
+"""IONWALL: scopes, consent, grants, tokens and the audit log.
+
+The lower layer: nothing here imports ``ionflux``. Start with ``Ionwall``::
+
+    wall = Ionwall(data_dir / "ionwall", load_policy(policy_file))
+    try:
+        grant = wall.authorize(cid, "digest", "1.0.0", ["read_pod_data:reports/*"])
+    except ConsentRequired as exc:
+        print(exc)  # tells the owner how to answer: `ionflux consent approve <id>`
+    gate = wall.gate(grant.id)  # gate.check(ctx, "read_pod_data:reports/01.json")
+"""
+
+from ._audit import AuditEntry, AuditLog, AuditReport
+from ._consent import ConsentRequest, ConsentStatus, describe_scope, render_prompt
+from ._duration import format_duration, parse_duration
+from ._errors import (
+    AuditError,
+    ConsentAlreadyAnswered,
+    ConsentError,
+    ConsentRequired,
+    IonwallError,
+    KeyFileError,
+    PermissionDenied,
+    PolicyError,
+    ScopeError,
+    StoreError,
+    TokenError,
+    TokenExpired,
+    TokenInvalid,
+    TokenNotYetValid,
+    TokenRevoked,
+    UnknownConsent,
+    UnknownGrant,
+)
+from ._gate import AllowAllGate, AllowListGate, CallContext, Decision, Gate
+from ._grants import Grant, GrantKind
+from ._ionwall import Ionwall
+from ._keys import decode_public_key, encode_public_key, sign_cid, verify_cid_signature
+from ._mask import MASK, Masker
+from ._policy import Policy, TrustedPublisher, load_policy, policy_from_dict
+from ._scope import ACTIONS, Scope, covers, narrow, parse_scope, parse_scopes
+from ._token import Claims, verify_token
+
+__all__ = [
+    "ACTIONS",
+    "MASK",
+    "AllowAllGate",
+    "AllowListGate",
+    "AuditEntry",
+    "AuditError",
+    "AuditLog",
+    "AuditReport",
+    "CallContext",
+    "Claims",
+    "ConsentAlreadyAnswered",
+    "ConsentError",
+    "ConsentRequest",
+    "ConsentRequired",
+    "ConsentStatus",
+    "Decision",
+    "Gate",
+    "Grant",
+    "GrantKind",
+    "Ionwall",
+    "IonwallError",
+    "KeyFileError",
+    "Masker",
+    "PermissionDenied",
+    "Policy",
+    "PolicyError",
+    "Scope",
+    "ScopeError",
+    "StoreError",
+    "TokenError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenNotYetValid",
+    "TokenRevoked",
+    "TrustedPublisher",
+    "UnknownConsent",
+    "UnknownGrant",
+    "covers",
+    "decode_public_key",
+    "describe_scope",
+    "encode_public_key",
+    "format_duration",
+    "load_policy",
+    "narrow",
+    "parse_duration",
+    "parse_scope",
+    "parse_scopes",
+    "policy_from_dict",
+    "render_prompt",
+    "sign_cid",
+    "verify_cid_signature",
+    "verify_token",
+]

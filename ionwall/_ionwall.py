@@ -1,0 +1,462 @@
+"""``Ionwall``: consent, grants, the gate, tokens and the audit log, over one data directory.
+
+The data directory holds ``signing_key.pem`` (0600), ``ionwall.db`` (consents
+and grants, SQLite WAL), ``revocations`` (a counter, see ``_store``),
+``audit.jsonl`` and ``audit.head``. Several processes may share it.
+
+The gate re-checks the grant on every call: revocation through a counter
+file that one ``stat`` reads (so a revocation in any process stops the next
+call of a run already in progress), expiry against the clock, the policy's
+always-deny list, then the scopes. Every decision is written to the audit
+log before it is returned; a decision that cannot be recorded is a denial.
+
+A gate trusts the grant id the host hands it: the host picks the grant a
+run is started under (a graph's grant covers the calls of all its nodes), so
+the gate does not compare the grant's subject with the calling module.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from ._audit import AuditEntry, AuditLog, AuditReport
+from ._consent import ConsentRequest, ConsentStatus, fingerprint, render_prompt
+from ._errors import (
+    AuditError,
+    ConsentAlreadyAnswered,
+    ConsentRequired,
+    PolicyError,
+    ScopeError,
+    UnknownConsent,
+    UnknownGrant,
+)
+from ._gate import CallContext, Decision, Gate
+from ._grants import Grant, GrantKind
+from ._keys import encode_public_key, load_or_create_key, verify_cid_signature
+from ._mask import Masker
+from ._policy import Policy
+from ._scope import Scope, covering, narrow, narrow_all, parse_scope, parse_scopes
+from ._store import GrantStore
+from ._token import Claims, issue_token, verify_token
+
+
+@dataclass(frozen=True, slots=True)
+class _GrantState:
+    """What the gate needs of a grant, kept in memory between revocations."""
+
+    scopes: tuple[Scope, ...]
+    expires_at: float
+    revoked_at: datetime | None
+
+
+class Ionwall:
+    """IONWALL over ``data_dir``, applying ``policy``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        policy: Policy | None = None,
+        *,
+        masker: Masker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.policy = policy or Policy()
+        self.masker = masker or Masker()
+        self._clock = clock
+        self._key = load_or_create_key(self.data_dir)
+        self._public = self._key.public_key()
+        self.public_key = encode_public_key(self._public)
+        self._store = GrantStore(self.data_dir)
+        self.audit = AuditLog(self.data_dir, self.masker)
+        self._states: dict[str, _GrantState] = {}
+        self._states_stamp = -1
+        self._states_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._store.close()
+        self.audit.close()
+
+    def __enter__(self) -> Ionwall:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    # -- authorize -----------------------------------------------------------
+
+    def authorize(
+        self,
+        subject: str,
+        transform: str,
+        version: str,
+        requested_scopes: Sequence[str],
+        publisher: str | None = None,
+        signature: str | None = None,
+    ) -> Grant:
+        """The grant a run of ``subject`` may start under, or ``ConsentRequired``.
+
+        A live grant answering the identical request is reused; so is an
+        identical pending request (no duplicate prompts). A request signed by
+        a trusted publisher is approved by the policy without asking.
+        Raises ``ScopeError`` for a scope that does not parse.
+        """
+        scopes = parse_scopes(requested_scopes)
+        texts = tuple(str(s) for s in scopes)
+        signature_valid = (
+            None
+            if publisher is None
+            else signature is not None and verify_cid_signature(publisher, subject, signature)
+        )
+        fp = fingerprint(subject, transform, version, texts, publisher, signature_valid)
+        trusted = self.policy.trusted(publisher) if signature_valid else None
+        auto: tuple[Scope, ...] | None = None
+        if trusted is not None:
+            allowed = self.policy.allowed_part(scopes)
+            capped = self.policy.auto_approvable(trusted, scopes)
+            if set(capped) == set(allowed):
+                auto = allowed
+        now = self._now()
+        with self._store.write() as conn:
+            live = self._store.live_grant_for(fp, now.timestamp())
+            if live is not None:
+                return live
+            pending = self._store.pending_by_fingerprint(conn, fp)
+            if pending is not None and pending.expires_at <= now:
+                self._store.answer_consent(
+                    conn, pending.id, ConsentStatus.EXPIRED, at=now, by="expiry"
+                )
+                pending = None
+            if pending is None:
+                request = ConsentRequest(
+                    id=_new_id("c"),
+                    subject=subject,
+                    transform=transform,
+                    version=version,
+                    scopes=texts,
+                    publisher=publisher,
+                    signature_valid=signature_valid,
+                    created_at=now,
+                    expires_at=now + self.policy.consent_expires_after,
+                    status=ConsentStatus.PENDING,
+                )
+                self._store.insert_consent(conn, request, fp)
+                if auto is not None and trusted is not None:
+                    by = f"policy: trusted publisher {trusted.name}"
+                    grant = self._grant(
+                        conn, request, auto, self.policy.lifetime(None), GrantKind.POLICY, fp, now
+                    )
+                    self._store.answer_consent(
+                        conn, request.id, ConsentStatus.APPROVED, at=now, by=by, grant_id=grant.id
+                    )
+                    return grant
+                pending = request
+        raise ConsentRequired(pending)
+
+    # -- consents ------------------------------------------------------------
+
+    def consents(self, status: ConsentStatus | str | None = None) -> list[ConsentRequest]:
+        """Consent requests, oldest first; unanswered ones past their time show as expired."""
+        wanted = None if status is None else ConsentStatus(status)
+        out = [self._aged(r) for r in self._store.consents()]
+        return [r for r in out if wanted is None or r.status is wanted]
+
+    def consent(self, consent_id: str) -> ConsentRequest:
+        request = self._store.consent(consent_id)
+        if request is None:
+            raise UnknownConsent(consent_id)
+        return self._aged(request)
+
+    def prompt(self, consent_id: str) -> str:
+        """The consent prompt for ``consent_id``, in words a person understands."""
+        return render_prompt(self.consent(consent_id), self.policy)
+
+    def _aged(self, request: ConsentRequest) -> ConsentRequest:
+        if request.status is ConsentStatus.PENDING and request.expires_at <= self._now():
+            return replace(request, status=ConsentStatus.EXPIRED)
+        return request
+
+    def approve(
+        self,
+        consent_id: str,
+        *,
+        expires: timedelta | None = None,
+        only: Sequence[str] | None = None,
+        by: str = "owner",
+    ) -> Grant:
+        """Turns a pending request into a grant of its scopes (or of ``only`` those).
+
+        A grant never widens the request: each scope of ``only`` is narrowed to
+        what was requested, and one that matches no requested scope is a
+        ``ScopeError``. Scopes the policy always denies are left out. Raises
+        ``UnknownConsent``, ``ConsentAlreadyAnswered`` or ``PolicyError``
+        (lifetime past the maximum).
+        """
+        approved = parse_scopes(only) if only else None
+        now = self._now()
+        with self._store.write() as conn:
+            request = self._pending(conn, consent_id, now)
+            lifetime = self.policy.lifetime(expires)
+            requested = parse_scopes(request.scopes)
+            scopes = requested
+            if approved is not None:
+                for a in approved:
+                    if not any(narrow(r, a) is not None for r in requested):
+                        raise ScopeError(
+                            str(a),
+                            f"not part of consent request {consent_id} "
+                            f"(it asks for: {', '.join(request.scopes)})",
+                        )
+                scopes = narrow_all(requested, approved)
+            kept = self.policy.allowed_part(scopes)
+            if not kept:
+                raise PolicyError(
+                    f"your policy always denies every scope approved for {consent_id}; "
+                    f"deny it with `ionflux consent deny {consent_id}`"
+                )
+            fp = fingerprint(
+                request.subject, request.transform, request.version, request.scopes,
+                request.publisher, request.signature_valid,
+            )  # fmt: skip
+            grant = self._grant(conn, request, kept, lifetime, GrantKind.CONSENT, fp, now)
+            self._store.answer_consent(
+                conn, consent_id, ConsentStatus.APPROVED, at=now, by=by, grant_id=grant.id
+            )
+        return grant
+
+    def deny(self, consent_id: str, *, by: str = "owner") -> ConsentRequest:
+        """Refuses a pending request. Raises ``UnknownConsent`` or ``ConsentAlreadyAnswered``."""
+        now = self._now()
+        with self._store.write() as conn:
+            self._pending(conn, consent_id, now)
+            self._store.answer_consent(conn, consent_id, ConsentStatus.DENIED, at=now, by=by)
+        return self.consent(consent_id)
+
+    def _pending(self, conn: sqlite3.Connection, consent_id: str, now: datetime) -> ConsentRequest:
+        request = self._store.consent(consent_id, conn)
+        if request is None:
+            raise UnknownConsent(consent_id)
+        if request.status is ConsentStatus.PENDING and request.expires_at <= now:
+            raise ConsentAlreadyAnswered(consent_id, ConsentStatus.EXPIRED.value)
+        if request.status is not ConsentStatus.PENDING:
+            raise ConsentAlreadyAnswered(consent_id, request.status.value)
+        return request
+
+    def _grant(
+        self,
+        conn: sqlite3.Connection,
+        request: ConsentRequest,
+        scopes: Sequence[Scope],
+        lifetime: timedelta,
+        kind: GrantKind,
+        fp: str | None,
+        now: datetime,
+    ) -> Grant:
+        grant = self._signed_grant(request.subject, request.transform, scopes, lifetime, kind, now)
+        grant = replace(grant, consent_id=request.id)
+        self._store.insert_grant(conn, grant, fp)
+        return grant
+
+    def _signed_grant(
+        self,
+        subject: str,
+        transform: str,
+        scopes: Sequence[Scope],
+        lifetime: timedelta,
+        kind: GrantKind,
+        now: datetime,
+    ) -> Grant:
+        grant_id = _new_id("g")
+        texts = tuple(str(s) for s in scopes)
+        token = issue_token(
+            self._key, subject, texts, lifetime, token_id=grant_id, now=now.timestamp()
+        )
+        return Grant(
+            id=grant_id,
+            subject=subject,
+            transform=transform,
+            scopes=texts,
+            created_at=now,
+            # the token's exp is whole seconds; the grant ends when the token does
+            expires_at=datetime.fromtimestamp(
+                int(now.timestamp()) + max(1, int(lifetime.total_seconds())), UTC
+            ),
+            token=token,
+            kind=kind,
+        )
+
+    # -- grants --------------------------------------------------------------
+
+    def grants(self) -> list[Grant]:
+        """Every grant, oldest first (see ``Grant.status`` for active/expired/revoked)."""
+        return self._store.grants()
+
+    def grant(self, grant_id: str) -> Grant:
+        grant = self._store.grant(grant_id)
+        if grant is None:
+            raise UnknownGrant(grant_id)
+        return grant
+
+    def revoke(self, grant_id: str) -> Grant:
+        """Revokes a grant (and its token): the next gate check anywhere refuses it."""
+        if not self._store.revoke(grant_id, self._now()):
+            raise UnknownGrant(grant_id)
+        return self.grant(grant_id)
+
+    # -- the gate ------------------------------------------------------------
+
+    def gate(self, grant_id: str | None) -> Gate:
+        """The gate for a run started under ``grant_id`` (None: every call is denied)."""
+        return _GrantGate(self, grant_id)
+
+    def grant_live(self, grant_id: str) -> bool:
+        """Whether ``grant_id`` exists, is not revoked and has not expired; as
+        cheap as a gate check without the audit entry, for callers that keep a
+        grant between runs."""
+        state = self._state(grant_id)
+        return state is not None and state.revoked_at is None and self._clock() < state.expires_at
+
+    def check(self, grant_id: str | None, ctx: CallContext, scope: str) -> Decision:
+        """One gate decision, written to the audit log before it is returned."""
+        allowed, reason = self._decide(grant_id, scope)
+        try:
+            self.audit.append(
+                subject=ctx.subject,
+                transform=ctx.transform,
+                scope=scope,
+                allowed=allowed,
+                reason=reason,
+                run_id=ctx.run_id,
+                node_id=ctx.node_id,
+                grant_id=grant_id,
+            )
+        except AuditError as exc:
+            return Decision(False, scope, f"the decision cannot be recorded: {exc}")
+        return Decision(allowed, scope, reason)
+
+    def _decide(self, grant_id: str | None, scope: str) -> tuple[bool, str]:
+        try:
+            asked = parse_scope(scope)
+        except ScopeError as exc:
+            return False, f"unparseable scope: {exc.problem}"
+        if grant_id is None:
+            return False, "no grant"
+        state = self._state(grant_id)
+        if state is None:
+            return False, f"unknown grant {grant_id}"
+        if state.revoked_at is not None:
+            return False, f"grant {grant_id} was revoked at {state.revoked_at.isoformat()}"
+        if self._clock() >= state.expires_at:
+            ended = datetime.fromtimestamp(state.expires_at, UTC).isoformat()
+            return False, f"grant {grant_id} expired at {ended}"
+        never = self.policy.denies(asked)
+        if never is not None:
+            return False, f"the policy always denies {never}"
+        granted = covering(state.scopes, asked)
+        if granted is None:
+            return False, f"not covered by grant {grant_id}"
+        return True, f"granted by {grant_id} ({granted})"
+
+    def _state(self, grant_id: str) -> _GrantState | None:
+        stamp = self._store.revocation_stamp()
+        if stamp != self._states_stamp:
+            with self._states_lock:
+                if stamp != self._states_stamp:
+                    self._states = {}
+                    self._states_stamp = stamp
+        states = self._states
+        state = states.get(grant_id)
+        if state is None:
+            grant = self._store.grant(grant_id)  # read after the stamp: never staler than it
+            if grant is None:
+                return None
+            state = _GrantState(
+                parse_scopes(grant.scopes), grant.expires_at.timestamp(), grant.revoked_at
+            )
+            states[grant_id] = state
+        return state
+
+    # -- tokens --------------------------------------------------------------
+
+    def issue_token(
+        self, scopes: Sequence[str], expires_in: timedelta | None = None, *, subject: str = "owner"
+    ) -> Grant:
+        """A caller token (recorded as a grant, so it can be listed and revoked)."""
+        parsed = parse_scopes(scopes)
+        if not parsed:
+            raise ScopeError("", "a token needs at least one scope")
+        lifetime = self.policy.lifetime(expires_in)
+        now = self._now()
+        grant = self._signed_grant(subject, "(token)", parsed, lifetime, GrantKind.TOKEN, now)
+        with self._store.write() as conn:
+            self._store.insert_grant(conn, grant, None)
+        return grant
+
+    def verify_token(self, token: str, required_scope: str | None = None) -> Claims:
+        """The claims of ``token`` if this IONWALL issued it and it still holds.
+
+        The one check for every caller: raises ``TokenInvalid`` (malformed,
+        forged, alg not EdDSA), ``TokenExpired``, ``TokenNotYetValid``,
+        ``TokenRevoked`` or, when ``required_scope`` is not covered,
+        ``PermissionDenied``.
+        """
+        return verify_token(
+            token,
+            public_key=self._public,
+            required_scope=required_scope,
+            is_revoked=self._revocation_reason,
+            now=self._clock(),
+        )
+
+    def _revocation_reason(self, token_id: str) -> str | None:
+        state = self._state(token_id)
+        if state is None:
+            return "its grant no longer exists"
+        if state.revoked_at is not None:
+            return f"grant {token_id} was revoked at {state.revoked_at.isoformat()}"
+        return None
+
+    # -- audit ---------------------------------------------------------------
+
+    def audit_tail(self, n: int = 20) -> list[AuditEntry]:
+        return self.audit.tail(n)
+
+    def audit_verify(self) -> AuditReport:
+        return self.audit.verify()
+
+
+class _GrantGate:
+    """The gate of one run: every check consults the grant afresh."""
+
+    __slots__ = ("_grant_id", "_ionwall")
+
+    def __init__(self, ionwall: Ionwall, grant_id: str | None) -> None:
+        self._ionwall = ionwall
+        self._grant_id = grant_id
+
+    @property
+    def grant_id(self) -> str | None:
+        return self._grant_id
+
+    def check(self, ctx: CallContext, scope: str) -> Decision:
+        return self._ionwall.check(self._grant_id, ctx, scope)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"

@@ -1,0 +1,62 @@
+"""Masking: what must never reach a log (the audit log, run logs) in clear.
+
+Two rules, after the seeds' ``sensitive_fields_to_mask_in_log``:
+
+* every occurrence of a configured secret value, anywhere in any string, is
+  replaced by ``***``;
+* the value of a mapping key named like a sensitive field is replaced by
+  ``***`` whatever it holds. Names are compared without case, ``_`` or ``-``,
+  and a key matches when it contains a sensitive name: ``api_key``,
+  ``X-Api-Key`` and ``db_password`` all match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "***"
+DEFAULT_SENSITIVE_FIELDS = ("password", "secret", "token", "api_key", "authorization")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.lower())
+
+
+class Masker:
+    """Masks secret values and sensitive fields; cheap when there is nothing to mask."""
+
+    __slots__ = ("_fields", "_secrets")
+
+    def __init__(
+        self,
+        secret_values: Iterable[str] = (),
+        sensitive_fields: Iterable[str] = DEFAULT_SENSITIVE_FIELDS,
+    ) -> None:
+        values = sorted({v for v in secret_values if v}, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, values))) if values else None
+        self._fields = tuple(n for n in (_normalise(f) for f in sensitive_fields) if n)
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``***``."""
+        if self._secrets is None:
+            return text
+        return self._secrets.sub(MASK, text)
+
+    def is_sensitive(self, field: str) -> bool:
+        name = _normalise(field)
+        return any(f in name for f in self._fields)
+
+    def value(self, value: Any) -> Any:
+        """A copy of ``value`` (JSON-like data) with secrets and sensitive fields masked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {
+                k: MASK if isinstance(k, str) and self.is_sensitive(k) else self.value(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value

@@ -1,0 +1,44 @@
+# Every developer and CI action. `bash scripts/bootstrap.sh <recipe>` installs
+# what the project needs first, then runs the recipe with the venv's `just`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv/bin"
+export PATH := venv + ":" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install everything (Debian packages, venv, Python package, wasm tools).
+setup:
+    bash scripts/bootstrap.sh
+
+# Build the standard transforms and the test guests to build/transforms/.
+build:
+    bash scripts/build_transforms.sh
+
+# Build Kubo (IPFS) from its Go module into a cache outside the repo.
+kubo:
+    bash scripts/install_kubo.sh
+
+# The main demo: publish the standard transforms and run them (local store, defaults).
+demo: build
+    ionflux demo
+
+# The whole default test suite (real wasm modules, real servers).
+test *ARGS: build kubo
+    python -m pytest -q {{ARGS}}
+
+# Long soak and load runs, not part of the default suite.
+soak *ARGS: build kubo
+    python -m pytest -q -m soak -o addopts="" {{ARGS}}
+
+# Benchmarks, all from one process so the figures compare as ratios.
+bench *ARGS: build kubo
+    python -m ionflux.bench {{ARGS}}
+
+# Static checks.
+lint:
+    ruff check host ionwall tests
+    mypy

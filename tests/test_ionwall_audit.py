@@ -1,0 +1,220 @@
+"""The audit log: hash chain, tamper detection naming the entry, masking, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ionwall import MASK, AuditLog, Masker
+from ionwall._audit import _canonical, _fast_canonical
+
+
+def _log(tmp_path: Path, n: int, masker: Masker | None = None) -> AuditLog:
+    log = AuditLog(tmp_path / "audit", masker)
+    for i in range(n):
+        log.append(
+            subject=f"bafy{i}",
+            transform="digest",
+            scope=f"read_pod_data:reports/{i}.json",
+            allowed=i % 2 == 0,
+            reason="granted by g-1" if i % 2 == 0 else "no grant",
+            run_id="run-1",
+            node_id=f"n{i}",
+            grant_id="g-1",
+        )
+    return log
+
+
+def _lines(log: AuditLog) -> list[bytes]:
+    return log.path.read_bytes().splitlines(keepends=True)
+
+
+def _rewrite(log: AuditLog, lines: list[bytes]) -> None:
+    log.path.write_bytes(b"".join(lines))
+
+
+def test_intact_log_verifies(tmp_path: Path) -> None:
+    log = _log(tmp_path, 5)
+    report = log.verify()
+    assert report.ok and report.entries == 5 and report.index is None
+    assert "5 entries" in str(report)
+    assert [e.index for e in log.tail(3)] == [2, 3, 4]
+    assert AuditLog(tmp_path / "empty").verify().ok
+
+
+def test_edited_entry_is_named(tmp_path: Path) -> None:
+    log = _log(tmp_path, 6)
+    lines = _lines(log)
+    lines[3] = lines[3].replace(b'"deny"', b'"allow"')
+    _rewrite(log, lines)
+    report = log.verify()
+    assert not report.ok and report.index == 3
+    assert "entry 3 was altered" in str(report)
+
+
+def test_edited_and_rehashed_entry_breaks_the_next_link(tmp_path: Path) -> None:
+    log = _log(tmp_path, 6)
+    lines = _lines(log)
+    obj = json.loads(lines[2])
+    obj.pop("hash")
+    obj["decision"] = "allow" if obj["decision"] == "deny" else "deny"
+    obj["hash"] = hashlib.sha256(_canonical(obj)).hexdigest()
+    lines[2] = json.dumps(obj).encode() + b"\n"
+    _rewrite(log, lines)
+    report = log.verify()
+    assert report.index == 3 and "does not follow entry 2" in str(report)
+
+
+def test_missing_entry_is_named(tmp_path: Path) -> None:
+    log = _log(tmp_path, 6)
+    lines = _lines(log)
+    del lines[2]
+    _rewrite(log, lines)
+    report = log.verify()
+    assert report.index == 2 and "entry 2 is missing" in str(report)
+
+
+def test_inserted_or_reordered_entry_is_named(tmp_path: Path) -> None:
+    log = _log(tmp_path, 6)
+    lines = _lines(log)
+    lines.insert(4, lines[1])
+    _rewrite(log, lines)
+    report = log.verify()
+    assert report.index == 4 and "out of place" in str(report)
+
+    lines = _lines(log)
+    del lines[4]
+    lines[1], lines[2] = lines[2], lines[1]
+    _rewrite(log, lines)
+    assert log.verify().index == 1
+
+
+def test_truncated_in_the_middle_of_an_entry(tmp_path: Path) -> None:
+    log = _log(tmp_path, 4)
+    data = log.path.read_bytes()
+    log.path.write_bytes(data[: len(data) - 20])
+    report = log.verify()
+    assert report.index == 3 and "entry 3 is truncated" in str(report)
+
+
+def test_whole_entries_cut_off_the_end(tmp_path: Path) -> None:
+    log = _log(tmp_path, 5)
+    _rewrite(log, _lines(log)[:3])
+    report = log.verify()
+    assert not report.ok and report.index == 3
+    assert "truncated: entry 3 is missing (5 entries were written, 3 remain)" in str(report)
+    log.path.write_bytes(b"")
+    assert log.verify().index == 0
+
+
+def test_garbage_line_is_named(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    lines = _lines(log)
+    lines[1] = b"hello\n"
+    _rewrite(log, lines)
+    assert "entry 1 is not valid JSON" in str(log.verify())
+
+
+def test_masking_of_secret_values(tmp_path: Path) -> None:
+    masker = Masker(secret_values=["hunter2", "sk-live-123"])
+    log = AuditLog(tmp_path / "a", masker)
+    log.append(
+        subject="bafy",
+        transform="t",
+        scope="http_fetch:hunter2.example.com",
+        allowed=False,
+        reason="token sk-live-123 refused",
+    )
+    raw = log.path.read_text()
+    assert "hunter2" not in raw and "sk-live-123" not in raw
+    assert f"http_fetch:{MASK}.example.com" in raw
+    assert log.verify().ok
+
+
+def test_masker_for_run_logs() -> None:
+    masker = Masker(secret_values=["s3cr3t"])
+    record = {
+        "user": "ada",
+        "password": "x",
+        "X-Api-Key": "k",
+        "nested": [{"db_password": "y", "note": "uses s3cr3t"}],
+        "Authorization": "Bearer abc",
+        "count": 3,
+    }
+    assert masker.value(record) == {
+        "user": "ada",
+        "password": MASK,
+        "X-Api-Key": MASK,
+        "nested": [{"db_password": MASK, "note": f"uses {MASK}"}],
+        "Authorization": MASK,
+        "count": 3,
+    }
+    assert Masker().text("nothing to hide") == "nothing to hide"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(), st.one_of(st.none(), st.text()), st.integers(min_value=0, max_value=2**40))
+def test_property_fast_encoding_is_canonical(text: str, maybe: str | None, index: int) -> None:
+    body = {
+        "decision": "allow", "grant_id": maybe, "index": index, "node_id": maybe,
+        "prev": "0" * 64, "reason": text, "run_id": None, "scope": text, "subject": text,
+        "time": "2026-01-01T00:00:00Z", "transform": text,
+    }  # fmt: skip
+    assert _fast_canonical(body) == _canonical(body)
+
+
+def test_appends_from_threads_stay_one_chain(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a")
+
+    def write(t: int) -> None:
+        for i in range(50):
+            log.append(
+                subject=f"s{t}", transform="t", scope="emit_log:info", allowed=True, reason=str(i)
+            )
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = log.verify()
+    assert report.ok and report.entries == 300
+
+
+def test_appends_from_processes_stay_one_chain(tmp_path: Path) -> None:
+    directory = tmp_path / "a"
+    log = AuditLog(directory)
+    log.append(subject="s", transform="t", scope="emit_log:info", allowed=True, reason="first")
+    script = (
+        "import sys; from pathlib import Path; from ionwall import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "for i in range(100): log.append(subject='p', transform='t', scope='emit_log:info',"
+        " allowed=True, reason=str(i))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(directory)]) for _ in range(3)]
+    for i in range(100):  # this process keeps appending meanwhile, with a stale view
+        log.append(subject="s", transform="t", scope="emit_log:info", allowed=False, reason=str(i))
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    report = log.verify()
+    assert report.ok, report
+    assert report.entries == 401
+
+
+def test_append_after_a_damaged_end_refuses(tmp_path: Path) -> None:
+    from ionwall import AuditError
+
+    log = _log(tmp_path, 2)
+    with log.path.open("ab") as f:
+        f.write(b'{"broken')
+    fresh = AuditLog(tmp_path / "audit")
+    with pytest.raises(AuditError, match="ionflux audit verify"):
+        fresh.append(subject="s", transform="t", scope="emit_log:info", allowed=True, reason="x")

@@ -1,0 +1,243 @@
+"""The sandbox against hostile and broken guests: each failure is typed, and the
+same host process serves a normal call correctly right after."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TESTING, GuestPublisher, make_config
+from ionflux import _errors as e
+from ionflux.host import Host
+from ionflux.manifest import Manifest, ModuleRef
+
+
+def still_serves(host: Host) -> None:
+    result = host.invoke("uppercase", {"text": "still here"})
+    assert result.value == {"text": "STILL HERE"}
+
+
+def test_standard_transforms_run(host: Host) -> None:
+    assert host.invoke("uppercase", '{"text": "héllo wörld"}').value == {"text": "HÉLLO WÖRLD"}
+    stats = host.invoke("text-stats", {"text": "one two\nthree"}).value
+    assert stats["words"] == 3 and stats["lines"] == 2
+    found = host.invoke("json-path", {"data": {"a": [{"b": 1}, {"b": 42}]}, "path": "a[1].b"})
+    assert found.value == {"value": 42}
+
+
+def test_each_call_is_a_fresh_sandbox(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "echo")
+    first = host.invoke("echo", {"n": 1})
+    second = host.invoke("echo", {"n": 2})
+    assert (first.value, second.value) == ({"n": 1}, {"n": 2})
+    assert first.fuel_used > 0 and first.fuel_used == second.fuel_used
+
+
+def test_module_bytes_not_matching_cid_refused(host: Host, built: Path) -> None:
+    data = (TESTING / "echo.wasm").read_bytes()
+    other = (TESTING / "trap.wasm").read_bytes()
+    from ionflux.store import cid_for_bytes
+
+    manifest = Manifest(
+        name="liar", version="0.1.0", abi="component", module=ModuleRef(cid=cid_for_bytes(other))
+    )
+    with pytest.raises(e.CidMismatch) as info:
+        host.publish_bytes(manifest, data)
+    assert info.value.expected == cid_for_bytes(other)
+    assert info.value.actual == cid_for_bytes(data)
+    with pytest.raises(e.UnknownTransform):
+        host.invoke("liar", {})
+    still_serves(host)
+
+
+def test_not_wasm_refused(host: Host) -> None:
+    from ionflux.store import cid_for_bytes
+
+    data = b'{"this": "is json, not wasm"}'
+    manifest = Manifest(
+        name="notwasm", version="0.1.0", abi="component", module=ModuleRef(cid=cid_for_bytes(data))
+    )
+    with pytest.raises(e.NotWasm, match="not a WebAssembly binary"):
+        host.publish_bytes(manifest, data)
+    still_serves(host)
+
+
+def test_import_outside_world_refused(host: Host, publish_guest: GuestPublisher) -> None:
+    with pytest.raises(e.ImportOutsideWorld) as info:
+        publish_guest(host, "outside-world")
+    assert info.value.imports and all("ionflux:transform/" not in i or "secrets" in i
+                                      for i in info.value.imports)
+    with pytest.raises(e.UnknownTransform):
+        host.invoke("outside-world", {})
+    still_serves(host)
+
+
+def test_spin_runs_out_of_fuel(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "spin", limits={"fuel": 2_000_000, "timeout_ms": 60_000})
+    with pytest.raises(e.FuelExhausted, match="2000000"):
+        host.invoke("spin", {})
+    still_serves(host)
+
+
+def test_spin_hits_wall_clock(tmp_path: Path, built: Path, publish_guest: GuestPublisher) -> None:
+    # Fuel so large that only the deadline can stop it.
+    h = Host(make_config(tmp_path, fuel=10**15, timeout_ms=200, ceiling_factor=1))
+    try:
+        h.publish(Path(__file__).parents[1] / "manifests" / "uppercase.yaml")
+        publish_guest(h, "spin")
+        started = time.monotonic()
+        with pytest.raises(e.DeadlineExceeded, match="200 ms"):
+            h.invoke("spin", {})
+        assert time.monotonic() - started < 2.0
+        still_serves(h)
+    finally:
+        h.close()
+
+
+def test_memory_limit(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "grow-memory", limits={"memory_bytes": 4 * 1024 * 1024})
+    with pytest.raises(e.MemoryLimitExceeded, match="4194304"):
+        host.invoke("grow-memory", {})
+    still_serves(host)
+
+
+def test_stack_overflow(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "deep-recursion")
+    with pytest.raises(e.StackOverflow):
+        host.invoke("deep-recursion", {})
+    still_serves(host)
+
+
+def test_trap(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "trap")
+    with pytest.raises(e.GuestTrap, match="trapped"):
+        host.invoke("trap", {})
+    still_serves(host)
+
+
+def test_output_too_large(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "huge-output", limits={"max_output_bytes": 1000})
+    assert len(host.invoke("huge-output", {"bytes": 500}).output) >= 500
+    with pytest.raises(e.OutputTooLarge, match="1000-byte limit"):
+        host.invoke("huge-output", {"bytes": 5000})
+    still_serves(host)
+
+
+def test_output_not_json(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "bad-output")
+    with pytest.raises(e.InvalidOutput, match="not JSON"):
+        host.invoke("bad-output", {})
+    still_serves(host)
+
+
+def test_input_not_json(host: Host) -> None:
+    with pytest.raises(e.InvalidInput, match="not JSON"):
+        host.invoke("uppercase", "{not json")
+    still_serves(host)
+
+
+def test_input_violating_manifest_schema(host: Host) -> None:
+    with pytest.raises(e.InvalidInput, match="text"):
+        host.invoke("uppercase", {"txt": "typo"})
+    still_serves(host)
+
+
+def test_input_too_large(tmp_path: Path, built: Path, publish_guest: GuestPublisher) -> None:
+    h = Host(make_config(tmp_path, max_input_bytes=100))
+    try:
+        publish_guest(h, "echo")
+        with pytest.raises(e.InvalidInput, match="100-byte limit"):
+            h.invoke("echo", {"x": "y" * 200})
+        assert h.invoke("echo", {"x": 1}).value == {"x": 1}
+    finally:
+        h.close()
+
+
+def test_guest_error_is_typed(host: Host) -> None:
+    with pytest.raises(e.TransformFailed) as info:
+        host.invoke("json-path", {"data": {}, "path": "a["})
+    assert info.value.case == "invalid"
+    still_serves(host)
+
+
+def test_unknown_transform(host: Host) -> None:
+    with pytest.raises(e.UnknownTransform, match="nope"):
+        host.invoke("nope", {})
+
+
+def test_compile_cache_survives_restart(config_dir: Path, built: Path) -> None:
+    manifest = Path(__file__).parents[1] / "manifests" / "uppercase.yaml"
+    first = Host(make_config(config_dir))
+    published = first.publish(manifest)
+    first.invoke("uppercase", {"text": "a"})
+    first.close()
+    cached = list((config_dir / "cache" / "compiled").rglob(f"{published.cid}.cwasm"))
+    assert len(cached) == 1
+    second = Host(make_config(config_dir))
+    try:
+        assert not second.runtime.cache.in_memory(published.cid)
+        assert second.invoke("uppercase", {"text": "b"}).value == {"text": "B"}
+    finally:
+        second.close()
+
+
+def test_damaged_compile_cache_is_recompiled(config_dir: Path, built: Path) -> None:
+    manifest = Path(__file__).parents[1] / "manifests" / "uppercase.yaml"
+    first = Host(make_config(config_dir))
+    published = first.publish(manifest)
+    first.invoke("uppercase", {"text": "a"})
+    first.close()
+    (artifact,) = (config_dir / "cache" / "compiled").rglob(f"{published.cid}.cwasm")
+    artifact.write_bytes(b"garbage")
+    second = Host(make_config(config_dir))
+    try:
+        assert second.invoke("uppercase", {"text": "b"}).value == {"text": "B"}
+    finally:
+        second.close()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_manifest_missing_field_names_it(tmp_path: Path, host: Host) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nversion: 0.1.0\nabi: component\n")
+    with pytest.raises(e.ManifestError, match="module: field required"):
+        host.publish(bad)
+    still_serves(host)
+
+
+def test_manifest_bad_scope_names_field(tmp_path: Path, host: Host) -> None:
+    text = (Path(__file__).parents[1] / "manifests" / "uppercase.yaml").read_text()
+    data = __import__("yaml").safe_load(text)
+    data["version"] = "9.9.9"
+    data["scopes"] = ["no-colon-here"]
+    data["module"]["path"] = str(Path(__file__).parents[1] / "build/transforms/uppercase.wasm")
+    bad = tmp_path / "scoped.yaml"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(e.ManifestError, match=r"scopes\.0"):
+        host.publish(bad)
+
+
+def test_module_tampered_in_store_is_refused_at_load(config_dir: Path, built: Path) -> None:
+    manifest = Path(__file__).parents[1] / "manifests" / "uppercase.yaml"
+    first = Host(make_config(config_dir))
+    published = first.publish(manifest)
+    first.close()
+    (block,) = [p for p in config_dir.rglob(published.cid) if p.is_file() and "blocks" in p.parts]
+    data = bytearray(block.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    block.write_bytes(bytes(data))
+    # A fresh host has neither the compiled module in memory nor on disk.
+    for artifact in (config_dir / "cache").rglob("*.cwasm"):
+        artifact.unlink()
+    second = Host(make_config(config_dir))
+    try:
+        with pytest.raises(e.CidMismatch, match=published.cid):
+            second.invoke("uppercase", {"text": "x"})
+    finally:
+        second.close()
