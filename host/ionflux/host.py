@@ -133,6 +133,19 @@ class Host:
         # No redirects (each hop must pass the gate), no proxies or netrc from the environment.
         return httpx.Client(follow_redirects=False, trust_env=False)
 
+    @cached_property
+    def _no_grant_gate(self) -> Gate:
+        host = self
+
+        class _NoGrant:
+            def check(self, ctx: CallContext, scope: str) -> Decision:
+                return host.ionwall.check(None, ctx, scope)
+
+        return _NoGrant()
+
+    def _http_client(self) -> httpx.Client:
+        return self.http
+
     def close(self) -> None:
         self.runtime.close()
         self.registry.close()
@@ -167,9 +180,9 @@ class Host:
             raise CidMismatch(manifest.module.cid, actual)
         kind = wasm_kind(data)
         self._check_scopes(manifest)
+        component = None
         if manifest.abi == "component":
             component = self.runtime.compile_checked(data)
-            del component
         else:
             if kind != "module":
                 raise ModuleError("abi 'extism' needs a core module, this is a component")
@@ -178,6 +191,8 @@ class Host:
         if stored != actual:  # the store computed another CID: refuse loudly
             raise CidMismatch(actual, stored)
         self.pod.pin(stored)
+        if component is not None:
+            self.runtime.cache.put(stored, component)
         published = self.registry.add(manifest, len(data))
         with self._lock:
             self._prepared.clear()
@@ -271,7 +286,9 @@ class Host:
         gate = gate or self.gate
         if gate is None:
             grant_id = ctx.grant_id if ctx is not None and ctx.grant_id else self.authorize(t)
-            gate = self.ionwall.gate(grant_id)
+            # Without a grant every import is denied (and audited); IONWALL is
+            # only opened when a guest actually calls one.
+            gate = self.ionwall.gate(grant_id) if grant_id else self._no_grant_gate
             if ctx is None or ctx.grant_id != grant_id:
                 ctx = CallContext(
                     subject=t.cid,
@@ -286,7 +303,7 @@ class Host:
             deadline=time.monotonic() + p.limits.timeout_ms / 1000,
             pod=self.pod,
             bus=self.bus,
-            http=self.http,
+            http=self._http_client,
             config={**t.manifest.config, **(config or {})},
             max_pod_read_bytes=p.limits.max_output_bytes,
             http_timeout_s=self.config.limits.http_timeout_ms / 1000,

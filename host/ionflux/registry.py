@@ -128,7 +128,9 @@ class Registry:
                 f"no published transform {ref!r} (see `ionflux transforms`)"
             )
         found = PublishedTransform(
-            parse_manifest(json.loads(row[0])), json.loads(row[0])["module"]["cid"], row[1], row[2]
+            parse_manifest(json.loads(row[0]), checked=True), json.loads(row[0])["module"]["cid"],
+            row[1],
+            row[2],
         )
         self._by_ref[ref] = found
         return found
@@ -139,6 +141,8 @@ class Registry:
                 "SELECT manifest, size, published_at FROM transforms ORDER BY name, published_at"
             ).fetchall()
         return [
-            PublishedTransform(parse_manifest(json.loads(m)), json.loads(m)["module"]["cid"], s, t)
+            PublishedTransform(
+                parse_manifest(json.loads(m), checked=True), json.loads(m)["module"]["cid"], s, t
+            )
             for m, s, t in rows
         ]

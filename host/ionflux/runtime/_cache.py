@@ -53,6 +53,14 @@ class CompileCache:
                 self._memory.popitem(last=False)
         return component
 
+    def put(self, cid: str, component: Component) -> None:
+        """Keeps a component compiled at publish time, so the first call needs no compile."""
+        self._save(cid, component)
+        with self._lock:
+            self._memory[cid] = component
+            while len(self._memory) > self._capacity:
+                self._memory.popitem(last=False)
+
     def in_memory(self, cid: str) -> bool:
         with self._lock:
             return cid in self._memory

@@ -72,7 +72,7 @@ class ImportEnv:
     deadline: float  # time.monotonic() by which the whole call must end
     pod: PodAccess | None = None
     bus: Bus | None = None
-    http: httpx.Client | None = None
+    http: Callable[[], httpx.Client] | None = None  # made on first use: building one costs ms
     config: Mapping[str, str] = field(default_factory=dict)
     max_pod_read_bytes: int = 4 * 1024 * 1024
     http_timeout_s: float = 10.0
@@ -281,7 +281,7 @@ def http_fetch(env: ImportEnv, req: Any) -> Any:
     ]
     body = req.body
     try:
-        with env.http.stream(
+        with env.http().stream(
             req.method.upper(),
             req.url,
             headers=headers,

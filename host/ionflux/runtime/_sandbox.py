@@ -21,6 +21,7 @@ from wasmtime.component import Component, ExportIndex, Linker, Variant
 
 from .._errors import (
     DeadlineExceeded,
+    ModuleError,
     FuelExhausted,
     GuestError,
     GuestTrap,
@@ -33,6 +34,7 @@ from .._errors import (
 )
 from . import _wasmtime_fixes
 from ._cache import CompileCache
+from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
 from ._imports import ImportEnv, LogLine, define_imports, set_env
 from ._world import check_world, compile_component
@@ -95,6 +97,18 @@ class Runtime:
         """Compiles and checks against the world; for publish and first load."""
         component = compile_component(self.engine, data)
         check_world(self.engine, component)
+        # `run`'s signature is only visible on an instance: make one, unused.
+        store = wasmtime.Store(self.engine)
+        store.set_fuel(10_000_000)  # a start function may run; bounded like any call
+        store.set_epoch_deadline(ticks_for(1_000))
+        try:
+            instance = self.linker.instantiate(store, component)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"component cannot be instantiated: {_trap_reason(str(exc))}") from exc
+        run = instance.get_func(store, "run")
+        if run is None:
+            raise ModuleError("component does not export a function `run`")
+        check_run_signature(run, store)
         return component
 
     def load(self, cid: str, fetch_bytes: Any) -> Loaded:
@@ -128,7 +142,7 @@ class Runtime:
             instance = self.linker.instantiate(store, loaded.component)
             run = instance.get_func(store, loaded.run)
             assert run is not None
-            result = run(store, input_text)
+            result = call_run(run, store, input_text)
         except wasmtime.WasmtimeError as exc:
             raise classify_trap(exc, limits) from None
         finally:

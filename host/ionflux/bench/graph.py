@@ -1,0 +1,180 @@
+"""Issue 4's figures: what the graph engine adds per node, beside the same
+invocations called directly.
+
+Ten trivial transforms (the testing guest ``echo``) as a linear chain (each
+node reads the previous node's outputs) and as a fan-out (ten independent
+nodes, one level), each a full ``engine.run``: input validation, planning
+cache hit, rendering, scheduling, a sandbox per node on a worker thread, and
+the run and every step recorded in SQLite (and the run log in the pod).
+The direct figure is ten ``host.invoke`` calls in a row, the sandbox alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from .._errors import FuelExhausted
+from ..config import load_config
+from ..graph import Engine
+from ..host import Host
+from ..manifest import Manifest, ModuleRef
+from ..store import cid_for_bytes
+from ._timing import Row
+
+NODES = 10
+REPEATS = 15
+
+
+def _linear() -> str:
+    lines = ["name: bench_linear", "graph:", "  - {id: n0, transform: echo, inputs: {v: 0}}"]
+    for i in range(1, NODES):
+        ref = f"'{{{{ nodes.n{i - 1}.outputs.v }}}}'"
+        lines.append(f"  - {{id: n{i}, transform: echo, inputs: {{v: {ref}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _fan_out(transform: str = "echo", inputs: str = "{{v: {i}}}") -> str:
+    lines = [f"name: bench_fan_out_{transform}", "graph:"]
+    lines += [
+        f"  - {{id: n{i}, transform: {transform}, inputs: {inputs.format(i=i)}}}"
+        for i in range(NODES)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# A call that is all guest work: `spin` until its 5 M fuel runs out (about a
+# millisecond of wasm). If sandbox calls ran outside the GIL, ten of them on
+# worker threads would overlap on two cores; echo's call is mostly the host's
+# Python and cannot.
+SPIN_FUEL = 5_000_000
+
+
+def run(*, repo: Path, workdir: Path) -> list[Row]:
+    build = repo / "build" / "transforms"
+    echo = build / "testing" / "echo.wasm"
+    data = echo.read_bytes()
+    config = load_config(data_dir=workdir / "host")
+    graph_settings = config.graph.model_copy(update={"concurrency": NODES})
+    config = config.model_copy(update={"graph": graph_settings})
+    host = Host(config)
+    spin = (build / "testing" / "spin.wasm").read_bytes()
+    for name, wasm, limits in (("echo", data, {}), ("spin", spin, {"fuel": SPIN_FUEL})):
+        module = ModuleRef(cid=cid_for_bytes(wasm))
+        manifest = Manifest.model_validate(
+            {
+                "name": name,
+                "version": "0.1.0",
+                "abi": "component",
+                "module": module,
+                "limits": limits,
+            }
+        )
+        host.publish_bytes(manifest, wasm)
+    engine = Engine.for_host(host)
+    workdir.mkdir(parents=True, exist_ok=True)
+    linear = workdir / "linear.yaml"
+    linear.write_text(_linear())
+    fan_out = workdir / "fan_out.yaml"
+    fan_out.write_text(_fan_out())
+    heavy = workdir / "heavy.yaml"
+    heavy.write_text(
+        _fan_out("spin", "{{}}").replace("inputs: {}}", "inputs: {}, on_error: continue}")
+    )
+    try:
+        direct, hop, linear_s, fan_s = asyncio.run(
+            _measure(host, engine, str(linear), str(fan_out))
+        )
+        heavy_direct, heavy_fan = asyncio.run(_measure_heavy(host, engine, str(heavy)))
+    finally:
+        engine.close()
+        host.close()
+    per_node_linear = (linear_s - direct) / NODES
+    return [
+        Row(f"{NODES} x echo called directly (host.invoke, sequential sum)", direct * 1e3, "ms"),
+        Row(f"linear graph of {NODES} x echo (engine.run)", linear_s * 1e3, "ms"),
+        Row("engine overhead per node, linear", per_node_linear * 1e6, "µs"),
+        Row(f"{NODES} x echo via await host.ainvoke (worker-thread hop), sum", hop * 1e3, "ms"),
+        Row("  of which the thread hop, per node", (hop - direct) / NODES * 1e6, "µs"),
+        Row("  of which the engine itself, per node", (linear_s - hop) / NODES * 1e6, "µs"),
+        Row(f"fan-out graph of {NODES} x echo (engine.run, one level)", fan_s * 1e3, "ms"),
+        Row("fan-out time / sequential sum", fan_s / direct, "x"),
+        Row(
+            f"{NODES} x spin (5 M fuel) called directly, sequential sum",
+            heavy_direct * 1e3,
+            "ms",
+        ),
+        Row(f"fan-out graph of {NODES} x spin (5 M fuel)", heavy_fan * 1e3, "ms"),
+        Row("spin fan-out time / sequential sum", heavy_fan / heavy_direct, "x"),
+    ]
+
+
+async def _measure_heavy(host: Host, engine: Engine, heavy: str) -> tuple[float, float]:
+    def direct() -> None:
+        for _ in range(NODES):
+            try:
+                host.invoke("spin", {})
+            except FuelExhausted:
+                pass
+
+    async def graph() -> None:
+        result = await engine.run(heavy, {})
+        if any((s.error or {}).get("kind") != "fuel_exhausted" for s in result.steps):
+            raise RuntimeError(f"benchmark graph failed: {result.error_details}")
+
+    direct()
+    await graph()
+    d: list[float] = []
+    g: list[float] = []
+    for _ in range(5):
+        start = time.perf_counter()
+        direct()
+        d.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await graph()
+        g.append(time.perf_counter() - start)
+    return statistics.median(d), statistics.median(g)
+
+
+async def _measure(
+    host: Host, engine: Engine, linear: str, fan_out: str
+) -> tuple[float, float, float, float]:
+    def direct() -> None:
+        for i in range(NODES):
+            host.invoke("echo", {"v": i})
+
+    async def hopped() -> None:
+        for i in range(NODES):
+            await host.ainvoke("echo", {"v": i})
+
+    async def graph(ref: str) -> None:
+        result = await engine.run(ref, {})
+        if result.overall_status != "success":
+            raise RuntimeError(f"benchmark graph failed: {result.error_details}")
+
+    for _ in range(3):  # warm: compile cache, plan cache, worker threads
+        direct()
+        await graph(linear)
+        await graph(fan_out)
+    samples: dict[str, list[float]] = {"direct": [], "hop": [], "linear": [], "fan": []}
+    for _ in range(REPEATS):  # interleaved, so drift on a shared machine hits all three
+        start = time.perf_counter()
+        direct()
+        samples["direct"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await hopped()
+        samples["hop"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await graph(linear)
+        samples["linear"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await graph(fan_out)
+        samples["fan"].append(time.perf_counter() - start)
+    return (
+        statistics.median(samples["direct"]),
+        statistics.median(samples["hop"]),
+        statistics.median(samples["linear"]),
+        statistics.median(samples["fan"]),
+    )

@@ -1,0 +1,84 @@
+"""FluxGraphs: the YAML DSL of the seeds, validated, planned and run.
+
+    engine = Engine.for_host(host)
+    result = await engine.run("digest", {"text": "..."}, mode="run_all")
+    result.overall_status, result.output, result.steps, result.step_results_summary_cid
+
+The parts: ``_source`` (YAML with line numbers), ``_model`` (the DSL),
+``_template`` (sandboxed templates), ``_plan`` (validation and levels),
+``_scheduler`` (pure state transitions), ``_step`` (one node's policies),
+``_engine`` (the driver), ``_history`` (runs in SQLite), ``_repository``
+(graph versions by CID), ``_recorder`` (step rows and pod values of a run),
+``_seams`` (Protocols for the host, IONWALL, the debugger), ``_ionwall``
+(the IONWALL authorizer).
+"""
+
+from ._engine import Engine, RunTrigger
+from ._history import RunHistory, RunRecord, StepRecord, new_run_id
+from ._ionwall import IonwallAuthorizer
+from ._model import FluxGraph, Node, Retry, SubgraphRef, Trigger
+from ._plan import GraphCatalog, Plan, PlannedNode, Planner, TransformCatalog, TransformInfo
+from ._recorder import RunRecorder, ValuePod
+from ._repository import GraphRepository, GraphText, GraphVersion
+from ._result import MODES, Mode, RunResult, StepResult
+from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
+from ._seams import (
+    Authorization,
+    Authorizer,
+    DebugAction,
+    Debugger,
+    DebugPause,
+    HostInvoker,
+    Invoked,
+    Invoker,
+    NoAuthorizer,
+)
+from ._source import Source, parse_yaml
+from ._template import Template, compile_value
+
+__all__ = [
+    "MODES",
+    "Authorization",
+    "Authorizer",
+    "DebugAction",
+    "DebugPause",
+    "Debugger",
+    "Engine",
+    "FluxGraph",
+    "GraphCatalog",
+    "GraphRepository",
+    "GraphText",
+    "GraphVersion",
+    "HostInvoker",
+    "Invoked",
+    "Invoker",
+    "IonwallAuthorizer",
+    "Mode",
+    "NoAuthorizer",
+    "Node",
+    "NodeSpec",
+    "NodeStatus",
+    "Plan",
+    "PlannedNode",
+    "Planner",
+    "Retry",
+    "RunHistory",
+    "RunRecord",
+    "RunRecorder",
+    "RunResult",
+    "RunStatus",
+    "RunTrigger",
+    "Scheduler",
+    "Source",
+    "StepRecord",
+    "StepResult",
+    "SubgraphRef",
+    "Template",
+    "TransformCatalog",
+    "TransformInfo",
+    "Trigger",
+    "ValuePod",
+    "compile_value",
+    "new_run_id",
+    "parse_yaml",
+]

@@ -1,0 +1,637 @@
+"""The engine: loads graphs, runs them, records them. The thin driver around
+the pure parts (``Planner``, ``Scheduler``, templates).
+
+``await engine.run(graph_ref, input, mode=...)`` returns a ``RunResult``;
+problems of the run itself (input against ``input_schema``, a failing node,
+output against ``output_schema``) are in the result and the run record, not
+raised. A reference that names no graph raises ``GraphNotFound``; a graph
+that does not validate raises ``GraphValidationError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ionwall import CallContext, Gate
+
+from .._errors import GraphError, IonfluxError, SchemaViolation, TemplateError
+from ..config import Config
+from ._history import RunHistory, new_run_id
+from ._plan import Plan, PlannedNode, Planner, TransformInfo
+from ._recorder import RunRecorder, ValuePod, ValueWriter, json_text
+from ._repository import GraphRepository, GraphVersion
+from ._result import MODES, Mode, RunResult, StepResult
+from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
+from ._schema import apply_defaults, check
+from ._seams import (
+    Authorization,
+    Authorizer,
+    Debugger,
+    DebugPause,
+    HostInvoker,
+    Invoker,
+    NoAuthorizer,
+)
+from ._source import parse_yaml
+from ._step import Called, ChildRunFailed, Outcome, Rendered, error_dict, execute, render
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrigger:
+    """How a run was started: ``manual``, ``event_driven``, ``webhook``, ``scheduled``,
+    ``rerun``, … with whatever details the trigger has (subject, path, caller)."""
+
+    type: str = "manual"
+    details: Mapping[str, Any] | None = None
+    subject: str = "local-user"
+
+
+@dataclass
+class _Context:
+    """What every node of one run shares."""
+
+    plan: Plan
+    run_id: str
+    mode: Mode
+    depth: int
+    chain: tuple[str, ...]
+    trigger: RunTrigger
+    authorization: Authorization
+    scope: dict[str, Any]
+    debugger: Debugger | None
+    recorder: RunRecorder
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        invoker: Invoker,
+        repository: GraphRepository,
+        history: RunHistory,
+        pod: ValuePod | None = None,
+        authorizer: Authorizer | None = None,
+    ):
+        self.config = config
+        self.invoker = invoker
+        self.repository = repository
+        self.history = history
+        self.pod = pod
+        self._writer = ValueWriter(pod) if pod is not None else None
+        self.authorizer: Authorizer = authorizer or NoAuthorizer()
+        self.planner = Planner(
+            transforms=invoker,
+            graphs=repository,
+            transform_names=dict(config.graph.transform_names),
+            max_subgraph_depth=config.graph.max_subgraph_depth,
+        )
+        self._plans: dict[str, Plan] = {}
+        self._semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_host(cls, host: Host, *, authorizer: Authorizer | None = None) -> Engine:
+        """The engine over a real host: its registry, its pod, history under data_dir."""
+        data = host.config.data_dir
+        pod: Any = host.pod
+        return cls(
+            host.config,
+            invoker=HostInvoker(host),
+            repository=GraphRepository(data / "graphs.sqlite3", pod=pod),
+            history=RunHistory(data / "runs.sqlite3"),
+            pod=pod,
+            authorizer=authorizer,
+        )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until every value and run log written so far is in the pod."""
+        if self._writer is not None:
+            self._writer.flush(timeout)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.history.close()
+        self.repository.close()
+
+    # -- graphs ------------------------------------------------------------------
+
+    def validate(self, text: str, file: str | None = None) -> Plan:
+        """Plans ``text``; raises ``GraphValidationError`` with every problem."""
+        return self.planner.load(text, file)
+
+    def load(self, ref: str) -> Plan:
+        """A validated plan for a file path, deployed name, ``name@version`` or CID."""
+        found = self.repository.resolve(ref)
+        cached = self._plans.get(found.cid)
+        if cached is not None:
+            return cached
+        origin = found.origin if Path(found.origin).suffix in (".yaml", ".yml") else None
+        plan = self.planner.plan(parse_yaml(found.text, origin or found.origin))
+        cid = self.repository.remember(found.text, plan.name, plan.graph.version)
+        plan = dataclasses.replace(plan, cid=cid)
+        self._plans[found.cid] = plan
+        return plan
+
+    def deploy(self, file: Path, message: str) -> tuple[GraphVersion, bool]:
+        """Validates ``file`` and appends it as a new version of its graph."""
+        text = file.read_text(encoding="utf-8")
+        plan = self.validate(text, str(file))
+        return self.repository.deploy(text, plan.name, plan.graph.version, message)
+
+    # -- runs --------------------------------------------------------------------
+
+    async def run(
+        self,
+        graph_ref: str | Plan,
+        input: Any = None,
+        *,
+        mode: Mode = "run_all",
+        trigger: RunTrigger | None = None,
+        debugger: Debugger | None = None,
+    ) -> RunResult:
+        """Runs a graph once; the result says how it went (see the module docstring)."""
+        if mode not in MODES:
+            raise GraphError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        plan = graph_ref if isinstance(graph_ref, Plan) else self.load(graph_ref)
+        if not plan.cid:
+            text = plan.source.text
+            plan = dataclasses.replace(
+                plan, cid=self.repository.remember(text, plan.name, plan.graph.version)
+            )
+        return await self._run(
+            plan, input, mode, trigger or RunTrigger(), debugger, depth=0, chain=(plan.name,)
+        )
+
+    async def rerun(self, run_id: str, *, mode: Mode = "run_all") -> RunResult:
+        """Runs a recorded run again: the same graph version and input."""
+        record = self.history.find(run_id)
+        if record is None:
+            raise GraphError(f"no run {run_id!r}")
+        trigger = RunTrigger("rerun", {"rerun_of": record.run_id, "trigger": record.trigger_type})
+        return await self.run(record.graph_cid, record.input, mode=mode, trigger=trigger)
+
+    async def _run(
+        self,
+        plan: Plan,
+        input: Any,
+        mode: Mode,
+        trigger: RunTrigger,
+        debugger: Debugger | None,
+        *,
+        depth: int,
+        chain: tuple[str, ...],
+        parent: tuple[str, str] | None = None,
+    ) -> RunResult:
+        run_id = new_run_id()
+        started = time.time()
+        recorder = RunRecorder(self.history, self._writer, run_id)
+        value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
+        _, input_cid = recorder.value(value)
+        self.history.start_run(
+            run_id=run_id,
+            graph_name=plan.name,
+            graph_version=plan.graph.version,
+            graph_cid=plan.cid,
+            trigger_type=trigger.type,
+            trigger_details=dict(trigger.details) if trigger.details else None,
+            mode=mode,
+            start_time=started,
+            input=value,
+            input_cid=input_cid,
+            parent_run_id=parent[0] if parent else None,
+            parent_node_id=parent[1] if parent else None,
+        )
+        scope = _scope(plan, run_id, value, trigger, started)
+        errors: list[dict[str, Any]] = []
+        steps: dict[str, StepResult] = {}
+        status = RunStatus.FAILURE
+        output: Any = None
+        requested: list[str] = []
+        to_ask: list[str] = []
+        try:
+            check("input", plan.input_validator, value)
+            requested = _requested_scopes(plan, scope)
+            auth = self.authorizer.authorize(
+                subject=trigger.subject,
+                graph=plan.name,
+                version=plan.graph.version,
+                cid=plan.cid,
+                scopes=requested,
+                dry_run=mode == "dry_run_validate_only",
+            )
+            to_ask = list(auth.missing)
+            ctx = _Context(
+                plan, run_id, mode, depth, chain, trigger, auth, scope, debugger, recorder
+            )
+            if mode == "dry_run_validate_only":
+                steps = _dry_run(plan, scope)
+                status = RunStatus.SUCCESS
+            else:
+                status, steps = await self._execute(ctx)
+            errors = [s.error for s in steps.values() if s.error is not None]
+            if status in (RunStatus.SUCCESS, RunStatus.PARTIAL) and mode != "dry_run_validate_only":
+                output = _output(plan, scope)
+                check("output", plan.output_validator, output)
+        except asyncio.CancelledError:
+            self._finish(recorder, RunStatus.CANCELLED, None, [_cancelled()], steps, plan)
+            raise
+        except (SchemaViolation, TemplateError, IonfluxError) as exc:
+            status = RunStatus.FAILURE
+            errors.append(error_dict(exc))
+        ordered = [steps[n] for n in _step_order(plan, steps)]
+        result = RunResult(
+            execution_id=run_id,
+            graph_name=plan.name,
+            graph_version=plan.graph.version,
+            graph_cid=plan.cid,
+            mode=mode,
+            overall_status=status.value,
+            output=output,
+            steps=ordered,
+            started_at=started,
+            ended_at=time.time(),
+            error_details=errors or None,
+            fuel_used=sum(s.fuel_used for s in ordered),
+            levels=[list(level) for level in plan.levels],
+            requested_scopes=requested,
+            scopes_to_ask=to_ask,
+            parent_run_id=parent[0] if parent else None,
+        )
+        return self._finish(recorder, status, output, errors or None, steps, plan, result)
+
+    def _finish(
+        self,
+        recorder: RunRecorder,
+        status: RunStatus,
+        output: Any,
+        errors: list[dict[str, Any]] | None,
+        steps: dict[str, StepResult],
+        plan: Plan,
+        result: RunResult | None = None,
+    ) -> RunResult:
+        output_preview, output_cid = recorder.value(output)
+        summary_cid = None
+        if result is not None:
+            result = dataclasses.replace(result, output_cid=output_cid)
+            log = {"kind": "ionflux.run_log/1", "run": result.to_dict()}
+            summary_cid = recorder.put_text(json_text(log))
+            result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
+        self.history.finish_run(
+            recorder.run_id,
+            status=status.value,
+            end_time=time.time(),
+            output_preview=output_preview,
+            output_cid=output_cid,
+            error_details=errors,
+            fuel_used=sum(s.fuel_used for s in steps.values()),
+            step_results_summary_cid=summary_cid,
+            steps=recorder.take(),
+        )
+        if result is None:
+            now = time.time()
+            result = RunResult(
+                recorder.run_id,
+                plan.name,
+                plan.graph.version,
+                plan.cid,
+                "run_all",
+                status.value,
+                None,
+                list(steps.values()),
+                now,
+                now,
+                errors,
+            )
+        return result
+
+    async def _execute(self, ctx: _Context) -> tuple[RunStatus, dict[str, StepResult]]:
+        plan = ctx.plan
+        specs = {
+            node_id: NodeSpec(p.deps, plan.dependents[node_id], p.node.on_error, p.index)
+            for node_id, p in plan.nodes.items()
+        }
+        scheduler = Scheduler(specs)
+        states: dict[str, dict[str, Any]] = ctx.scope["nodes"]
+        steps: dict[str, StepResult] = {}
+        tasks: dict[asyncio.Task[Outcome], str] = {}
+        one_at_a_time = ctx.mode == "step_through_debug"
+        try:
+            while not scheduler.done:
+                room = 1 - len(tasks) if one_at_a_time else None
+                for node_id in scheduler.ready(room) if room is None or room > 0 else []:
+                    planned = plan.nodes[node_id]
+                    scheduler.start(node_id)
+                    started = await self._start(ctx, planned, scheduler, steps)
+                    if started is not None:
+                        tasks[started] = node_id
+                    if scheduler.aborted:
+                        break
+                if not tasks:
+                    if scheduler.done:
+                        break
+                    continue
+                finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    node_id = tasks.pop(task)
+                    if task.cancelled():
+                        scheduler.cancelled(node_id)
+                        continue
+                    self._settle(ctx, plan.nodes[node_id], task.result(), scheduler, steps)
+                    if scheduler.failed or scheduler.aborted:
+                        for other in tasks:
+                            other.cancel()
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            scheduler.abort("the run was cancelled")
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            for node_id, status in scheduler.status.items():
+                if node_id not in steps and status in (
+                    NodeStatus.CANCELLED,
+                    NodeStatus.SKIPPED,
+                    NodeStatus.RUNNING,
+                ):
+                    planned = plan.nodes[node_id]
+                    steps[node_id] = StepResult(
+                        node_id,
+                        planned.target,
+                        NodeStatus.CANCELLED.value
+                        if status is NodeStatus.RUNNING
+                        else status.value,
+                        planned.level,
+                        reason=scheduler.reasons.get(node_id),
+                    )
+                    self._record(ctx, steps[node_id])
+                    states[node_id]["status"] = steps[node_id].status
+        return scheduler.run_status(), steps
+
+    async def _start(
+        self,
+        ctx: _Context,
+        planned: PlannedNode,
+        scheduler: Scheduler,
+        steps: dict[str, StepResult],
+    ) -> asyncio.Task[Outcome] | None:
+        """Renders the node and starts it as a task, or settles it at once (skipped by
+        ``if`` or by the debugger, a template that fails)."""
+        now = time.time()
+        try:
+            first = render(planned, _node_scope(ctx, planned, 1))
+        except TemplateError as exc:
+            self._settle(
+                ctx,
+                planned,
+                Outcome("failure", now, time.time(), error=error_dict(exc, planned.node)),
+                scheduler,
+                steps,
+            )
+            return None
+        if not first.run:
+            self._settle(
+                ctx,
+                planned,
+                Outcome("skipped", now, now, reason="'if' was false"),
+                scheduler,
+                steps,
+            )
+            return None
+        if ctx.debugger is not None and ctx.mode == "step_through_debug":
+            done = {n: s.status for n, s in steps.items()}
+            action = await ctx.debugger(
+                DebugPause(
+                    ctx.run_id,
+                    ctx.plan.name,
+                    planned.id,
+                    planned.target,
+                    planned.level,
+                    first.inputs,
+                    first.approval_scope,
+                    done,
+                )
+            )
+            if action == "skip":
+                self._settle(
+                    ctx,
+                    planned,
+                    Outcome(
+                        "skipped",
+                        now,
+                        time.time(),
+                        inputs=first.inputs,
+                        reason="skipped in the debugger",
+                    ),
+                    scheduler,
+                    steps,
+                )
+                return None
+            if action == "abort":
+                scheduler.abort("aborted in the debugger")
+                scheduler.reasons[planned.id] = "aborted in the debugger"
+                scheduler.cancelled(planned.id)
+                return None
+
+        async def call(inputs: Any, attempt: int) -> Called:
+            return await self._call(ctx, planned, inputs)
+
+        def rerender(attempt: int) -> Rendered:
+            return render(planned, _node_scope(ctx, planned, attempt))
+
+        return asyncio.create_task(execute(planned, first, rerender, call), name=planned.id)
+
+    async def _call(self, ctx: _Context, planned: PlannedNode, inputs: Any) -> Called:
+        if planned.transform is not None:
+            return await self._call_transform(ctx, planned, planned.transform, inputs)
+        assert planned.subgraph is not None
+        ref = planned.subgraph
+        if len(ctx.chain) > self.config.graph.max_subgraph_depth:
+            raise GraphError(
+                f"sub-graph nesting deeper than graph.max_subgraph_depth "
+                f"({self.config.graph.max_subgraph_depth}): {' -> '.join([*ctx.chain, ref.name])}"
+            )
+        if ref.name in ctx.chain:
+            raise GraphError("sub-graph cycle refused: " + " -> ".join([*ctx.chain, ref.name]))
+        child = self.load(f"{ref.name}@{ref.version}" if ref.version else ref.name)
+        result = await self._run(
+            child,
+            inputs,
+            ctx.mode,
+            RunTrigger(
+                "subgraph",
+                {"parent_run_id": ctx.run_id, "node_id": planned.id},
+                ctx.trigger.subject,
+            ),
+            ctx.debugger,
+            depth=ctx.depth + 1,
+            chain=(*ctx.chain, ref.name),
+            parent=(ctx.run_id, planned.id),
+        )
+        if result.overall_status not in (RunStatus.SUCCESS, RunStatus.PARTIAL):
+            raise ChildRunFailed(result.execution_id, result.overall_status, result.error_details)
+        return Called(result.output, result.fuel_used, result.execution_id)
+
+    async def _call_transform(
+        self, ctx: _Context, planned: PlannedNode, transform: TransformInfo, inputs: Any
+    ) -> Called:
+        call_ctx = CallContext(
+            subject=transform.cid,
+            transform=transform.name,
+            run_id=ctx.run_id,
+            node_id=planned.id,
+            grant_id=ctx.authorization.grant_id,
+        )
+        gate: Gate | None = ctx.authorization.gate
+        async with self._semaphore():
+            done = await self.invoker.invoke(transform, inputs, ctx=call_ctx, gate=gate)
+        return Called(done.value, done.fuel_used)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.config.graph.concurrency)
+            self._semaphores[loop] = semaphore
+        return semaphore
+
+    def _settle(
+        self,
+        ctx: _Context,
+        planned: PlannedNode,
+        outcome: Outcome,
+        scheduler: Scheduler,
+        steps: dict[str, StepResult],
+    ) -> None:
+        node_id = planned.id
+        if outcome.status == "success":
+            scheduler.succeed(node_id)
+        elif outcome.status == "skipped":
+            scheduler.skip(node_id, outcome.reason or "skipped")
+        else:
+            scheduler.fail(node_id)
+        state = ctx.scope["nodes"][node_id]
+        state["status"] = outcome.status
+        state["outputs"] = outcome.outputs
+        state["error"] = outcome.error
+        step = StepResult(
+            node_id=node_id,
+            target=planned.target,
+            status=outcome.status,
+            level=planned.level,
+            started_at=outcome.started_at,
+            ended_at=outcome.ended_at,
+            attempts=outcome.attempts,
+            inputs=outcome.inputs,
+            outputs=outcome.outputs,
+            error=outcome.error,
+            reason=outcome.reason,
+            fuel_used=outcome.fuel_used,
+            child_run_id=outcome.child_run_id,
+        )
+        steps[node_id] = self._record(ctx, step)
+
+    def _record(self, ctx: _Context, step: StepResult) -> StepResult:
+        return ctx.recorder.step(step)
+
+
+def _scope(
+    plan: Plan, run_id: str, input: Any, trigger: RunTrigger, started: float
+) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
+    return {
+        "trigger": {
+            "input_data": input,
+            "type": trigger.type,
+            "details": dict(trigger.details) if trigger.details else None,
+        },
+        "nodes": {
+            node_id: {"outputs": None, "status": "pending", "error": None} for node_id in plan.nodes
+        },
+        "system": {
+            "run_id": run_id,
+            "timestamp_utc_iso": stamp.replace("+00:00", "Z"),
+            "graph_name": plan.name,
+            "graph_version": plan.graph.version,
+            "node_id": None,
+            "attempt": 1,
+        },
+        "null": None,
+    }
+
+
+def _node_scope(ctx: _Context, planned: PlannedNode, attempt: int) -> dict[str, Any]:
+    system = {**ctx.scope["system"], "node_id": planned.id, "attempt": attempt}
+    return {**ctx.scope, "system": system}
+
+
+def _requested_scopes(plan: Plan, scope: dict[str, Any]) -> list[str]:
+    """Manifest scopes of every node, plus each ``ionwall_approval_scope`` that can be
+    rendered before the run (those reading only ``trigger`` and ``system``)."""
+    scopes = set(plan.manifest_scopes)
+    for planned in plan.nodes.values():
+        compiled = planned.approval_scope
+        if compiled is None or any(ref[0] == "nodes" for ref in compiled.refs):
+            continue
+        scopes.add(str(compiled.render(scope)))
+    return sorted(scopes)
+
+
+def _dry_run(plan: Plan, scope: dict[str, Any]) -> dict[str, StepResult]:
+    """Every node as it would start, with what can be rendered before anything runs."""
+    steps: dict[str, StepResult] = {}
+
+    def waits(template: Any) -> bool:
+        return any(ref[0] == "nodes" for ref in template.refs)
+
+    for level in plan.levels:
+        for node_id in level:
+            planned = plan.nodes[node_id]
+            reason = None
+            if planned.node.if_ is False:
+                reason = "'if' is false: would be skipped"
+            elif planned.condition is not None and not waits(planned.condition):
+                if not planned.condition.render(scope):
+                    reason = "'if' is false: would be skipped"
+            elif planned.condition is not None:
+                reason = f"'if' decided at run time: {planned.condition.source}"
+            inputs = planned.inputs.render(scope, keep=waits)
+            steps[node_id] = StepResult(
+                node_id, planned.target, "planned", planned.level, inputs=inputs, reason=reason
+            )
+    return steps
+
+
+def _output(plan: Plan, scope: dict[str, Any]) -> Any:
+    if plan.output is not None:
+        return plan.output.render(scope)
+    nodes = scope["nodes"]
+    terminal = plan.terminal_nodes
+    if len(terminal) == 1:
+        return nodes[terminal[0]]["outputs"]
+    return {node_id: nodes[node_id]["outputs"] for node_id in terminal}
+
+
+def _step_order(plan: Plan, steps: Mapping[str, StepResult]) -> list[str]:
+    def key(node_id: str) -> tuple[float, int]:
+        started = steps[node_id].started_at
+        return (started if started is not None else float("inf"), plan.nodes[node_id].index)
+
+    return sorted(steps, key=key)
+
+
+def _cancelled() -> dict[str, Any]:
+    return {"kind": "cancelled", "message": "the run was cancelled"}

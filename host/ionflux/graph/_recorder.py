@@ -1,0 +1,157 @@
+"""What a run leaves behind while it runs: step rows in the history and large
+values in the pod.
+
+Values are stored in IONPOD as JSON text (a UnixFS file, so ``pod-fetch`` and
+``ionflux pod get`` read them back); values that fit the preview are kept
+whole in the history row and get no CID. Pod writes happen behind the run on
+one writer thread (``ValueWriter``): the CID is computed from the bytes at
+once, the block lands a moment later; ``Engine.flush()`` (and ``close()``)
+wait for every pending write. Step rows are buffered and written
+in one transaction: when the run ends, or when the oldest buffered row is
+older than ``flush_after_s`` (a long run stays observable while it runs). A
+host that dies mid-run loses at most that window of step rows; the run row
+itself is written at start and is marked ``interrupted`` on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from typing import Any, Protocol
+
+from .._errors import IonfluxError
+from ..store import cid_for_bytes
+from ._history import PREVIEW_CHARS, RunHistory, StepRecord
+from ._result import StepResult
+
+
+class ValuePod(Protocol):
+    """The part of IONPOD a run uses."""
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def get_bytes(self, cid: str) -> bytes: ...
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+log = logging.getLogger("ionflux.graph")
+
+
+class ValueWriter:
+    """Writes values to the pod on one background thread; the CID is known at once."""
+
+    def __init__(self, pod: ValuePod):
+        self.pod = pod
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ionflux-values")
+        self._pending: set[Future[str]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, data: bytes) -> str:
+        cid = cid_for_bytes(data)
+        future = self._pool.submit(self.pod.put_bytes, data)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return cid
+
+    def _done(self, future: Future[str]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        exc = future.exception()
+        if exc is not None:
+            log.warning("could not store a run value in the pod: %s", exc)
+
+    def flush(self, timeout: float | None = None) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class RunRecorder:
+    def __init__(
+        self,
+        history: RunHistory,
+        writer: ValueWriter | None,
+        run_id: str,
+        *,
+        flush_after_s: float = 0.5,
+    ):
+        self.history = history
+        self.writer = writer
+        self.run_id = run_id
+        self.flush_after_s = flush_after_s
+        self._buffer: list[StepRecord] = []
+        self._oldest = 0.0
+
+    def value(self, value: Any) -> tuple[str | None, str | None]:
+        """(preview, CID): the CID only when the preview is not the whole value."""
+        if value is None:
+            return None, None
+        text = json_text(value)
+        if len(text) <= PREVIEW_CHARS:
+            return text, None
+        return shorten(text), self.put_text(text)
+
+    def put_text(self, text: str) -> str | None:
+        if self.writer is None:
+            return None
+        try:
+            return self.writer.submit(text.encode("utf-8"))
+        except IonfluxError:
+            return None  # the record keeps its preview
+
+    def step(self, step: StepResult) -> StepResult:
+        inputs_preview, inputs_cid = self.value(step.inputs)
+        outputs_preview, outputs_cid = self.value(step.outputs)
+        step_run_id = f"{self.run_id}.{step.node_id}"
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.append(
+            StepRecord(
+                step_run_id=step_run_id,
+                run_id=self.run_id,
+                node_id=step.node_id,
+                target=step.target,
+                status=step.status,
+                start_time=step.started_at,
+                end_time=step.ended_at,
+                attempts=step.attempts,
+                inputs_preview=inputs_preview,
+                inputs_cid=inputs_cid,
+                outputs_preview=outputs_preview,
+                outputs_cid=outputs_cid,
+                error_message=(step.error or {}).get("message") or step.reason,
+                error=step.error,
+                fuel_used=step.fuel_used,
+                child_run_id=step.child_run_id,
+            )
+        )
+        if time.monotonic() - self._oldest >= self.flush_after_s:
+            self.flush()
+        return replace(
+            step, inputs_cid=inputs_cid, outputs_cid=outputs_cid, step_run_id=step_run_id
+        )
+
+    def take(self) -> list[StepRecord]:
+        """The buffered rows, for the run's closing transaction."""
+        rows, self._buffer = self._buffer, []
+        return rows
+
+    def flush(self) -> None:
+        rows = self.take()
+        if rows:
+            self.history.record_steps(rows)

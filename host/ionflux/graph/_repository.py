@@ -1,0 +1,192 @@
+"""Graph sources and deployed versions, after the seeds' ``flows`` / ``flow_versions``.
+
+A graph version is its YAML text, addressed by CID (the same CID IONPOD
+gives the bytes; they are stored in the pod when one is configured). A
+deploy appends a version with a message; nothing is ever replaced, so every
+earlier version stays loadable by CID or by ``name@<version field>``. Texts
+of graphs run straight from a file are kept too (``graph_sources``), so any
+recorded run can be re-run from exactly the graph it ran.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .._errors import GraphNotFound, GraphValidationError
+from ..store import cid_for_bytes
+from ._model import FluxGraph
+from ._source import parse_yaml
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS graph_sources (
+    cid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    text TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS graph_versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    cid TEXT NOT NULL REFERENCES graph_sources (cid),
+    version TEXT NOT NULL,
+    message TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS graph_versions_name ON graph_versions (name, seq);
+"""
+
+
+class BytesPod(Protocol):
+    """The part of IONPOD the repository uses."""
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GraphVersion:
+    name: str
+    version: str
+    cid: str
+    message: str
+    created_at: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GraphText:
+    """A graph's YAML with its CID and where it came from (a file path or ``name@cid``)."""
+
+    text: str
+    cid: str
+    origin: str
+
+
+class GraphRepository:
+    def __init__(self, path: Path, pod: BytesPod | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._pod = pod
+        self._parsed: dict[str, FluxGraph] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def remember(self, text: str, name: str, version: str) -> str:
+        """Stores ``text`` (pod and table) and returns its CID."""
+        data = text.encode("utf-8")
+        cid = self._pod.put_bytes(data) if self._pod is not None else cid_for_bytes(data)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO graph_sources VALUES (?,?,?,?,?)",
+                (cid, name, version, text, time.time()),
+            )
+        return cid
+
+    def deploy(self, text: str, name: str, version: str, message: str) -> tuple[GraphVersion, bool]:
+        """Appends a version; returns it and whether it is new (the same text as the
+        latest version of ``name`` is not appended twice)."""
+        cid = self.remember(text, name, version)
+        latest = self.latest(name)
+        if latest is not None and latest.cid == cid:
+            return latest, False
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO graph_versions (name, cid, version, message, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (name, cid, version, message, time.time()),
+            )
+            seq = cursor.lastrowid or 0
+        found = self._version_by_seq(seq)
+        assert found is not None
+        return found, True
+
+    def versions(self, name: str) -> list[GraphVersion]:
+        """Oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, version, cid, message, created_at, seq FROM graph_versions"
+                " WHERE name=? ORDER BY seq",
+                (name,),
+            ).fetchall()
+        return [GraphVersion(*row) for row in rows]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT name FROM graph_versions ORDER BY name")
+            return [r[0] for r in rows.fetchall()]
+
+    def latest(self, name: str) -> GraphVersion | None:
+        versions = self.versions(name)
+        return versions[-1] if versions else None
+
+    def _version_by_seq(self, seq: int) -> GraphVersion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, version, cid, message, created_at, seq FROM graph_versions"
+                " WHERE seq=?",
+                (seq,),
+            ).fetchone()
+        return None if row is None else GraphVersion(*row)
+
+    def text(self, cid: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT text FROM graph_sources WHERE cid=?", (cid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def find(self, name: str, version: str | None = None) -> GraphText | None:
+        """A deployed graph: the latest version of ``name``, or the one whose version
+        field or CID is ``version``."""
+        chosen: GraphVersion | None = None
+        for candidate in self.versions(name):
+            if version is None or version in (candidate.version, candidate.cid):
+                chosen = candidate
+        if chosen is None:
+            return None
+        text = self.text(chosen.cid)
+        return None if text is None else GraphText(text, chosen.cid, f"{name}@{chosen.cid}")
+
+    def resolve(self, ref: str) -> GraphText:
+        """``ref`` is a YAML file path, a deployed name, ``name@version``, or a CID."""
+        path = Path(ref)
+        if ref.endswith((".yaml", ".yml")) or path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise GraphNotFound(f"cannot read graph file {ref}: {exc.strerror}") from None
+            return GraphText(text, cid_for_bytes(text.encode("utf-8")), str(path))
+        stored = self.text(ref)
+        if stored is not None:
+            return GraphText(stored, ref, ref)
+        name, _, version = ref.partition("@")
+        found = self.find(name, version or None)
+        if found is None:
+            known = ", ".join(self.names()) or "none deployed"
+            raise GraphNotFound(
+                f"no graph {ref!r}: not a file, a deployed graph or a known CID (graphs: {known})"
+            )
+        return found
+
+    def lookup_graph(self, name: str, version: str | None) -> FluxGraph | None:
+        """The ``GraphCatalog`` seam of the planner: the model of a deployed graph."""
+        found = self.find(name, version)
+        if found is None:
+            return None
+        cached = self._parsed.get(found.cid)
+        if cached is None:
+            try:
+                cached = FluxGraph.model_validate(parse_yaml(found.text).data)
+            except (GraphValidationError, ValueError):
+                return None
+            self._parsed[found.cid] = cached
+        return cached

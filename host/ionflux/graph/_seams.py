@@ -1,0 +1,131 @@
+"""The engine's seams: how it calls transforms, asks IONWALL, stores values and
+pauses for a debugger. Small Protocols, one real implementation each.
+
+- ``Invoker``: the sandboxes. ``HostInvoker`` adapts ``ionflux.host.Host``.
+- ``Authorizer``: the graph-level IONWALL check of the requested scope set
+  (the union of the nodes' manifest scopes and their ``ionwall_approval_scope``).
+  Without one, nothing is checked at graph level; every import call is still
+  gated by the host's gate.
+- ``Debugger``: ``step_through_debug`` awaits it before each node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ionwall import CallContext, Gate
+
+from .._errors import UnknownTransform
+from ._plan import TransformInfo
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    value: Any
+    fuel_used: int
+    duration_s: float
+
+
+class Invoker(Protocol):
+    def lookup_transform(self, name: str) -> TransformInfo | None: ...
+
+    async def invoke(
+        self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
+    ) -> Invoked: ...
+
+
+class HostInvoker:
+    """Runs nodes through the real host: a fresh sandbox per call, on a worker thread."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def lookup_transform(self, name: str) -> TransformInfo | None:
+        try:
+            found = self.host.registry.get(name)
+        except UnknownTransform:
+            return None
+        manifest = found.manifest
+        return TransformInfo(
+            name=found.name,
+            version=found.version,
+            cid=found.cid,
+            scopes=tuple(manifest.scopes),
+            input_schema=manifest.input_schema,
+            output_schema=manifest.output_schema,
+        )
+
+    async def invoke(
+        self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
+    ) -> Invoked:
+        ref = f"{transform.name}@{transform.version}"
+        done = await self.host.ainvoke(ref, input, ctx=ctx, gate=gate)
+        return Invoked(done.value, done.fuel_used, done.duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The answer of the graph-level check. ``missing`` are the scopes no grant
+    covers (what a consent request would ask); ``gate`` replaces the host's gate
+    for this run's import calls when given."""
+
+    grant_id: str | None = None
+    gate: Gate | None = None
+    missing: tuple[str, ...] = ()
+
+
+class Authorizer(Protocol):
+    def authorize(
+        self,
+        *,
+        subject: str,
+        graph: str,
+        version: str,
+        cid: str,
+        scopes: list[str],
+        dry_run: bool,
+    ) -> Authorization:
+        """Raises an ``IonfluxError`` (``PermissionDenied``, consent required) to refuse;
+        with ``dry_run`` only reports."""
+        ...
+
+
+class NoAuthorizer:
+    """No graph-level check: every requested scope is reported as one to ask."""
+
+    def authorize(
+        self,
+        *,
+        subject: str,
+        graph: str,
+        version: str,
+        cid: str,
+        scopes: list[str],
+        dry_run: bool,
+    ) -> Authorization:
+        return Authorization(missing=tuple(scopes))
+
+
+DebugAction = Literal["continue", "skip", "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class DebugPause:
+    """Where ``step_through_debug`` stopped: the next node and its rendered inputs."""
+
+    run_id: str
+    graph_name: str
+    node_id: str
+    target: str
+    level: int
+    inputs: Any
+    approval_scope: str | None
+    done: dict[str, str]  # node id -> status of the nodes finished so far
+
+
+Debugger = Callable[[DebugPause], Awaitable[DebugAction]]
