@@ -42,6 +42,9 @@ class Limits(_Section):
     http_timeout_ms: int = Field(default=10_000, gt=0)
     http_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     ceiling_factor: int = Field(default=4, ge=1)
+    sandboxes: int = Field(
+        default=64, gt=0, description="calls running at once per host process; more wait"
+    )
 
 
 class StoreSettings(_Section):

@@ -108,6 +108,8 @@ class Host:
         self.runtime = Runtime(
             max_wasm_stack_bytes=config.limits.max_wasm_stack_bytes,
             cache_dir=config.data_dir / "cache" / "compiled",
+            sandboxes=config.limits.sandboxes,
+            max_memory_bytes=config.limits.memory_bytes * config.limits.ceiling_factor,
         )
         self._prepared: dict[str, _Prepared] = {}
         self._grants: dict[str, str] = {}  # module CID -> the grant its calls run under

@@ -10,6 +10,8 @@ import extism
 import wasmtime
 from wasmtime.component import Component, Linker
 
+import ionwall
+
 from ..config import load_config
 from ..host import Host
 from ..manifest import Manifest, ModuleRef
@@ -18,15 +20,19 @@ from ..store import cid_for_bytes
 from ._timing import Row, once, per_call
 
 INPUT = '{"text":"hello"}'
+LOG_CALL = '{"call":"log","level":"info","message":"hello"}'
 
 
-def _publish(host: Host, name: str, path: Path, abi: str = "component") -> str:
+def _publish(
+    host: Host, name: str, path: Path, abi: str = "component", scopes: tuple[str, ...] = ()
+) -> str:
     data = path.read_bytes()
     cid = cid_for_bytes(data)
-    host.publish_bytes(
-        Manifest(name=name, version="0.1.0", abi=abi, module=ModuleRef(cid=cid)),  # type: ignore[arg-type]
-        data,
+    manifest = Manifest.model_validate(
+        {"name": name, "version": "0.1.0", "abi": abi, "module": ModuleRef(cid=cid),
+         "scopes": list(scopes)}
     )
+    host.publish_bytes(manifest, data)
     return cid
 
 
@@ -82,6 +88,32 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
         Row("  host / raw", host_s / raw_s, "x (target ≤ 1.2)"),
         Row("extism SDK, reused Plugin", ext_s * 1e6, "µs"),
         Row("host.invoke of the Extism plugin (fresh Plugin)", ext_host_s * 1e6, "µs"),
+    ]
+
+    # One allowed import call per invocation: the IONWALL gate (grant lookup,
+    # scope match, hash-chained audit entry) beside a gate that allows everything.
+    _publish(host, "all-imports", build / "testing" / "all-imports.wasm", scopes=("emit_log:*",))
+    try:
+        host.invoke("all-imports", LOG_CALL)
+    except ionwall.ConsentRequired as exc:
+        host.ionwall.approve(exc.request.id)
+    allow_all = ionwall.AllowAllGate()
+
+    def gated() -> object:
+        return host.invoke("all-imports", LOG_CALL)
+
+    def ungated() -> object:
+        return host.invoke("all-imports", LOG_CALL, gate=allow_all)
+
+    t_gated, t_free = [], []
+    for _ in range(3):
+        t_gated.append(per_call(gated, n=300, repeats=3))
+        t_free.append(per_call(ungated, n=300, repeats=3))
+    gated_s, free_s = sorted(t_gated)[1], sorted(t_free)[1]
+    rows += [
+        Row("invoke with one import call, IONWALL gate + audit", gated_s * 1e6, "µs"),
+        Row("invoke with one import call, allow-all gate", free_s * 1e6, "µs"),
+        Row("  gate overhead", (gated_s / free_s - 1) * 100, "% (target < 10)"),
     ]
 
     # First call of a newly published module: compile cached on disk vs not.

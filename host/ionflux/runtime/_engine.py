@@ -12,11 +12,18 @@ import threading
 from importlib.metadata import version
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 EPOCH_TICK_S = 0.005  # a deadline is honoured to within about one tick
 
 
-def make_engine(max_wasm_stack_bytes: int) -> wasmtime.Engine:
+def make_engine(
+    max_wasm_stack_bytes: int, *, sandboxes: int, max_memory_bytes: int
+) -> wasmtime.Engine:
+    """``sandboxes`` is how many calls the runtime lets run at once (it queues
+    the rest); the pool has room for twice that, for the instance that checks a
+    module at publish time and for slack. ``max_memory_bytes`` is the largest
+    memory limit any call may be given."""
     config = wasmtime.Config()
     config.consume_fuel = True
     config.epoch_interruption = True
@@ -25,7 +32,29 @@ def make_engine(max_wasm_stack_bytes: int) -> wasmtime.Engine:
     # Deny by default: no threads, no shared memory. Everything else a module
     # could use is an import, and imports are checked at publish time.
     config.wasm_threads = False
+    _use_pooling_allocator(config, sandboxes * 2, max_memory_bytes)
     return wasmtime.Engine(config)
+
+
+def _use_pooling_allocator(config: wasmtime.Config, sandboxes: int, max_memory: int) -> None:
+    """Pre-reserves ``sandboxes`` slots of instance, memory, table and stack.
+
+    A fresh sandbox per call otherwise maps and unmaps its linear memory every
+    time; reusing warm slots makes instantiation about a quarter cheaper and
+    spares the TLB shootdowns that slowed everything running right after.
+    wasmtime-py exposes this only through its C bindings.
+    """
+    pool = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        ffi.wasmtime_pooling_allocation_config_total_component_instances_set(pool, sandboxes)
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, sandboxes * 4)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, sandboxes * 2)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, sandboxes * 4)
+        ffi.wasmtime_pooling_allocation_config_total_stacks_set(pool, sandboxes)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pool)
 
 
 def engine_fingerprint(max_wasm_stack_bytes: int) -> str:

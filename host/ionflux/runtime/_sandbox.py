@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,9 +82,20 @@ _INSTANTIATE_MEMORY = re.compile(r"memory minimum size|exceeds memory limits|res
 
 
 class Runtime:
-    def __init__(self, *, max_wasm_stack_bytes: int, cache_dir: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        max_wasm_stack_bytes: int,
+        cache_dir: Path | None,
+        sandboxes: int = 64,
+        max_memory_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         _wasmtime_fixes.install()
-        self.engine = make_engine(max_wasm_stack_bytes)
+        self.engine = make_engine(
+            max_wasm_stack_bytes, sandboxes=sandboxes, max_memory_bytes=max_memory_bytes
+        )
+        # Calls past the pool's size wait for a slot instead of failing.
+        self._slots = threading.BoundedSemaphore(sandboxes)
         self.fingerprint = engine_fingerprint(max_wasm_stack_bytes)
         self._ticker = EpochTicker(self.engine)
         self.linker = Linker(self.engine)
@@ -105,10 +117,13 @@ class Runtime:
             instance = self.linker.instantiate(store, component)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"component cannot be instantiated: {_trap_reason(str(exc))}") from exc
-        run = instance.get_func(store, "run")
-        if run is None:
-            raise ModuleError("component does not export a function `run`")
-        check_run_signature(run, store)
+        try:
+            run = instance.get_func(store, "run")
+            if run is None:
+                raise ModuleError("component does not export a function `run`")
+            check_run_signature(run, store)
+        finally:
+            store.close()
         return component
 
     def load(self, cid: str, fetch_bytes: Any) -> Loaded:
@@ -138,17 +153,20 @@ class Runtime:
         )
         started = time.perf_counter()
         set_env(env)
+        self._slots.acquire()
         try:
             instance = self.linker.instantiate(store, loaded.component)
             run = instance.get_func(store, loaded.run)
             assert run is not None
             result = call_run(run, store, input_text)
+            fuel_used = limits.fuel - store.get_fuel()
         except wasmtime.WasmtimeError as exc:
             raise classify_trap(exc, limits) from None
         finally:
+            store.close()  # give the pool slot back before the next caller takes it
+            self._slots.release()
             set_env(None)
         duration = time.perf_counter() - started
-        fuel_used = limits.fuel - store.get_fuel()
         if isinstance(result, Variant):
             raise TransformFailed(result.tag, str(result.payload))
         if not isinstance(result, str):
