@@ -16,12 +16,14 @@ import click
 from .._errors import GraphNotFound, InvalidInput
 from ..graph import MODES, DebugAction, DebugPause, Engine, Mode, RunResult
 from ..graph._history import RunRecord, StepRecord, preview
+from ..graph._ionwall import IonwallAuthorizer
 from ._app import App, pass_app
 
 
 @contextmanager
 def _engine(app: App) -> Iterator[Engine]:
-    engine = Engine.for_host(app.host)
+    # A run needs a grant covering the union of its nodes' scopes, as over HTTP and NATS.
+    engine = Engine.for_host(app.host, authorizer=IonwallAuthorizer(app.host.ionwall))
     try:
         yield engine
     finally:
