@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from jsonschema.protocols import Validator
@@ -106,6 +107,17 @@ class Plan:
     @property
     def terminal_nodes(self) -> list[str]:
         return [node_id for node_id in self.nodes if not self.dependents[node_id]]
+
+    @cached_property
+    def successors(self) -> dict[str, str]:
+        """``a -> b`` where ``b`` is ``a``'s only dependent and ``a`` is ``b``'s only
+        dependency: when ``a`` succeeds, ``b`` is ready and nothing else became so.
+        The links of linear chains, which the engine runs back to back on one thread."""
+        return {
+            node_id: dependents[0]
+            for node_id, dependents in self.dependents.items()
+            if len(dependents) == 1 and len(self.nodes[dependents[0]].deps) == 1
+        }
 
 
 @dataclass

@@ -57,8 +57,9 @@ class ValueWriter:
         self._pending: set[Future[str]] = set()
         self._lock = threading.Lock()
 
-    def submit(self, data: bytes) -> str:
-        cid = cid_for_bytes(data)
+    def submit(self, data: bytes, cid: str | None = None) -> str:
+        """Queues ``data`` for the pod; ``cid`` when already computed from ``data``."""
+        cid = cid or cid_for_bytes(data)
         future = self._pool.submit(self.pod.put_bytes, data)
         with self._lock:
             self._pending.add(future)
@@ -106,13 +107,17 @@ class RunRecorder:
             return text, None
         return shorten(text), self.put_text(text)
 
-    def put_text(self, text: str) -> str | None:
+    def put_text(self, text: str, cid: str | None = None) -> str | None:
         if self.writer is None:
             return None
         try:
-            return self.writer.submit(text.encode("utf-8"))
+            return self.writer.submit(text.encode("utf-8"), cid)
         except IonfluxError:
             return None  # the record keeps its preview
+
+    def text_cid(self, text: str) -> str | None:
+        """The CID ``put_text(text)`` will store it under (None without a pod)."""
+        return None if self.writer is None else cid_for_bytes(text.encode("utf-8"))
 
     def step(self, step: StepResult) -> StepResult:
         inputs_preview, inputs_cid = self.value(step.inputs)

@@ -1,7 +1,9 @@
 """The engine's seams: how it calls transforms, asks IONWALL, stores values and
 pauses for a debugger. Small Protocols, one real implementation each.
 
-- ``Invoker``: the sandboxes. ``HostInvoker`` adapts ``ionflux.host.Host``.
+- ``Invoker``: the sandboxes. ``HostInvoker`` adapts ``ionflux.host.Host``. Its
+  ``invoke`` blocks; the engine calls it on its own worker threads, so a
+  chain of nodes can run back to back on one thread (see ``_engine``).
 - ``Authorizer``: the graph-level IONWALL check of the requested scope set
   (the union of the nodes' manifest scopes and their ``ionwall_approval_scope``).
   Without one, nothing is checked at graph level; every import call is still
@@ -34,13 +36,15 @@ class Invoked:
 class Invoker(Protocol):
     def lookup_transform(self, name: str) -> TransformInfo | None: ...
 
-    async def invoke(
+    def invoke(
         self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
-    ) -> Invoked: ...
+    ) -> Invoked:
+        """Runs one call to the end; called on a worker thread, never on the event loop."""
+        ...
 
 
 class HostInvoker:
-    """Runs nodes through the real host: a fresh sandbox per call, on a worker thread."""
+    """Runs nodes through the real host: a fresh sandbox per call."""
 
     def __init__(self, host: Host):
         self.host = host
@@ -60,11 +64,11 @@ class HostInvoker:
             output_schema=manifest.output_schema,
         )
 
-    async def invoke(
+    def invoke(
         self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
     ) -> Invoked:
         ref = f"{transform.name}@{transform.version}"
-        done = await self.host.ainvoke(ref, input, ctx=ctx, gate=gate)
+        done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
         return Invoked(done.value, done.fuel_used, done.duration_s)
 
 

@@ -155,6 +155,31 @@ async def execute(
     return _failed(started, attempts, rendered.inputs, last, fuel)
 
 
+def run_once(
+    planned: PlannedNode, rendered: Rendered, call: Callable[[Any], Called], started: float
+) -> Outcome:
+    """``execute`` for a node without ``timeout`` or ``retry``, blocking: one attempt
+    on the calling (worker) thread, its outcome built exactly as ``execute`` builds it."""
+    node = planned.node
+    try:
+        called = call(rendered.inputs)
+    except RETRYABLE as exc:
+        fuel = getattr(exc, "fuel_used", 0) or 0
+        return _failed(started, 1, rendered.inputs, error_dict(exc, node), fuel)
+    except IonfluxError as exc:
+        return _failed(started, 1, rendered.inputs, error_dict(exc, node), 0)
+    return Outcome(
+        "success",
+        started,
+        time.time(),
+        1,
+        rendered.inputs,
+        shape_outputs(node, called.value),
+        fuel_used=called.fuel_used,
+        child_run_id=called.child_run_id,
+    )
+
+
 def _failed(
     started: float, attempts: int, inputs: Any, error: dict[str, Any], fuel: int
 ) -> Outcome:

@@ -154,6 +154,7 @@ class Runtime:
         started = time.perf_counter()
         set_env(env)
         self._slots.acquire()
+        failure: GuestError | None = None
         try:
             instance = self.linker.instantiate(store, loaded.component)
             run = instance.get_func(store, loaded.run)
@@ -161,11 +162,15 @@ class Runtime:
             result = call_run(run, store, input_text)
             fuel_used = limits.fuel - store.get_fuel()
         except wasmtime.WasmtimeError as exc:
-            raise classify_trap(exc, limits) from None
+            # Raised below, outside this block: a raise here would keep the
+            # native error alive through __context__ until the GC finds it.
+            failure = classify_trap(exc, limits)
         finally:
             store.close()  # give the pool slot back before the next caller takes it
             self._slots.release()
             set_env(None)
+        if failure is not None:
+            raise failure
         duration = time.perf_counter() - started
         if isinstance(result, Variant):
             raise TransformFailed(result.tag, str(result.payload))
