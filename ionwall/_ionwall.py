@@ -7,8 +7,13 @@ and grants, SQLite WAL), ``revocations`` (a counter, see ``_store``),
 The gate re-checks the grant on every call: revocation through a counter
 file that one ``stat`` reads (so a revocation in any process stops the next
 call of a run already in progress), expiry against the clock, the policy's
-always-deny list, then the scopes. Every decision is written to the audit
-log before it is returned; a decision that cannot be recorded is a denial.
+always-deny list, then the scopes. The answer for a (grant, concrete scope)
+is kept until the grant expires or the counter moves. Every decision is
+written to the audit log; a decision that cannot be recorded is a denial.
+A plain gate writes it before returning the decision; a write-behind gate
+(``gate(..., write_behind=True)``, what the host uses) queues the entries of
+denials and result-only calls, and its ``flush()`` writes them in one batch:
+the barrier before anything of the run is handed on.
 
 A gate trusts the grant id the host hands it: the host picks the grant a
 run is started under (a graph's grant covers the calls of all its nodes), so
@@ -27,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from ._audit import AuditEntry, AuditLog, AuditReport
+from ._audit import AuditEntry, AuditLog, AuditReport, AuditTicket
 from ._consent import ConsentRequest, ConsentStatus, fingerprint, render_prompt
 from ._errors import (
     AuditError,
@@ -38,7 +43,7 @@ from ._errors import (
     UnknownConsent,
     UnknownGrant,
 )
-from ._gate import CallContext, Decision, Gate
+from ._gate import CallContext, Decision
 from ._grants import Grant, GrantKind
 from ._keys import encode_public_key, load_or_create_key, verify_cid_signature
 from ._mask import Masker
@@ -46,6 +51,14 @@ from ._policy import Policy
 from ._scope import Scope, covering, narrow, narrow_all, parse_scope, parse_scopes
 from ._store import GrantStore
 from ._token import Claims, issue_token, verify_token
+
+WRITE_BEHIND_ACTIONS = frozenset({"emit_log", "read_config", "read_pod_data"})
+"""Actions whose effect stays inside the run until it returns: a write-behind
+gate may record their allowed calls after the fact (see ``Ionwall.gate``)."""
+
+_DECISIONS_MAX = 4096
+# (grant id, concrete scope) -> (allowed, reason, the policy applied, the grant's expiry)
+_Decisions = dict[tuple[str, str], tuple[bool, str, Policy, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,7 @@ class Ionwall:
         self._states: dict[str, _GrantState] = {}
         self._states_stamp = -1
         self._states_lock = threading.Lock()
+        self._decisions: _Decisions = {}  # emptied with _states
 
     def close(self) -> None:
         self._store.close()
@@ -321,9 +335,23 @@ class Ionwall:
 
     # -- the gate ------------------------------------------------------------
 
-    def gate(self, grant_id: str | None) -> Gate:
-        """The gate for a run started under ``grant_id`` (None: every call is denied)."""
-        return _GrantGate(self, grant_id)
+    def gate(self, grant_id: str | None, *, write_behind: bool = False) -> _GrantGate:
+        """The gate for one run started under ``grant_id`` (None: every call is denied).
+
+        ``write_behind=True`` trades the order "recorded, then used" for
+        speed, for result-only actions (``WRITE_BEHIND_ACTIONS``) and for
+        denials: their entries are queued and written together (one write,
+        one head update) by the gate's ``flush()``, which whoever runs the
+        guest must call before it hands on anything of the run (output,
+        error or logs), failing the run if it raises ``AuditError``. So an allowed
+        log line, config read or pod read may already have happened when
+        its entry turns out to be unwritable; what it produced never leaves
+        the run. Every other allowed call (writes, publishing, fetching, …)
+        is written before it is used, after everything queued before it,
+        as with a plain gate: nothing leaves the sandbox while an earlier
+        decision is unrecorded.
+        """
+        return _GrantGate(self, grant_id, AuditTicket() if write_behind else None)
 
     def grant_live(self, grant_id: str) -> bool:
         """Whether ``grant_id`` exists, is not revoked and has not expired; as
@@ -334,9 +362,21 @@ class Ionwall:
 
     def check(self, grant_id: str | None, ctx: CallContext, scope: str) -> Decision:
         """One gate decision, written to the audit log before it is returned."""
+        return self._check(grant_id, ctx, scope, None)
+
+    def _check(
+        self, grant_id: str | None, ctx: CallContext, scope: str, ticket: AuditTicket | None
+    ) -> Decision:
+        """``check``; with ``ticket`` (a write-behind gate's), the entry of a
+        denial or of an allowed result-only call (``WRITE_BEHIND_ACTIONS``) is
+        only queued on it, and the gate's ``flush()`` is the barrier. Any other
+        allowed call is written before it is returned, after everything queued
+        before it. A decision whose entry cannot be written is a denial."""
         allowed, reason = self._decide(grant_id, scope)
+        if ticket is not None and allowed and scope.partition(":")[0] not in WRITE_BEHIND_ACTIONS:
+            ticket = None  # used outside the run at once: recorded first
         try:
-            self.audit.append(
+            self.audit._record(
                 subject=ctx.subject,
                 transform=ctx.transform,
                 scope=scope,
@@ -345,20 +385,31 @@ class Ionwall:
                 run_id=ctx.run_id,
                 node_id=ctx.node_id,
                 grant_id=grant_id,
+                ticket=ticket,
             )
         except AuditError as exc:
             return Decision(False, scope, f"the decision cannot be recorded: {exc}")
         return Decision(allowed, scope, reason)
 
+    def flush(self) -> None:
+        """Writes every audit entry queued by write-behind gates so far."""
+        self.audit.flush()
+
     def _decide(self, grant_id: str | None, scope: str) -> tuple[bool, str]:
+        if grant_id is not None and self._store.revocation_stamp() == self._states_stamp:
+            # The same call gets the same answer until the grant expires or a
+            # revocation anywhere moves the stamp (which empties the cache).
+            hit = self._decisions.get((grant_id, scope))
+            if hit is not None and hit[2] is self.policy and self._clock() < hit[3]:
+                return hit[0], hit[1]
+        state, decisions = (None, None) if grant_id is None else self._lookup(grant_id)
         try:
             asked = parse_scope(scope)
         except ScopeError as exc:
             return False, f"unparseable scope: {exc.problem}"
         if grant_id is None:
             return False, "no grant"
-        state = self._state(grant_id)
-        if state is None:
+        if state is None or decisions is None:
             return False, f"unknown grant {grant_id}"
         if state.revoked_at is not None:
             return False, f"grant {grant_id} was revoked at {state.revoked_at.isoformat()}"
@@ -367,30 +418,43 @@ class Ionwall:
             return False, f"grant {grant_id} expired at {ended}"
         never = self.policy.denies(asked)
         if never is not None:
-            return False, f"the policy always denies {never}"
-        granted = covering(state.scopes, asked)
-        if granted is None:
-            return False, f"not covered by grant {grant_id}"
-        return True, f"granted by {grant_id} ({granted})"
+            decision = False, f"the policy always denies {never}"
+        else:
+            granted = covering(state.scopes, asked)
+            if granted is None:
+                decision = False, f"not covered by grant {grant_id}"
+            else:
+                decision = True, f"granted by {grant_id} ({granted})"
+        if len(decisions) < _DECISIONS_MAX:  # bounded: scopes come from guest arguments
+            decisions[(grant_id, scope)] = (*decision, self.policy, state.expires_at)
+        return decision
 
     def _state(self, grant_id: str) -> _GrantState | None:
+        return self._lookup(grant_id)[0]
+
+    def _lookup(self, grant_id: str) -> tuple[_GrantState | None, _Decisions]:
+        """The grant's state and the decision cache of the same generation."""
         stamp = self._store.revocation_stamp()
         if stamp != self._states_stamp:
             with self._states_lock:
                 if stamp != self._states_stamp:
+                    # states before decisions, read back in the other order below:
+                    # whoever holds the new decision cache holds new states too
                     self._states = {}
+                    self._decisions = {}
                     self._states_stamp = stamp
+        decisions = self._decisions
         states = self._states
         state = states.get(grant_id)
         if state is None:
             grant = self._store.grant(grant_id)  # read after the stamp: never staler than it
             if grant is None:
-                return None
+                return None, decisions
             state = _GrantState(
                 parse_scopes(grant.scopes), grant.expires_at.timestamp(), grant.revoked_at
             )
             states[grant_id] = state
-        return state
+        return state, decisions
 
     # -- tokens --------------------------------------------------------------
 
@@ -444,18 +508,27 @@ class Ionwall:
 class _GrantGate:
     """The gate of one run: every check consults the grant afresh."""
 
-    __slots__ = ("_grant_id", "_ionwall")
+    __slots__ = ("_grant_id", "_ionwall", "_ticket")
 
-    def __init__(self, ionwall: Ionwall, grant_id: str | None) -> None:
+    def __init__(
+        self, ionwall: Ionwall, grant_id: str | None, ticket: AuditTicket | None = None
+    ) -> None:
         self._ionwall = ionwall
         self._grant_id = grant_id
+        self._ticket = ticket
 
     @property
     def grant_id(self) -> str | None:
         return self._grant_id
 
     def check(self, ctx: CallContext, scope: str) -> Decision:
-        return self._ionwall.check(self._grant_id, ctx, scope)
+        return self._ionwall._check(self._grant_id, ctx, scope, self._ticket)
+
+    def flush(self) -> None:
+        """The run's durability barrier: returns once every decision of this
+        gate is on disk; raises ``AuditError`` if one could not be written."""
+        if self._ticket is not None:
+            self._ionwall.audit._wait(self._ticket)
 
 
 def _new_id(prefix: str) -> str:

@@ -286,11 +286,18 @@ class Host:
         if p.input_validator is not None:
             _validate(p.input_validator, value, InvalidInput, f"{t.name}: input")
         gate = gate or self.gate
+        barrier = None
         if gate is None:
             grant_id = ctx.grant_id if ctx is not None and ctx.grant_id else self.authorize(t)
             # Without a grant every import is denied (and audited); IONWALL is
             # only opened when a guest actually calls one.
-            gate = self.ionwall.gate(grant_id) if grant_id else self._no_grant_gate
+            if grant_id:
+                # Write-behind: IONWALL records some decisions while the guest runs
+                # on; `barrier` (below) puts them on disk before the run is handed on.
+                run_gate = self.ionwall.gate(grant_id, write_behind=True)
+                gate, barrier = run_gate, run_gate.flush
+            else:
+                gate = self._no_grant_gate
             if ctx is None or ctx.grant_id != grant_id:
                 ctx = CallContext(
                     subject=t.cid,
@@ -312,10 +319,17 @@ class Host:
             http_max_response_bytes=self.config.limits.http_max_response_bytes,
         )
         result: CallResult
-        if isinstance(p.loaded, Loaded):
-            result = self.runtime.call(p.loaded, text, p.limits, env)
-        else:
-            result = p.loaded.call(text, p.limits, env)
+        try:
+            if isinstance(p.loaded, Loaded):
+                result = self.runtime.call(p.loaded, text, p.limits, env)
+            else:
+                result = p.loaded.call(text, p.limits, env)
+        finally:
+            # IONWALL's durability barrier: no output, error or log of this run
+            # leaves before its audit entries are on disk; if they cannot be
+            # written, AuditError replaces whatever the run produced.
+            if barrier is not None:
+                barrier()
         try:
             out = result.value
         except ValueError as exc:

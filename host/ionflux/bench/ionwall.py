@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from ionwall import AllowAllGate, CallContext, ConsentRequired, Ionwall
+from ionwall import AllowAllGate, CallContext, ConsentRequired, Gate, Ionwall
 
 from ._timing import Row, per_call
 
@@ -28,12 +28,27 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
         allowed = per_call(lambda: gate.check(ctx, "read_pod_data:reports/01.json"), n=2000)
         denied = per_call(lambda: gate.check(ctx, "http_fetch:evil.example.net"), n=2000)
         no_gate = per_call(lambda: allow_all.check(ctx, "read_pod_data:reports/01.json"), n=2000)
+
+        # A run with ten result-only calls: each written at once, or queued by a
+        # write-behind gate (what the host uses) and written by its barrier.
+        behind = wall.gate(grant.id, write_behind=True)
+
+        def ten(g: Gate) -> None:
+            for _ in range(10):
+                g.check(ctx, "emit_log:info")
+            if g is behind:
+                behind.flush()
+
+        ten_sync = per_call(lambda: ten(gate), n=200)
+        ten_behind = per_call(lambda: ten(behind), n=200)
         verify = per_call(lambda: wall.verify_token(token, "execute_graph:digest"), n=500)
         verified = wall.audit_verify()
     return [
         Row("gate check, allowed (audit on)", allowed * 1e6, "µs"),
         Row("gate check, denied (audit on)", denied * 1e6, "µs"),
         Row("allow-all gate check (no audit)", no_gate * 1e6, "µs"),
+        Row("10 log calls in one run, each entry written at once", ten_sync * 1e6, "µs"),
+        Row("10 log calls in one run, write-behind gate + barrier", ten_behind * 1e6, "µs"),
         Row("token verification (EdDSA, scope check)", verify * 1e6, "µs"),
         Row("audit entries written and verified", float(verified.entries), "entries"),
     ]
