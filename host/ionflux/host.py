@@ -25,6 +25,8 @@ from ionwall import CallContext, Decision, Gate, Ionwall, Masker, load_policy
 from ._errors import (
     CidMismatch,
     ConsentRequired,
+    IonfluxError,
+    UnknownTransform,
     InvalidInput,
     InvalidOutput,
     ManifestError,
@@ -101,6 +103,7 @@ class Host:
         self.bus = bus
         if ionwall is not None:
             self.__dict__["ionwall"] = ionwall
+        self._owns_pod = pod is None
         if pod is not None:
             self.__dict__["pod"] = pod
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,8 @@ class Host:
             self.ionwall.close()
         if "http" in self.__dict__:
             self.http.close()
+        if "pod" in self.__dict__ and self._owns_pod:
+            self.pod.close()
 
     # --- publishing ----------------------------------------------------------
 
@@ -241,7 +246,10 @@ class Host:
         prepared = self._prepared.get(ref)
         if prepared is not None:
             return prepared
-        transform = self.registry.get(ref)
+        try:
+            transform = self.registry.get(ref)
+        except UnknownTransform:
+            transform = self._unregistered(ref)
         loaded: Loaded | ExtismLoaded
         if transform.abi == "extism":
             loaded = ExtismLoaded(transform.cid, self._module_bytes(transform.cid))
@@ -258,6 +266,32 @@ class Host:
         with self._lock:
             self._prepared[ref] = prepared
         return prepared
+
+    def _unregistered(self, ref: str) -> PublishedTransform:
+        """A module known only by its CID (published on another host that shares
+        this host's IPFS node): fetched from the store, verified block by block,
+        checked against the world, and run with no manifest, hence no scopes:
+        every import it calls is denied unless the caller passes a gate."""
+        from .store import Cid
+
+        try:
+            cid = str(Cid.parse(ref))
+        except IonfluxError:
+            raise UnknownTransform(
+                f"no published transform {ref!r} (see `ionflux transforms`)"
+            ) from None
+        if not self.pod.has(cid):
+            raise UnknownTransform(f"no module {cid} in this host's store or its IPFS node")
+        data = self._module_bytes(cid)
+        abi = "component" if wasm_kind(data) == "component" else "extism"
+        manifest = Manifest.model_validate(
+            {"name": "unregistered", "version": "0.0.0", "abi": abi, "module": {"cid": cid}}
+        )
+        if abi == "component":
+            self.runtime.cache.get(cid, lambda: self.runtime.compile_checked(data))
+        else:
+            check_plugin(data)
+        return PublishedTransform(manifest, cid, len(data), time.time())
 
     def _module_bytes(self, cid: str) -> bytes:
         return self.pod.get_bytes(cid)
