@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import ionwall
 from ionwall import Ionwall, IonwallError, covers
 
-from .._errors import PermissionDenied
+from .._errors import ConsentRequired, PermissionDenied
 from ._seams import Authorization
 
 
@@ -38,7 +39,9 @@ class IonwallAuthorizer:
             return Authorization()  # nothing to grant: every import stays denied by default
         try:
             grant = self.wall.authorize(cid, f"graph {graph}", version, scopes)
-        except IonwallError as exc:  # ConsentRequired, a scope that does not parse, …
+        except ionwall.ConsentRequired as exc:  # the message says how to answer
+            raise ConsentRequired(exc.request) from None
+        except IonwallError as exc:  # a scope that does not parse, …
             raise PermissionDenied(", ".join(scopes), str(exc), cid) from exc
         return Authorization(grant_id=grant.id, gate=self.wall.gate(grant.id))
 
