@@ -139,8 +139,9 @@ async def test_reactor_example_asks_consent_then_runs(
     refused = await engine.run(path, given)
     assert refused.overall_status == "failure"
     [error] = refused.error_details or []
-    assert error["kind"] == "permission_denied" and "ionflux consent approve" in error["message"]
+    assert error["kind"] == "consent_required" and "ionflux consent approve" in error["message"]
     [request] = wall.consents()
+    assert error["consent_id"] == request.id
     wall.approve(request.id)
 
     result = await engine.run(path, given)
