@@ -40,5 +40,6 @@ bench *ARGS: build kubo
 
 # Static checks.
 lint:
-    ruff check host ionwall tests
+    ruff check host ionwall tests scripts
+    ruff format --check host ionwall tests scripts
     mypy

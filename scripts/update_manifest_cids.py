@@ -54,7 +54,9 @@ def _cid_function() -> Callable[[bytes], str]:
         # Two independent implementations of the same rule: disagreeing means
         # one of them is wrong, and a wrong CID in a manifest is worse than none.
         if len(data) <= CHUNK and cid != raw_leaf_cid(data):
-            raise SystemExit(f"ionflux.store.cid_for_bytes gives {cid}, raw-leaf rule {raw_leaf_cid(data)}")
+            raise SystemExit(
+                f"ionflux.store.cid_for_bytes gives {cid}, raw-leaf rule {raw_leaf_cid(data)}"
+            )
         return cid
 
     return checked
@@ -78,13 +80,13 @@ class Manifest:
             stripped = line.strip()
             if not line[:1].isspace() and stripped:
                 if stripped.startswith("name:"):
-                    self.name = _scalar(stripped[len("name:"):])
+                    self.name = _scalar(stripped[len("name:") :])
                 in_module = stripped == "module:"
                 continue
             if in_module and stripped.startswith("cid:"):
-                self.cid_line, self.cid = i, _scalar(stripped[len("cid:"):])
+                self.cid_line, self.cid = i, _scalar(stripped[len("cid:") :])
             elif in_module and stripped.startswith("path:"):
-                self.module_path = (path.parent / _scalar(stripped[len("path:"):])).resolve()
+                self.module_path = (path.parent / _scalar(stripped[len("path:") :])).resolve()
         if self.cid_line is None or self.module_path is None:
             raise SystemExit(f"{path}: no `module:` block with `cid:` and `path:` lines")
 
@@ -108,12 +110,15 @@ def load_manifests(directory: Path) -> list[Manifest]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--manifests",
         type=Path,
         action="append",
-        help="a directory of manifests (repeatable); default: manifests/ and tests/fixtures/manifests/",
+        help="a directory of manifests (repeatable); "
+        "default: manifests/ and tests/fixtures/manifests/",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only check; exit 1 if stale")
@@ -137,14 +142,19 @@ def main(argv: list[str] | None = None) -> int:
                 stale += 1
             print(f"{_display(f):<{width}}  {len(data):>8} B  {cid}{note}")
         if stale:
-            print(f"{stale} manifest(s) stale: run scripts/update_manifest_cids.py", file=sys.stderr)
+            print(
+                f"{stale} manifest(s) stale: run scripts/update_manifest_cids.py", file=sys.stderr
+            )
         return 0
 
     changed = 0
     for m in manifests:
         assert m.module_path is not None
         if not m.module_path.is_file():
-            print(f"{m.path}: module {m.module_path} not built (run scripts/build_transforms.sh)", file=sys.stderr)
+            print(
+                f"{m.path}: module {m.module_path} not built (run scripts/build_transforms.sh)",
+                file=sys.stderr,
+            )
             return 1
         cid = cid_for_bytes(m.module_path.read_bytes())
         if cid == m.cid:

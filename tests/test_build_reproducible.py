@@ -29,8 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
 # Everything the build reads, and nothing else: if the build needs a file
 # that is not listed here, the copy fails to build, which is the point.
-SOURCES = ["Cargo.toml", "Cargo.lock", ".cargo", "wit", "transforms_src", "scripts/build_transforms.sh",
-           "scripts/update_manifest_cids.py"]
+SOURCES = [
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo",
+    "wit",
+    "transforms_src",
+    "scripts/build_transforms.sh",
+    "scripts/update_manifest_cids.py",
+]
 
 
 def _tool(name: str) -> str:
@@ -42,7 +49,9 @@ def _tool(name: str) -> str:
 
 
 def _cid_for_bytes() -> Callable[[bytes], str]:
-    spec = importlib.util.spec_from_file_location("update_manifest_cids", ROOT / "scripts" / "update_manifest_cids.py")
+    spec = importlib.util.spec_from_file_location(
+        "update_manifest_cids", ROOT / "scripts" / "update_manifest_cids.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -94,5 +103,7 @@ def test_standard_transforms_rebuild_to_manifest_cids(tmp_path: Path) -> None:
         assert module.is_file(), f"{manifest_path.name}: the build produced no {module.name}"
         cid = cid_for_bytes(module.read_bytes())
         if cid != manifest["module"]["cid"]:
-            mismatches.append(f"{manifest_path.name}: manifest {manifest['module']['cid']}, rebuilt {cid}")
+            mismatches.append(
+                f"{manifest_path.name}: manifest {manifest['module']['cid']}, rebuilt {cid}"
+            )
     assert not mismatches, "rebuilt modules differ from their manifests:\n" + "\n".join(mismatches)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import MANIFESTS, TESTING
 from conftest_kubo import KuboDaemon, kubo, kubo_bin  # noqa: F401 - fixtures
 from ionflux import _errors as e
@@ -21,7 +20,9 @@ def kubo_host(data_dir: Path, daemon: KuboDaemon) -> Host:
 
 
 def test_publish_on_one_host_run_on_another(
-    tmp_path: Path, built: Path, kubo: KuboDaemon  # noqa: F811
+    tmp_path: Path,
+    built: Path,
+    kubo: KuboDaemon,  # noqa: F811
 ) -> None:
     first = kubo_host(tmp_path / "a", kubo)
     try:
@@ -29,8 +30,12 @@ def test_publish_on_one_host_run_on_another(
     finally:
         first.close()
     wasm = built / "uppercase.wasm"
-    assert kubo.ipfs("add", "--cid-version=1", "--raw-leaves", "-Q", "--only-hash", str(wasm)
-                     ).decode().strip() == published.cid
+    assert (
+        kubo.ipfs("add", "--cid-version=1", "--raw-leaves", "-Q", "--only-hash", str(wasm))
+        .decode()
+        .strip()
+        == published.cid
+    )
     assert published.cid in kubo.ipfs("pin", "ls", "--type=recursive").decode()
 
     second = kubo_host(tmp_path / "b", kubo)

@@ -1,8 +1,9 @@
 """The public front of ``ionflux`` is curated: this list changes on purpose only."""
 
 import ionflux
-import ionwall
 from ionflux import _errors
+
+import ionwall
 
 
 def test_ionflux_all_is_pinned_and_sorted() -> None:
@@ -15,7 +16,9 @@ def test_every_error_has_one_root() -> None:
     errors = [
         obj
         for obj in vars(_errors).values()
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == _errors.__name__
+        if isinstance(obj, type)
+        and issubclass(obj, Exception)
+        and obj.__module__ == _errors.__name__
     ]
     assert len(errors) > 20
     assert all(issubclass(err, ionflux.IonfluxError) for err in errors)

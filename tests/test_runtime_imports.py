@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import REPO, GuestPublisher
 from ionflux import _errors as e
 from ionflux.host import Host
+
 from ionwall import AllowListGate
 
 WIT = REPO / "wit" / "transform.wit"
@@ -24,8 +23,14 @@ CALLS: dict[str, tuple[dict[str, Any], str]] = {
     "log": ({"call": "log", "level": "info", "message": "hi"}, "emit_log:info"),
     "config": ({"call": "config", "key": "greeting"}, "read_config:greeting"),
     "pod-get": ({"call": "pod-get", "reference": "notes/a.txt"}, "read_pod_data:notes/a.txt"),
-    "pod-put": ({"call": "pod-put", "path": "notes/a.txt", "data": "x"}, "write_pod_data:notes/a.txt"),
-    "bus": ({"call": "bus", "subject": "ionflux.t.x", "payload": "{}"}, "publish_nats_topic:ionflux.t.x"),
+    "pod-put": (
+        {"call": "pod-put", "path": "notes/a.txt", "data": "x"},
+        "write_pod_data:notes/a.txt",
+    ),
+    "bus": (
+        {"call": "bus", "subject": "ionflux.t.x", "payload": "{}"},
+        "publish_nats_topic:ionflux.t.x",
+    ),
     "http": ({"call": "http", "url": "http://127.0.0.1:9/"}, "http_fetch:127.0.0.1:9"),
 }
 
@@ -36,9 +41,7 @@ def test_calls_cover_every_import_function_of_the_world() -> None:
     for interface, body in re.findall(r"interface (\w+) \{(.*?)\n\}", text, re.S):
         for name in re.findall(r"^\s*([\w-]+): func", body, re.M):
             funcs.add(f"{interface}.{name}")
-    assert funcs == {
-        "log.write", "config.get", "pod.get", "pod.put", "bus.publish", "http.fetch"
-    }
+    assert funcs == {"log.write", "config.get", "pod.get", "pod.put", "bus.publish", "http.fetch"}
     assert len(CALLS) == len(funcs)
 
 
@@ -152,5 +155,3 @@ def test_extism_plugin_runs_and_is_confined(host: Host, publish_guest: GuestPubl
         )
     with pytest.raises(e.ModuleError, match="core module"):
         publish_guest(host, "wrong-abi", path=build / "testing" / "echo.wasm", abi="extism")
-
-

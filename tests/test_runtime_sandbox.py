@@ -67,8 +67,9 @@ def test_not_wasm_refused(host: Host) -> None:
 def test_import_outside_world_refused(host: Host, publish_guest: GuestPublisher) -> None:
     with pytest.raises(e.ImportOutsideWorld) as info:
         publish_guest(host, "outside-world")
-    assert info.value.imports and all("ionflux:transform/" not in i or "secrets" in i
-                                      for i in info.value.imports)
+    assert info.value.imports and all(
+        "ionflux:transform/" not in i or "secrets" in i for i in info.value.imports
+    )
     with pytest.raises(e.UnknownTransform):
         host.invoke("outside-world", {})
     still_serves(host)

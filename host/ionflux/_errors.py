@@ -228,7 +228,12 @@ class GraphValidationError(GraphError):
     def __init__(self, problems: list[GraphProblem]):
         self.problems = problems
         first = problems[0] if problems else GraphProblem("invalid graph")
-        self.file, self.line, self.node, self.field = first.file, first.line, first.node, first.field
+        self.file, self.line, self.node, self.field = (
+            first.file,
+            first.line,
+            first.node,
+            first.field,
+        )
         count = f"{len(problems)} problems" if len(problems) != 1 else "1 problem"
         super().__init__(f"invalid graph ({count}):\n" + "\n".join(f"  {p}" for p in problems))
 

@@ -25,12 +25,12 @@ from ionwall import CallContext, Decision, Gate, Ionwall, Masker, load_policy
 from ._errors import (
     CidMismatch,
     ConsentRequired,
-    IonfluxError,
-    UnknownTransform,
     InvalidInput,
     InvalidOutput,
+    IonfluxError,
     ManifestError,
     ModuleError,
+    UnknownTransform,
 )
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path

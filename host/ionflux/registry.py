@@ -124,11 +124,10 @@ class Registry:
                     (ref, ref),
                 ).fetchone()
         if row is None:
-            raise UnknownTransform(
-                f"no published transform {ref!r} (see `ionflux transforms`)"
-            )
+            raise UnknownTransform(f"no published transform {ref!r} (see `ionflux transforms`)")
         found = PublishedTransform(
-            parse_manifest(json.loads(row[0]), checked=True), json.loads(row[0])["module"]["cid"],
+            parse_manifest(json.loads(row[0]), checked=True),
+            json.loads(row[0])["module"]["cid"],
             row[1],
             row[2],
         )

@@ -20,8 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sections", nargs="*", default=SECTIONS, help=f"any of {SECTIONS}")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[3]
-    print(f"# ionflux bench — {time.strftime('%Y-%m-%d %H:%M')} — {platform.machine()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"# ionflux bench — {time.strftime('%Y-%m-%d %H:%M')} — {platform.machine()}, "
+        f"python {platform.python_version()}"
+    )
     failed = False
     with tempfile.TemporaryDirectory(prefix="ionflux-bench-") as tmp:
         for name in args.sections:

@@ -29,8 +29,13 @@ def _publish(
     data = path.read_bytes()
     cid = cid_for_bytes(data)
     manifest = Manifest.model_validate(
-        {"name": name, "version": "0.1.0", "abi": abi, "module": ModuleRef(cid=cid),
-         "scopes": list(scopes)}
+        {
+            "name": name,
+            "version": "0.1.0",
+            "abi": abi,
+            "module": ModuleRef(cid=cid),
+            "scopes": list(scopes),
+        }
     )
     host.publish_bytes(manifest, data)
     return cid

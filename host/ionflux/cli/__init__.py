@@ -1,7 +1,8 @@
 """The ``ionflux`` command line.
 
 Each command group lives in a module of its own; this module only assembles
-them and turns every ``IonfluxError`` (and ``IonwallError``) into one line on stderr and exit code 1.
+them and turns every ``IonfluxError`` (and ``IonwallError``) into one line on
+stderr and exit code 1.
 """
 
 from __future__ import annotations

@@ -105,15 +105,20 @@ def demo(app: App, manifest_dir: Path) -> None:
     samples = [
         ("uppercase", {"text": "hello, ionflux"}),
         ("text-stats", {"text": "one two three\nfour five"}),
-        ("json-path", {"data": {"user": {"emails": ["a@example.com", "b@example.com"]}},
-                       "path": "user.emails[1]"}),
+        (
+            "json-path",
+            {
+                "data": {"user": {"emails": ["a@example.com", "b@example.com"]}},
+                "path": "user.emails[1]",
+            },
+        ),
     ]
     for name, value in samples:
         click.echo(f"\n$ ionflux invoke {name} --input '{json.dumps(value)}'")
         result = app.host.invoke(name, value)
         click.echo(result.output)
         click.echo(f"  ({result.duration_s * 1000:.2f} ms, fuel {result.fuel_used})")
-    click.echo("\n$ ionflux invoke pod-store --input '{\"path\": \"demo/x.json\", \"data\": 1}'")
+    click.echo('\n$ ionflux invoke pod-store --input \'{"path": "demo/x.json", "data": 1}\'')
     try:
         app.host.invoke("pod-store", {"path": "demo/x.json", "data": {"hello": "pod"}})
     except Exception as exc:  # the point of the demo: IONWALL refuses without a grant

@@ -644,9 +644,7 @@ class Engine:
     ) -> Called:
         call = self._blocking_call(ctx, planned)
         async with self._semaphore():
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor(), call, inputs
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), call, inputs)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

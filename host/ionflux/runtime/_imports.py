@@ -37,8 +37,18 @@ MAX_LOG_LINE_BYTES = 8 * 1024
 _CID_LIKE = re.compile(r"^(b[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
 _SUBJECT_TOKEN = re.compile(r"^[^\s.*>]+$")
 _HOP_BY_HOP = frozenset(
-    {"host", "connection", "keep-alive", "proxy-authorization", "proxy-connection",
-     "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
 )
 
 
@@ -227,8 +237,10 @@ def pod_put(env: ImportEnv, path: str, data: str) -> str:
 
 
 def _subject(subject: str) -> str:
-    if not subject or len(subject) > 512 or not all(
-        _SUBJECT_TOKEN.match(t) for t in subject.split(".")
+    if (
+        not subject
+        or len(subject) > 512
+        or not all(_SUBJECT_TOKEN.match(t) for t in subject.split("."))
     ):
         raise ValueError(
             f"invalid subject {subject!r}: dot-separated tokens, no spaces or wildcards"
@@ -276,9 +288,7 @@ def http_fetch(env: ImportEnv, req: Any) -> Any:
     if asked is not None:
         timeout = min(timeout, asked / 1000)
     timeout = min(timeout, remaining)
-    headers = [
-        (h.name, h.value) for h in req.headers if h.name.lower() not in _HOP_BY_HOP
-    ]
+    headers = [(h.name, h.value) for h in req.headers if h.name.lower() not in _HOP_BY_HOP]
     body = req.body
     try:
         with env.http().stream(

@@ -22,13 +22,13 @@ from wasmtime.component import Component, ExportIndex, Linker, Variant
 
 from .._errors import (
     DeadlineExceeded,
-    ModuleError,
     FuelExhausted,
     GuestError,
     GuestTrap,
     InvalidInput,
     InvalidOutput,
     MemoryLimitExceeded,
+    ModuleError,
     OutputTooLarge,
     StackOverflow,
     TransformFailed,
@@ -116,7 +116,9 @@ class Runtime:
         try:
             instance = self.linker.instantiate(store, component)
         except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"component cannot be instantiated: {_trap_reason(str(exc))}") from exc
+            raise ModuleError(
+                f"component cannot be instantiated: {_trap_reason(str(exc))}"
+            ) from exc
         try:
             run = instance.get_func(store, "run")
             if run is None:

@@ -99,8 +99,14 @@ HOST_FUNCTIONS = [
     _json_host_fn("ionflux_http_fetch", _http_request),
 ]
 ALLOWED_USER_IMPORTS = frozenset(
-    ["ionflux_log", "ionflux_config_get", "ionflux_pod_get", "ionflux_pod_put",
-     "ionflux_bus_publish", "ionflux_http_fetch"]
+    [
+        "ionflux_log",
+        "ionflux_config_get",
+        "ionflux_pod_get",
+        "ionflux_pod_put",
+        "ionflux_bus_publish",
+        "ionflux_http_fetch",
+    ]
 )
 
 _check_engine = Engine()
@@ -116,8 +122,7 @@ def check_plugin(data: bytes) -> None:
         f"{imp.module}#{imp.name}"
         for imp in module.imports
         if not (
-            imp.module == _ENV_NS
-            or (imp.module == _USER_NS and imp.name in ALLOWED_USER_IMPORTS)
+            imp.module == _ENV_NS or (imp.module == _USER_NS and imp.name in ALLOWED_USER_IMPORTS)
         )
     )
     if outside:
@@ -148,7 +153,9 @@ class ExtismLoaded:
                     "allowed_hosts": [],  # outbound HTTP only through ionflux_http_fetch
                     "allowed_paths": {},
                 }
-                plugin = extism.extism.CompiledPlugin(manifest, wasi=False, functions=HOST_FUNCTIONS)
+                plugin = extism.extism.CompiledPlugin(
+                    manifest, wasi=False, functions=HOST_FUNCTIONS
+                )
                 self._compiled[key] = plugin
         return plugin
 
