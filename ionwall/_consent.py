@@ -89,23 +89,27 @@ _KIND_TITLES = {
     "logging and configuration": "Logging and configuration",
     "administration": "Administration of IONWALL",
 }
-_ACTIONS: dict[str, tuple[str, str]] = {
-    "read_pod_data": ("storage", "read data from your IONPOD at {r}"),
-    "write_pod_data": ("storage", "write data to your IONPOD at {r}"),
-    "publish_nats_topic": ("messaging", "publish messages on the subject {r}"),
-    "subscribe_nats_topic": ("messaging", "receive messages sent to the subject {r}"),
-    "http_fetch": ("network", "send HTTP requests to the host {r}"),
-    "execute_graph": ("orchestration", "run the graph {r}"),
+# (kind, sentence with {r}, the noun a resource names). {r} reads "the host
+# api.example.com", "the subject 'ionflux.digest.*'" or, for **, "any host".
+_ACTIONS: dict[str, tuple[str, str, str]] = {
+    "read_pod_data": ("storage", "read data from your IONPOD at {r}", "path"),
+    "write_pod_data": ("storage", "write data to your IONPOD at {r}", "path"),
+    "publish_nats_topic": ("messaging", "publish messages on {r}", "subject"),
+    "subscribe_nats_topic": ("messaging", "receive messages sent to {r}", "subject"),
+    "http_fetch": ("network", "send HTTP requests to {r}", "host"),
+    "execute_graph": ("orchestration", "run {r}", "graph"),
     "execute_master_plan": (
         "orchestration",
-        "execute the Master Plan {r}, which may invoke other agents",
+        "execute {r}, which may invoke other agents",
+        "Master Plan",
     ),
-    "manage_agent_lifecycle": ("orchestration", "deploy, update or retire the agent {r}"),
-    "emit_log": ("logging and configuration", "write messages to the run log at level {r}"),
-    "read_config": ("logging and configuration", "read the configuration value {r} you set"),
+    "manage_agent_lifecycle": ("orchestration", "deploy, update or retire {r}", "agent"),
+    "emit_log": ("logging and configuration", "write messages to the run log at {r}", "level"),
+    "read_config": ("logging and configuration", "read {r} you set", "configuration value"),
     "manage_ionwall": (
         "administration",
         "manage IONWALL ({r}): answer consents, revoke grants, read the audit",
+        "part",
     ),
 }
 
@@ -113,15 +117,15 @@ _ACTIONS: dict[str, tuple[str, str]] = {
 def describe_scope(scope: Scope | str) -> tuple[str, str]:
     """(kind, a sentence fragment a person understands) for one scope."""
     s = parse_scope(scope) if isinstance(scope, str) else scope
-    kind, template = _ACTIONS[s.action]
+    kind, template, noun = _ACTIONS[s.action]
     if s.resource == "**" or (s.resource == "*" and s.action == "emit_log"):
-        where = "any"
+        where = f"any {noun}"
     elif s.is_pattern:
-        where = f"'{s.resource}'"
+        where = f"the {noun} '{s.resource}'"
     else:
-        where = s.resource
+        where = f"the {noun} {s.resource}"
     text = template.format(r=where)
-    if s.action == "http_fetch" and ":" not in s.resource:
+    if s.action == "http_fetch" and ":" not in s.resource and s.resource != "**":
         text += " (default ports only)"
     return kind, text
 

@@ -181,10 +181,10 @@ def test_prompt_is_in_words_grouped_by_kind(wall: Ionwall) -> None:
     assert "unsigned" in text
     order = [text.index(h) for h in ("Storage", "Messaging", "Network", "Orchestration", "Logging")]
     assert order == sorted(order)
-    assert "read data from your IONPOD at 'reports/*'" in text
+    assert "read data from your IONPOD at the path 'reports/*'" in text
     assert "send HTTP requests to the host api.example.com (default ports only)" in text
     assert "execute the Master Plan daily-digest" in text
-    assert "at level any" in text
+    assert "write messages to the run log at any level" in text
     assert f"ionflux consent approve {request.id}" in text
     assert "30d" in text
 
