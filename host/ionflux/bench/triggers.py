@@ -1,0 +1,230 @@
+"""Issue 5's figures, all on loopback from one run:
+
+- NATS request-reply latency (p50, p99) and throughput for a 3-node graph of
+  trivial transforms served by ``ionflux up`` (a separate process), beside a
+  bare nats-py request-reply echo on the same nats-server;
+- throughput with one host process, then two in the same queue group;
+- HTTP webhook (token checked) requests/s and p99 at a paced 200 requests/s
+  and at saturation, the load from a separate process.
+
+Targets: graph-over-NATS p50 < 3 ms; two hosts >= 1.6x one; HTTP p99 < 20 ms
+at 200 requests/s. The machine's cores are shared by the load generator, the
+nats-server and the hosts: compare the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from ..config import load_config
+from ..graph import Engine
+from ..host import Host
+from ..http.testing import UpProcess, chain_graph, publish_wasm
+from ..triggers import NatsServer
+from ._timing import Row
+
+SUBJECT = "bench.graph3"
+HOOK = "/webhooks/bench/graph3"
+PAYLOAD = b'{"text": "hello"}'
+
+
+def run(*, repo: Path, workdir: Path) -> list[Row]:
+    return asyncio.run(_run(repo, workdir))
+
+
+def _prepare(data_dir: Path, echo: Path) -> None:
+    text = chain_graph(
+        "graph3",
+        nodes=3,
+        triggers=[
+            f"{{type: event_driven, config: {{event_source: NATS, topic: {SUBJECT}}}}}",
+            f"{{type: webhook, config: {{path: {HOOK}, method: POST, "
+            "authentication_method: ionwall_jwt}}",
+        ],
+    )
+    host = Host(load_config(data_dir=data_dir))
+    publish_wasm(host, "echo", echo)
+    engine = Engine.for_host(host)
+    plan = engine.validate(text)
+    engine.repository.deploy(text, plan.name, plan.graph.version, "bench")
+    engine.close()
+    host.close()
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _latency(nc: Client, subject: str, n: int) -> list[float]:
+    for _ in range(50):
+        await nc.request(subject, PAYLOAD, timeout=10)
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await nc.request(subject, PAYLOAD, timeout=10)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+async def _throughput(nc: Client, subject: str, total: int, window: int) -> float:
+    """Requests/s with ``window`` requests outstanding at all times."""
+    sem = asyncio.Semaphore(window)
+
+    async def one() -> None:
+        async with sem:
+            reply = await nc.request(subject, PAYLOAD, timeout=30)
+            if reply.headers and reply.headers.get("Ionflux-Status", "200") != "200":
+                raise RuntimeError(reply.data.decode())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(total)))
+    return total / (time.perf_counter() - start)
+
+
+async def _run(repo: Path, workdir: Path) -> list[Row]:
+    echo = repo / "build" / "transforms" / "testing" / "echo.wasm"
+    rows: list[Row] = []
+    server = NatsServer(workdir / "nats").start()
+    hosts: list[UpProcess] = []
+    try:
+        nc = await nats.connect(server.url)
+
+        async def responder(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        await nc.subscribe("bench.echo", cb=responder)
+        bare = await _latency(nc, "bench.echo", 2000)
+        rows.append(Row("bare nats-py echo request-reply p50", _pct(bare, 0.5) * 1e3, "ms"))
+        rows.append(Row("bare nats-py echo request-reply p99", _pct(bare, 0.99) * 1e3, "ms"))
+        rows.append(
+            Row(
+                "bare nats-py echo throughput (64 outstanding)",
+                await _throughput(nc, "bench.echo", 10_000, 64),
+                "req/s",
+            )
+        )
+
+        for name in ("a", "b"):
+            _prepare(workdir / name, echo)
+        a = UpProcess(workdir / "a", nats_url=server.url).start()
+        hosts.append(a)
+        graph = await _latency(nc, SUBJECT, 1000)
+        rows.append(Row("3-node graph over NATS p50 (1 host)", _pct(graph, 0.5) * 1e3, "ms"))
+        rows.append(Row("3-node graph over NATS p99 (1 host)", _pct(graph, 0.99) * 1e3, "ms"))
+        one = await _throughput(nc, SUBJECT, 1500, 32)
+        rows.append(Row("3-node graph throughput, 1 host process", one, "runs/s"))
+        b = UpProcess(workdir / "b", nats_url=server.url).start()
+        hosts.append(b)
+        await _latency(nc, SUBJECT, 100)
+        two = await _throughput(nc, SUBJECT, 3000, 64)
+        rows.append(Row("3-node graph throughput, 2 host processes (queue group)", two, "runs/s"))
+        rows.append(Row("2 hosts / 1 host", two / one, "x"))
+        b.terminate(30)
+        hosts.remove(b)
+        await nc.close()
+
+        from ionwall import Ionwall
+
+        with Ionwall(workdir / "a" / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:graph3"]).token
+        half = _http_load(a.url + HOOK, token, rate=100, seconds=5)
+        rows.append(Row("HTTP webhook at 100 req/s: p50", half["p50_ms"], "ms"))
+        rows.append(Row("HTTP webhook at 100 req/s: p99", half["p99_ms"], "ms"))
+        paced = _http_load(a.url + HOOK, token, rate=200, seconds=5)
+        rows.append(Row("HTTP webhook at 200 req/s: achieved", paced["rps"], "req/s"))
+        rows.append(Row("HTTP webhook at 200 req/s: p50", paced["p50_ms"], "ms"))
+        rows.append(Row("HTTP webhook at 200 req/s: p99", paced["p99_ms"], "ms"))
+        rows.append(Row("HTTP webhook at 200 req/s: errors", paced["errors"], "requests"))
+        flat = _http_load(a.url + HOOK, token, rate=0, seconds=4, concurrency=16)
+        rows.append(Row("HTTP webhook saturated (16 clients): throughput", flat["rps"], "req/s"))
+        rows.append(Row("HTTP webhook saturated (16 clients): p99", flat["p99_ms"], "ms"))
+    finally:
+        for host in hosts:
+            host.terminate(30)
+        server.stop()
+    return rows
+
+
+def _http_load(
+    url: str, token: str, *, rate: float, seconds: float, concurrency: int = 64
+) -> dict[str, float]:
+    """Runs the load generator in a separate process; returns its summary."""
+    args = [
+        sys.executable,
+        "-c",
+        "from ionflux.bench.triggers import _load_main; _load_main()",
+        url,
+        token,
+        str(rate),
+        str(seconds),
+        str(concurrency),
+    ]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=seconds + 120)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _load_main() -> None:
+    """The load generator: open loop at ``rate`` req/s (0: closed loop, as fast as it goes)."""
+    import httpx
+
+    url, token, rate_s, seconds_s, concurrency_s = sys.argv[1:6]
+    rate, seconds, concurrency = float(rate_s), float(seconds_s), int(concurrency_s)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def main() -> dict[str, float]:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            for _ in range(20):
+                await client.post(url, content=PAYLOAD, headers=headers)
+
+            async def one() -> None:
+                nonlocal errors
+                start = time.perf_counter()
+                try:
+                    r = await client.post(url, content=PAYLOAD, headers=headers)
+                    if r.status_code != 200:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - start)
+
+            begin = time.perf_counter()
+            if rate > 0:
+                tasks = []
+                n = int(rate * seconds)
+                for i in range(n):
+                    delay = begin + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one()))
+                await asyncio.gather(*tasks)
+            else:
+
+                async def worker() -> None:
+                    while time.perf_counter() - begin < seconds:
+                        await one()
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - begin
+        return {
+            "rps": len(latencies) / elapsed,
+            "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": _pct(latencies, 0.99) * 1e3,
+            "errors": float(errors),
+        }
+
+    print(json.dumps(asyncio.run(main())))

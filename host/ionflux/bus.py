@@ -1,0 +1,118 @@
+"""The host's message bus over NATS: one nats-py connection shared by the
+triggers and by the ``bus`` import of guests.
+
+nats-py is asyncio; guests call ``publish`` synchronously from sandbox worker
+threads. ``NatsBus.publish`` bridges the two: it hands the publish to the
+connection's event loop and waits (bounded) for it there. Every nats-py error
+is translated here into ``BusUnavailable``, so no foreign exception reaches a
+caller. The connection reconnects forever (a restarted nats-server is picked
+up again); publishes made while it is away wait in nats-py's pending buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from .triggers._errors import BusUnavailable
+
+log = logging.getLogger("ionflux.bus")
+
+
+class NatsBus:
+    """The ``ionflux.runtime.Bus`` of a running host, plus the raw client for triggers."""
+
+    def __init__(self, nc: Client, loop: asyncio.AbstractEventLoop, *, timeout: float = 5.0):
+        self.nc = nc
+        self.loop = loop
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str = "ionflux-host", timeout: float = 5.0
+    ) -> NatsBus:
+        async def disconnected() -> None:
+            if not nc.is_closed and not nc.is_draining:
+                log.warning("NATS connection lost; reconnecting to %s", url)
+
+        async def reconnected() -> None:
+            log.warning("NATS connection back (%s)", url)
+
+        async def error(exc: Exception) -> None:
+            log.debug("NATS: %s", exc)
+
+        nc = Client()
+        try:
+            await nc.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # a float works
+                ping_interval=5,
+                max_outstanding_pings=3,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BusUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        return cls(nc, asyncio.get_running_loop(), timeout=timeout)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def apublish(
+        self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        try:
+            await self.nc.publish(subject, payload, headers=dict(headers) if headers else None)
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"publish to {subject!r} failed: {exc}") from exc
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """Publishes from any thread; the guest's ``bus`` import calls this."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            # On the loop itself we cannot block on it: queue the publish.
+            self.loop.create_task(self._publish_logged(subject, payload))
+            return
+        future = asyncio.run_coroutine_threadsafe(self.apublish(subject, payload), self.loop)
+        try:
+            future.result(self.timeout)
+        except TimeoutError as exc:
+            future.cancel()
+            raise BusUnavailable(f"publish to {subject!r} timed out after {self.timeout}s") from exc
+
+    async def _publish_logged(self, subject: str, payload: bytes) -> None:
+        try:
+            await self.apublish(subject, payload)
+        except BusUnavailable as exc:
+            log.warning("%s", exc)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        try:
+            await self.nc.flush(timeout=int(timeout or self.timeout))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailable(f"NATS flush failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Sends what is buffered, then closes. (The triggers were drained before:
+        ``nc.drain()`` would wait on JetStream pull subscriptions for its full timeout.)"""
+        if self.nc.is_closed:
+            return
+        try:
+            await self.nc.flush(timeout=2)
+        except (nats.errors.Error, TimeoutError, OSError):
+            pass
+        await self.nc.close()

@@ -1,0 +1,201 @@
+"""``ionflux up``: the host as a long-running service.
+
+1. NATS: ``--nats-url`` (or ``nats.url``) is used as given; without one a real
+   ``nats-server`` with JetStream is started on a free loopback port, its data
+   in ``<data-dir>/nats`` (its URL is written to ``<data-dir>/nats/url``), and
+   stopped when the host exits.
+2. The host, the graph engine (history and graph versions in the data
+   directory) and IONWALL (``<data-dir>/ionwall``) are opened; guests' ``bus``
+   import publishes over the same NATS connection.
+3. The triggers of every deployed graph are switched on: NATS subjects (queue
+   group ``nats.queue_group``, so several hosts share the work), JetStream
+   durable consumers, webhooks, schedules.
+4. The HTTP API is served with uvicorn on ``--http-host``/``--http-port``.
+5. SIGINT or SIGTERM: triggers stop taking events, in-flight runs finish
+   (up to ``--drain-timeout`` seconds), then HTTP, NATS and the nats-server stop.
+   A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import Config
+from ._app import App, pass_app
+
+log = logging.getLogger("ionflux.up")
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Data directory (overrides the global --data-dir).",
+)
+@click.option("--http-host", default=None, help="Address to serve HTTP on (default 127.0.0.1).")
+@click.option(
+    "--http-port",
+    type=int,
+    default=None,
+    help="HTTP port (default from config: 8620; 0 picks a free one).",
+)
+@click.option(
+    "--nats-url",
+    default=None,
+    help="NATS to join (e.g. nats://127.0.0.1:4222). Default: start our own.",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Runs in flight at most (default graph.concurrency).",
+)
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to let in-flight runs finish on Ctrl-C/SIGTERM.",
+)
+@click.option(
+    "--no-auth-management",
+    is_flag=True,
+    hidden=True,
+    help="Management routes without tokens (tests on loopback only).",
+)
+@pass_app
+def up(
+    app: App,
+    data_dir: Path | None,
+    http_host: str | None,
+    http_port: int | None,
+    nats_url: str | None,
+    concurrency: int | None,
+    drain_timeout: float,
+    no_auth_management: bool,
+) -> None:
+    """Serve: NATS and webhook triggers, schedules and the HTTP API.
+
+    \b
+      ionflux up                                   # own nats-server, HTTP on :8620
+      ionflux up --nats-url nats://127.0.0.1:4222  # a second host on the same NATS
+    """
+    if data_dir is not None:
+        app.data_dir = data_dir
+        vars(app).pop("config", None)
+    config = configure(
+        app.config,
+        http_host=http_host,
+        http_port=http_port,
+        nats_url=nats_url,
+        concurrency=concurrency,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        code = runner.run(
+            serve(
+                config,
+                drain_timeout=drain_timeout,
+                require_token=not no_auth_management,
+                announce=_announce,
+            )
+        )
+    sys.exit(code)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (faster NATS and HTTP I/O), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def configure(
+    config: Config,
+    *,
+    http_host: str | None = None,
+    http_port: int | None = None,
+    nats_url: str | None = None,
+    concurrency: int | None = None,
+) -> Config:
+    http = config.http.model_copy(
+        update={k: v for k, v in {"host": http_host, "port": http_port}.items() if v is not None}
+    )
+    nats = config.nats.model_copy(update={"url": nats_url} if nats_url else {})
+    graph = config.graph.model_copy(update={"concurrency": concurrency} if concurrency else {})
+    return config.model_copy(update={"http": http, "nats": nats, "graph": graph})
+
+
+def _announce(info: dict[str, Any]) -> None:
+    click.echo(f"ionflux up: HTTP {info['http']}  (API docs {info['http']}/docs)")
+    own = "  (started here)" if info["own_nats"] else ""
+    click.echo(f"ionflux up: NATS {info['nats']}{own}")
+    click.echo(f"ionflux up: {info['triggers']}; Ctrl-C drains and stops", err=False)
+    sys.stdout.flush()
+
+
+async def serve(
+    config: Config,
+    *,
+    drain_timeout: float = 30.0,
+    require_token: bool = True,
+    announce: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Runs the host until ``stop`` is set or a SIGINT/SIGTERM; returns the exit code."""
+    from ..http import start_host
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.warning("stopping: draining runs in flight (signal again to stop at once)")
+            stop.set()
+        else:
+            log.warning("stopping at once")
+            for task in asyncio.all_tasks(loop):
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+
+    running = await start_host(config, require_token=require_token, drain_timeout=drain_timeout)
+    try:
+        status = running.triggers.status()
+        if announce is not None:
+            announce(
+                {
+                    "http": running.url,
+                    "nats": running.nats_url,
+                    "own_nats": running.nats_server is not None,
+                    "triggers": f"{len(status['nats'])} NATS, {len(status['webhooks'])} webhook, "
+                    f"{len(status['schedules'])} schedule trigger(s)",
+                }
+            )
+        await stop.wait()
+    finally:
+        left = await running.aclose(drain_timeout)
+    if left:
+        log.warning("%d run(s) did not finish within %.0fs", left, drain_timeout)
+    return 0

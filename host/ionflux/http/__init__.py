@@ -1,0 +1,14 @@
+"""The HTTP API of the host (FastAPI routers, one module per area).
+
+``create_app(ApiContext(host, engine, triggers, ionwall))`` builds the app
+``ionflux up`` serves: ``_management`` (transforms, graphs, runs), ``_ops``
+(healthz, metrics, triggers), ``_webhooks`` (the graphs' webhook triggers),
+``_ionwall_routes`` (consents, grants, audit).
+"""
+
+from ._app import create_app
+from ._context import ApiContext
+from ._hosting import RunningHost, start_host
+from ._server import HttpServer
+
+__all__ = ["ApiContext", "HttpServer", "RunningHost", "create_app", "start_host"]

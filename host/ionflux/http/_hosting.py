@@ -1,0 +1,147 @@
+"""A whole running host in this event loop: NATS, IONWALL, engine, triggers, HTTP.
+
+``ionflux up`` is ``start_host`` plus signal handling; tests and the
+benchmark start the same thing in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ionwall import Ionwall, Masker, load_policy
+
+from ..bus import NatsBus
+from ..config import Config
+from ..graph import Engine
+from ..host import Host
+from ..triggers import EngineRunner, Metrics, NatsServer, TriggerService
+from ..triggers._gate import CountingAuthorizer
+from ._app import create_app
+from ._context import ApiContext
+from ._server import HttpServer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("ionflux.up")
+
+
+@dataclass
+class RunningHost:
+    config: Config
+    bus: NatsBus
+    nats_url: str
+    nats_server: NatsServer | None
+    ionwall: Ionwall
+    host: Host
+    engine: Engine
+    triggers: TriggerService
+    app: FastAPI
+    http: HttpServer | None
+    _stack: contextlib.AsyncExitStack
+
+    @property
+    def url(self) -> str:
+        if self.http is None:
+            raise RuntimeError("this host serves no HTTP")
+        return self.http.url
+
+    async def drain(self, timeout: float = 30.0) -> int:
+        return await self.triggers.drain(timeout)
+
+    async def aclose(self, drain_timeout: float = 30.0) -> int:
+        """Drains the runs in flight, then stops HTTP, NATS, the nats-server we started."""
+        left = await self.drain(drain_timeout)
+        if self.http is not None:
+            await self.http.stop()
+        await self._stack.aclose()
+        return left
+
+
+async def start_host(
+    config: Config,
+    *,
+    require_token: bool = True,
+    serve_http: bool = True,
+    drain_timeout: float = 30.0,
+) -> RunningHost:
+    """Starts every part; on a failure midway the parts already started are stopped."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        server: NatsServer | None = None
+        url = config.nats.url
+        if url is None:
+            server = NatsServer(config.data_dir / "nats")
+            server.start()  # from this thread: the server dies with it (see NatsServer)
+            stack.callback(server.stop)
+            url = server.url
+            watchdog = asyncio.get_running_loop().create_task(_watch_server(server))
+            stack.callback(watchdog.cancel)
+        bus = await NatsBus.connect(url, name=f"ionflux-host:{config.data_dir.name}")
+        stack.push_async_callback(bus.close)
+        settings = config.ionwall
+        wall = Ionwall(
+            config.data_dir / "ionwall",
+            load_policy(settings.policy_file),
+            masker=Masker(settings.secret_values, settings.sensitive_fields),
+        )
+        stack.callback(wall.close)
+        host = Host(config, bus=bus, ionwall=wall)
+        stack.callback(host.close)
+        metrics = Metrics()
+        engine = Engine.for_host(host, authorizer=_authorizer(wall, metrics, host))
+        stack.callback(engine.close)
+        runner = EngineRunner(engine)
+        triggers = TriggerService(
+            runner,
+            runner.deployed,
+            bus=bus,
+            concurrency=config.graph.concurrency,
+            queue_group=config.nats.queue_group,
+            verifier=wall,
+            state_dir=config.data_dir,
+            metrics=metrics,
+        )
+        await triggers.start()
+        ctx = ApiContext(host, engine, triggers, wall, require_token=require_token)
+        app = create_app(ctx)
+        http: HttpServer | None = None
+        if serve_http:
+            http = HttpServer(
+                app,
+                config.http.host,
+                config.http.port,
+                limit_concurrency=max(64, config.graph.concurrency * 64),
+                graceful_timeout_s=drain_timeout,
+            )
+            await http.start()
+            (config.data_dir / "http.url").write_text(http.url + "\n")
+    except BaseException:
+        await stack.aclose()
+        raise
+    return RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)
+
+
+async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:
+    """Restarts the nats-server we started if it dies; JetStream keeps its streams."""
+    while True:
+        await asyncio.sleep(every_s)
+        if server.exited:
+            log.error("the nats-server we started died; starting it again on %s", server.url)
+            try:
+                server.restart()
+            except Exception as exc:
+                log.error("cannot restart nats-server: %s", exc)
+
+
+def _authorizer(wall: Ionwall, metrics: Metrics, host: Host) -> Any:
+    try:
+        from ..graph._ionwall import IonwallAuthorizer
+    except ImportError:  # pragma: no cover - an engine without the IONWALL seam
+        return CountingAuthorizer(None, metrics, host.gate or wall.gate(None))
+    # Without a grant, IONWALL's no-grant gate: every import refused and audited.
+    return CountingAuthorizer(IonwallAuthorizer(wall), metrics, host.gate or wall.gate(None))

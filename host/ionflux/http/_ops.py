@@ -1,0 +1,45 @@
+"""Operations: ``/healthz``, ``/metrics`` (Prometheus text) and ``/triggers``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from ..triggers._metrics import CONTENT_TYPE
+from ._context import ApiContext
+
+
+def ops_router(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+    triggers = ctx.triggers
+
+    @router.get("/healthz", summary="Liveness and readiness: 503 while draining or off NATS")
+    def healthz() -> JSONResponse:
+        bus = triggers.bus
+        nats = None if bus is None else bus.connected
+        draining = triggers.dispatcher.closing
+        ok = not draining and nats is not False
+        body = {
+            "status": "ok" if ok else ("draining" if draining else "degraded"),
+            "nats_connected": nats,
+            "in_flight": triggers.dispatcher.slots.in_flight,
+            "queue_depth": triggers.dispatcher.queue_depth(),
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def metrics() -> Response:
+        return Response(triggers.metrics.render(), media_type=CONTENT_TYPE)
+
+    @router.get("/triggers", summary="Triggers switched on, schedules and problems")
+    def list_triggers() -> dict[str, Any]:
+        return triggers.status()
+
+    return router

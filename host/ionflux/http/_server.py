@@ -1,0 +1,87 @@
+"""uvicorn inside the host's event loop, on a socket we bind (port 0: a free one).
+
+The host handles SIGINT/SIGTERM itself (to drain runs first), so uvicorn's
+own signal capture is switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from .._errors import ConfigError
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limit_concurrency: int | None = None,
+        graceful_timeout_s: float = 30.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.limit_concurrency = limit_concurrency
+        self.graceful_timeout_s = graceful_timeout_s
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> HttpServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            limit_concurrency=self.limit_concurrency,
+            timeout_graceful_shutdown=int(self.graceful_timeout_s),
+            backlog=2048,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise ConfigError("the HTTP server stopped at start")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def stop(self) -> None:
+        """Stops accepting; requests in flight are answered first (graceful timeout)."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._server = None
+        self._task = None

@@ -1,0 +1,138 @@
+"""Webhook triggers: ``POST <path>`` of every deployed graph's ``webhook`` trigger.
+
+The routes follow the deployed graphs: when a deploy changes the set of
+paths, the webhook routes are replaced and the OpenAPI page rebuilt. Order of
+checks, so that nothing runs for a refused call: the token (401 missing, bad,
+expired or forged; 403 a scope not covering ``execute_graph:<graph>``), then
+the body (422 for a body that is not JSON, or that breaks the graph's
+``input_schema``, naming the field), then the run. ``Prefer: respond-async``
+answers ``202`` at once with the run id and a status URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from ..triggers import RunRequest, WebhookTrigger, authorize, parse_input, reply
+from ._context import ApiContext
+from ._errors import error_response
+
+TAG = "webhooks"
+
+
+class WebhookRoutes:
+    def __init__(self, app: FastAPI, ctx: ApiContext) -> None:
+        self.app = app
+        self.ctx = ctx
+        ctx.triggers.on_webhooks_changed.append(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        routes = self.app.router.routes
+        routes[:] = [r for r in routes if not (isinstance(r, APIRoute) and TAG in r.tags)]
+        for hook in self.ctx.triggers.webhooks.values():
+            self.app.add_api_route(
+                hook.path,
+                self._endpoint(hook),
+                methods=[hook.method],
+                tags=[TAG],
+                name=f"webhook:{hook.graph}",
+                summary=f"Run graph {hook.graph}",
+                description=(
+                    f"Runs graph `{hook.graph}` with the JSON body as `trigger.input_data`. "
+                    "Needs `Authorization: Bearer <token>` with scope "
+                    f"`execute_graph:{hook.graph}`. `Prefer: respond-async` answers 202 "
+                    "with the run id and a status URL."
+                ),
+                openapi_extra={
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": self._schema(hook.graph)}},
+                    }
+                },
+                responses={
+                    202: {"description": "accepted (Prefer: respond-async)"},
+                    401: {"description": "no valid token"},
+                    403: {"description": "token does not cover the graph"},
+                    422: {"description": "body not JSON or not the input schema"},
+                },
+            )
+        self.app.openapi_schema = None
+
+    def _schema(self, graph: str) -> dict[str, Any]:
+        """The graph's ``input_schema``, so the OpenAPI page shows what to send."""
+        plan = getattr(self.ctx.triggers.runner, "plan", None)
+        try:
+            schema = plan(graph).graph.input_schema if plan is not None else None
+        except Exception:  # a graph that no longer loads: the page still renders
+            schema = None
+        return dict(schema) if schema else {"type": "object"}
+
+    def _endpoint(self, hook: WebhookTrigger) -> Any:
+        ctx = self.ctx
+
+        async def webhook(request: Request) -> JSONResponse:
+            return await handle(ctx, hook, request)
+
+        return webhook
+
+
+async def handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSONResponse:
+    triggers = ctx.triggers
+    metrics = triggers.metrics
+    try:
+        claims = None
+        if hook.auth == "ionwall_jwt":
+            claims = authorize(ctx.ionwall, request.headers.get("authorization"), hook.graph)
+        body = await request.body()
+        try:
+            value = parse_input(body)
+        except ValueError as exc:
+            metrics.runs_rejected.labels(hook.graph, "invalid_input").inc()
+            return JSONResponse(
+                {
+                    "detail": {
+                        "kind": "invalid_input",
+                        "field": "(body)",
+                        "message": f"request body is not JSON: {exc}",
+                    }
+                },
+                status_code=422,
+            )
+        runner = getattr(triggers.runner, "check_input", None)
+        if runner is not None:
+            runner(hook.graph, value)
+    except Exception as exc:
+        metrics.runs_rejected.labels(hook.graph, str(getattr(exc, "kind", "error"))).inc()
+        return error_response(exc)
+    run = RunRequest(
+        graph=hook.graph,
+        input=value,
+        trigger="webhook",
+        completion_subject=triggers.completion_subject(hook.graph),
+        details={
+            "path": hook.path,
+            "caller": getattr(claims, "subject", None),
+            "remote": request.client.host if request.client else None,
+        },
+    )
+    if "respond-async" in request.headers.get("prefer", "").lower():
+        try:
+            run_id = triggers.dispatcher.submit(run)
+        except Exception as exc:
+            return error_response(exc)
+        url = str(request.url_for("run_status", run_id=run_id))
+        return JSONResponse(
+            {"run_id": run_id, "status": "accepted", "status_url": url},
+            status_code=202,
+            headers={"Location": url, "Preference-Applied": "respond-async"},
+        )
+    try:
+        result = await triggers.dispatcher.run(run)
+    except Exception as exc:
+        return error_response(exc)
+    return JSONResponse(reply(result, "webhook"), status_code=200)

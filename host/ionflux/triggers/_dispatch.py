@@ -1,0 +1,267 @@
+"""Every trigger ends here: a ``RunRequest`` becomes one graph run, within bounds.
+
+``Slots`` bounds the runs in flight (``graph.concurrency``); a trigger waits
+for a slot before it takes more work (the NATS subscription stops reading, the
+JetStream consumer stops fetching, the HTTP request waits), which is the
+backpressure. ``Dispatcher`` runs the graph through the engine, counts it,
+publishes its completion event and, on shutdown, lets in-flight runs finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._errors import Overloaded, RunRefused, ShuttingDown, error_body, http_status
+from ._events import RunResultLike, completion_event, encode, rejection
+from ._metrics import Metrics
+
+log = logging.getLogger("ionflux.triggers")
+
+
+class GraphRunner(Protocol):
+    """The graph engine as the triggers use it."""
+
+    async def run(
+        self,
+        graph_ref: str,
+        input: Any,
+        *,
+        trigger: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> RunResultLike: ...
+
+
+class Publisher(Protocol):
+    async def apublish(
+        self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    graph: str
+    input: Any
+    trigger: str  # event_driven | webhook | scheduled | manual
+    completion_subject: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def trigger_info(self) -> dict[str, Any]:
+        return {"type": self.trigger, "input_data": self.input, "details": dict(self.details)}
+
+
+def new_execution_id() -> str:
+    """A time-sortable id for a refused trigger event (nothing ran, so the engine gave none)."""
+    return f"{int(time.time() * 1000):013x}{secrets.token_hex(8)}"
+
+
+class Slots:
+    """At most ``limit`` runs at once; ``waiting`` is the queue depth."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sem = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.waiting = 0
+        self.high_water = 0  # the most runs ever in flight at once
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.in_flight += 1
+        self.high_water = max(self.high_water, self.in_flight)
+
+    def free(self) -> int:
+        return self.limit - self.in_flight
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._sem.release()
+
+
+@dataclass
+class Pending:
+    """A run accepted for later (async webhook) that the history may not know yet."""
+
+    request: RunRequest
+    status: str = "queued"  # queued | running | done | rejected
+    error: dict[str, Any] | None = None
+    execution_id: str | None = None
+    accepted_at: float = field(default_factory=time.time)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        runner: GraphRunner,
+        *,
+        concurrency: int,
+        publisher: Publisher | None = None,
+        metrics: Metrics | None = None,
+        max_accepted: int = 10_000,
+    ) -> None:
+        self.runner = runner
+        self.max_accepted = max_accepted
+        self.publisher = publisher
+        self.metrics = metrics or Metrics()
+        self.slots = Slots(concurrency)
+        self.closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending: dict[str, Pending] = {}
+        self.metrics.track_gauge(self.metrics.runs_in_flight, lambda: self.slots.in_flight)
+        self.extra_depth: list[Any] = []  # callables adding queued work outside the slots
+        self.metrics.track_gauge(self.metrics.queue_depth, self.queue_depth)
+
+    def queue_depth(self) -> float:
+        return float(self.slots.waiting + sum(int(fn()) for fn in self.extra_depth))
+
+    async def run(
+        self, request: RunRequest, *, slot_held: bool = False, accepted: bool = False
+    ) -> RunResultLike:
+        """Runs one graph; raises ``RunRefused`` for a run refused before it started
+        (bad input, unknown graph). ``accepted``: promised to the caller already
+        (an async webhook's 202), so it runs even while the host drains."""
+        if self.closing and not accepted:
+            if slot_held:
+                self.slots.release()
+            raise ShuttingDown("the host is shutting down; try another host")
+        if not slot_held:
+            await self.slots.acquire()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            return await self._run(request)
+        finally:
+            self.slots.release()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _run(self, request: RunRequest) -> RunResultLike:
+        m = self.metrics
+        graph = request.graph.partition("@")[0]
+        try:
+            result = await self.runner.run(
+                request.graph,
+                request.input,
+                trigger=request.trigger_info(),
+                run_id=request.run_id,
+            )
+        except Exception as exc:
+            status = http_status(exc)
+            if status >= 500:
+                log.exception("run of %s failed before it started", request.graph)
+                m.runs_failed.labels(graph, "error").inc()
+            else:
+                m.runs_rejected.labels(graph, str(getattr(exc, "kind", "error"))).inc()
+            event = await self.reject(request, error_body(exc), request.run_id)
+            raise RunRefused(exc, event) from exc
+        m.runs_started.labels(graph, request.trigger).inc()
+        if result.overall_status == "success":
+            m.runs_succeeded.labels(graph).inc()
+        else:
+            m.runs_failed.labels(graph, result.overall_status).inc()
+        m.run_duration.labels(graph).observe(max(0.0, result.ended_at - result.started_at))
+        m.observe_steps(graph, getattr(result, "steps", ()))
+        if request.completion_subject:
+            event = completion_event(result, request.trigger)
+            if request.details.get("msg_id"):
+                event["msg_id"] = request.details["msg_id"]
+            await self._publish(request.completion_subject, event)
+        return result
+
+    async def reject(
+        self, request: RunRequest, error: Mapping[str, Any], execution_id: str | None = None
+    ) -> dict[str, Any]:
+        """Publishes the error completion event of a refused trigger event; returns it."""
+        event = rejection(
+            execution_id or new_execution_id(),
+            request.graph.partition("@")[0],
+            request.trigger,
+            error,
+        )
+        if request.completion_subject:
+            body = {k: v for k, v in event.items() if k != "output"}
+            if request.details.get("msg_id"):
+                body["msg_id"] = request.details["msg_id"]
+            await self._publish(request.completion_subject, body)
+        return event
+
+    async def _publish(self, subject: str, event: Mapping[str, Any]) -> None:
+        if self.publisher is None:
+            return
+        try:
+            await self.publisher.apublish(subject, encode(event))
+        except Exception as exc:  # a lost completion event must not fail the run
+            log.warning("completion event to %s not published: %s", subject, exc)
+
+    def submit(self, request: RunRequest) -> str:
+        """Starts ``request`` in the background (async webhook); returns its run id."""
+        if self.closing:
+            raise ShuttingDown("the host is shutting down; try another host")
+        waiting = sum(1 for p in self.pending.values() if p.status == "queued")
+        if waiting >= self.max_accepted:
+            raise Overloaded(f"{waiting} accepted runs wait for a slot already; retry later")
+        run_id = request.run_id or new_execution_id()
+        request = RunRequest(
+            request.graph,
+            request.input,
+            request.trigger,
+            request.completion_subject,
+            request.details,
+            run_id,
+        )
+        self.pending[run_id] = Pending(request)
+        task = asyncio.get_running_loop().create_task(self._background(run_id, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run_id
+
+    async def _background(self, run_id: str, request: RunRequest) -> None:
+        pending = self.pending[run_id]
+        try:
+            await self.slots.acquire()
+            pending.status = "running"
+            result = await self.run(request, slot_held=True, accepted=True)
+            pending.execution_id = result.execution_id
+            pending.status = "done"
+        except RunRefused as exc:
+            pending.status = "rejected"
+            pending.error = exc.to_dict()
+            pending.execution_id = str(exc.event.get("execution_id"))
+        except Exception as exc:
+            pending.status = "rejected"
+            pending.error = error_body(exc)
+        finally:
+            # The history has the run now (or it was refused): keep a short memory only.
+            if len(self.pending) > 10_000:
+                for key in list(self.pending)[:1000]:
+                    if self.pending[key].status in ("done", "rejected"):
+                        del self.pending[key]
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """A task the drain waits for (a trigger handling one message)."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float = 30.0) -> int:
+        """Refuses new runs and waits for the ones in flight; returns how many did not end."""
+        self.closing = True
+        tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        if not tasks:
+            return 0
+        _done, not_done = await asyncio.wait(tasks, timeout=timeout)
+        for task in not_done:
+            task.cancel()
+        return len(not_done)

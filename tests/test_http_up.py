@@ -1,0 +1,156 @@
+"""``ionflux up`` as users run it: its own nats-server, HTTP, triggers, and a
+SIGTERM that lets the run in flight finish before everything stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import nats
+from conftest import TESTING, make_config
+from ionflux.graph import Engine, RunHistory
+from ionflux.host import Host
+from ionflux.http.testing import UpProcess, chain_graph, publish_wasm
+
+from ionwall import Ionwall
+
+
+def prepare(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Fuel enough for spin to run into its 1.5 s deadline: a slow run.
+    (data_dir / "ionflux.yaml").write_text("limits: {fuel: 1000000000000}\n")
+    host = Host(make_config(data_dir))
+    publish_wasm(host, "echo", TESTING / "echo.wasm")
+    publish_wasm(host, "spin", TESTING / "spin.wasm", limits={"timeout_ms": 1500})
+    engine = Engine.for_host(host)
+    for text in (
+        chain_graph(
+            "digest",
+            triggers=[
+                "{type: event_driven, config: {event_source: NATS, topic: ionflux.digest.run}}",
+                "{type: webhook, config: {path: /webhooks/invoke/digest, method: POST, "
+                "authentication_method: ionwall_jwt}}",
+            ],
+        ),
+        chain_graph(
+            "slow",
+            nodes=1,
+            slow="spin",
+            triggers=[
+                "{type: webhook, config: {path: /webhooks/invoke/slow}}",
+            ],
+        ),
+    ):
+        plan = engine.validate(text)
+        engine.repository.deploy(text, plan.name, plan.graph.version, "test")
+    engine.close()
+    host.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, built: Path) -> None:
+    data = tmp_path / "data"
+    prepare(data)
+    up = UpProcess(data).start()
+    try:
+        ports = list((data / "nats" / "ports").glob("*.ports"))
+        nats_pid = int(ports[0].stem.rsplit("_", 1)[1])
+        assert alive(nats_pid)
+        nc = await nats.connect(up.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)  # type: ignore[arg-type]
+        reply = await nc.request("ionflux.digest.run", b'{"text": "over nats"}', timeout=10)
+        assert json.loads(reply.data)["output"] == {"text": "over nats"}
+        # The nats-server it started dies: the host starts it again, everyone reconnects.
+        os.kill(nats_pid, signal.SIGKILL)
+        for _ in range(100):
+            time.sleep(0.05)
+            ports = [
+                p
+                for p in (data / "nats" / "ports").glob("*.ports")
+                if not p.stem.endswith(f"_{nats_pid}")
+            ]
+            if ports:
+                break
+        nats_pid = int(ports[0].stem.rsplit("_", 1)[1])
+        for _ in range(50):
+            try:
+                reply = await nc.request("ionflux.digest.run", b'{"text": "again"}', timeout=1)
+                break
+            except (nats.errors.Error, TimeoutError):
+                await asyncio.sleep(0.1)
+        assert json.loads(reply.data)["output"] == {"text": "again"}
+        await nc.close()
+        with Ionwall(data / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:*"]).token
+        auth = {"Authorization": f"Bearer {token}"}
+        # A graph deployed from the command line while the host is up is picked up.
+        late = tmp_path / "late.yaml"
+        late.write_text(
+            chain_graph(
+                "late", nodes=1, triggers=["{type: webhook, config: {path: /webhooks/invoke/late}}"]
+            )
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ionflux.cli import main; main()",
+                "--data-dir",
+                str(data),
+                "graph",
+                "deploy",
+                str(late),
+                "-m",
+                "late",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
+            for _ in range(100):
+                r = await http.post("/webhooks/invoke/late", json={"text": "hi"}, headers=auth)
+                if r.status_code != 404:
+                    break
+                time.sleep(0.05)
+            assert r.status_code == 200 and r.json()["output"] == {"text": "hi"}
+        async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
+            r = await http.post("/webhooks/invoke/digest", json={"text": "over http"}, headers=auth)
+            assert r.json()["output"] == {"text": "over http"}
+            r = await http.post(
+                "/webhooks/invoke/slow",
+                json={"text": "drained"},
+                headers={**auth, "Prefer": "respond-async"},
+            )
+            assert r.status_code == 202
+            status_url = r.json()["status_url"]
+            for _ in range(100):
+                state = (await http.get(status_url, headers=auth)).json()
+                if state.get("status") == "running":
+                    break
+                time.sleep(0.02)
+            assert state.get("status") == "running", state
+        assert up.terminate(30) == 0  # SIGTERM while the slow run is in flight
+        history = RunHistory(data / "runs.sqlite3", recover=False)
+        slow = history.list_runs(graph="slow")
+        history.close()
+        assert [r.status for r in slow] == ["partial_success_with_errors"]
+        for _ in range(50):
+            if not alive(nats_pid):
+                break
+            time.sleep(0.1)
+        assert not alive(nats_pid)
+    finally:
+        up.kill()

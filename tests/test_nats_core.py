@@ -1,0 +1,274 @@
+"""Core NATS triggers against a real nats-server: request-reply, completion events,
+invalid messages, queue groups across hosts, tokens, backpressure, server restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from conftest import TESTING, make_config
+from ionflux.config import Config
+from ionflux.http import RunningHost, start_host
+from ionflux.http.testing import chain_graph, deploy, publish_wasm
+from ionflux.triggers import NatsServer
+from nats.aio.client import Client
+
+SEED_FIELDS = ("execution_id", "overall_status", "step_results_summary_cid", "error_details")
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+def host_config(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> Config:
+    config = make_config(data_dir)
+    return config.model_copy(
+        update={
+            "nats": config.nats.model_copy(update={"url": nats_url}),
+            "graph": config.graph.model_copy(update={"concurrency": concurrency}),
+        }
+    )
+
+
+async def serving(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> RunningHost:
+    running = await start_host(
+        host_config(data_dir, nats_url, concurrency=concurrency), serve_http=False
+    )
+    publish_wasm(running.host, "echo", TESTING / "echo.wasm")
+    return running
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path, nats_server: NatsServer, built: Path
+) -> AsyncIterator[RunningHost]:
+    host = await serving(tmp_path / "host", nats_server.url)
+    yield host
+    await host.aclose(5)
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url)
+    yield nc
+    await nc.close()
+
+
+def topic() -> str:
+    return f"t.{uuid.uuid4().hex[:12]}.run"
+
+
+def nats_trigger(subject: str, **config: str) -> str:
+    extra = "".join(f", {k}: {v}" for k, v in config.items())
+    return f"{{type: event_driven, config: {{event_source: NATS, topic: {subject}{extra}}}}}"
+
+
+async def test_request_gets_the_result_and_a_completion_event(
+    running: RunningHost, client: Client
+) -> None:
+    subject = topic()
+    await deploy(running, chain_graph("digest", triggers=[nats_trigger(subject)]))
+    completions = await client.subscribe(f"{subject}.completion")
+    msg = await client.request(subject, b'{"text": "hello"}', timeout=10)
+    body = json.loads(msg.data)
+    assert msg.headers == {"Ionflux-Status": "200"}
+    assert body["overall_status"] == "success", body
+    assert body["output"] == {"text": "hello"}
+    event = json.loads((await completions.next_msg(timeout=5)).data)
+    assert all(key in event for key in SEED_FIELDS)
+    assert event["execution_id"] == body["execution_id"]
+    assert event["step_results_summary_cid"]
+    assert event["error_details"] is None
+    record = running.engine.history.get(body["execution_id"])
+    assert record is not None and record.status == "success"
+    assert record.trigger_type == "event_driven"
+
+
+async def test_invalid_json_gets_an_error_reply_and_event_and_the_host_goes_on(
+    running: RunningHost, client: Client
+) -> None:
+    subject = topic()
+    await deploy(running, chain_graph("digest", triggers=[nats_trigger(subject)]))
+    completions = await client.subscribe(f"{subject}.completion")
+    msg = await client.request(subject, b'{"text": ', timeout=10)
+    body = json.loads(msg.data)
+    assert msg.headers == {"Ionflux-Status": "422"}
+    assert body["overall_status"] == "failure"
+    assert body["error_details"][0]["kind"] == "invalid_input"
+    assert body["error_details"][0]["field"] == "(body)"
+    event = json.loads((await completions.next_msg(timeout=5)).data)
+    assert event["execution_id"] == body["execution_id"]
+    assert event["overall_status"] == "failure"
+    # schema violation: refused before a run, the field named
+    msg = await client.request(subject, b'{"txt": 1}', timeout=10)
+    assert msg.headers == {"Ionflux-Status": "422"}
+    assert json.loads(msg.data)["error_details"][0]["field"] == "$.text"
+    assert running.engine.history.list_runs(graph="digest") == []
+    ok = await client.request(subject, b'{"text": "still here"}', timeout=10)
+    assert json.loads(ok.data)["output"] == {"text": "still here"}
+
+
+async def test_a_queue_group_runs_each_message_once_across_hosts(
+    running: RunningHost, client: Client, tmp_path: Path, nats_server: NatsServer
+) -> None:
+    other = await serving(tmp_path / "other", nats_server.url)
+    try:
+        subject = topic()
+        text = chain_graph("spread", nodes=1, triggers=[nats_trigger(subject)])
+        await deploy(running, text)
+        await deploy(other, text)
+        completions = await client.subscribe(f"{subject}.completion")
+        sent = 0
+        for _wave in range(3):  # NATS picks a member at random: waves until both ran some
+            replies = await asyncio.gather(
+                *(
+                    client.request(subject, json.dumps({"text": str(i)}).encode(), timeout=20)
+                    for i in range(sent, sent + 40)
+                )
+            )
+            outputs = sorted(int(json.loads(r.data)["output"]["text"]) for r in replies)
+            assert outputs == list(range(sent, sent + 40))
+            sent += 40
+            mine = len(running.engine.history.list_runs(graph="spread", limit=1000))
+            theirs = len(other.engine.history.list_runs(graph="spread", limit=1000))
+            assert mine + theirs == sent  # each message ran once, on one host
+            if mine and theirs:
+                break
+        assert mine > 0 and theirs > 0, (mine, theirs)
+        events = [await completions.next_msg(timeout=5) for _ in range(sent)]
+        assert len({json.loads(e.data)["execution_id"] for e in events}) == sent
+        with pytest.raises(nats.errors.TimeoutError):
+            await completions.next_msg(timeout=0.3)
+    finally:
+        await other.aclose(5)
+
+
+async def test_a_token_protected_subject_refuses_callers_without_one(
+    running: RunningHost, client: Client
+) -> None:
+    subject = topic()
+    trigger = nats_trigger(subject, authentication_method="ionwall_jwt")
+    await deploy(running, chain_graph("guarded", nodes=1, triggers=[trigger]))
+    msg = await client.request(subject, b'{"text": "x"}', timeout=10)
+    assert msg.headers == {"Ionflux-Status": "401"}
+    wrong = running.ionwall.issue_token(["execute_graph:other"]).token
+    msg = await client.request(
+        subject, b'{"text": "x"}', timeout=10, headers={"Authorization": f"Bearer {wrong}"}
+    )
+    assert msg.headers == {"Ionflux-Status": "403"}
+    assert running.engine.history.list_runs(graph="guarded") == []
+    good = running.ionwall.issue_token(["execute_graph:guarded"]).token
+    msg = await client.request(
+        subject, b'{"text": "x"}', timeout=10, headers={"Authorization": f"Bearer {good}"}
+    )
+    assert json.loads(msg.data)["overall_status"] == "success"
+
+
+async def test_a_flood_is_bounded_by_the_concurrency_limit(
+    tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
+) -> None:
+    host = await serving(tmp_path / "small", nats_server.url, concurrency=2)
+    try:
+        subject = topic()
+        await deploy(host, chain_graph("flood", triggers=[nats_trigger(subject)]))
+        replies = await asyncio.gather(
+            *(
+                client.request(subject, json.dumps({"text": str(i)}).encode(), timeout=30)
+                for i in range(120)
+            )
+        )
+        assert all(json.loads(r.data)["overall_status"] == "success" for r in replies)
+        assert host.triggers.dispatcher.slots.high_water == 2
+        metrics = host.triggers.metrics.render().decode()
+        assert 'ionflux_runs_succeeded_total{graph="flood"} 120.0' in metrics
+    finally:
+        await host.aclose(5)
+
+
+async def test_the_host_reconnects_after_nats_server_restarts_under_load(
+    tmp_path: Path, built: Path
+) -> None:
+    server = NatsServer(tmp_path / "nats").start()
+    host: RunningHost | None = None
+    try:
+        host = await serving(tmp_path / "host", server.url)
+        subject = topic()
+        await deploy(host, chain_graph("sturdy", nodes=1, triggers=[nats_trigger(subject)]))
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)  # type: ignore[arg-type]
+        results: list[Any] = []
+
+        async def load() -> None:
+            i = 0
+            while True:
+                try:
+                    r = await nc.request(
+                        subject, json.dumps({"text": str(i)}).encode(), timeout=0.5
+                    )
+                    results.append(json.loads(r.data)["overall_status"])
+                except (nats.errors.Error, TimeoutError):
+                    results.append("lost")
+                    await asyncio.sleep(0.05)
+                i += 1
+
+        loader = asyncio.get_running_loop().create_task(load())
+        await asyncio.sleep(0.5)
+        port = server.port
+        server.stop()
+        await asyncio.sleep(0.5)
+        server = NatsServer(tmp_path / "nats", port=port).start()
+        before = len(results)
+        for _ in range(100):  # up to 10 s for both sides to reconnect
+            await asyncio.sleep(0.1)
+            if results[before:].count("success") >= 20:
+                break
+        loader.cancel()
+        assert results[before:].count("success") >= 20, results[before:][-10:]
+        assert host.bus.connected
+        await nc.close()
+    finally:
+        if host is not None:
+            await host.aclose(5)
+        server.stop()
+
+
+async def test_guests_publish_through_the_host_bus_and_gate_denials_are_counted(
+    running: RunningHost, client: Client
+) -> None:
+    from conftest import MANIFESTS
+    from ionflux.http.testing import approve_pending
+
+    running.host.publish(MANIFESTS / "nats-publish.yaml")
+    prefix = f"out{uuid.uuid4().hex[:8]}"
+    text = "\n".join(
+        [
+            "name: notify",
+            "graph:",
+            "  - id: send",
+            "    transform: nats-publish",
+            '    inputs: {subject: "{{trigger.input_data.subject}}", payload: {n: 1}}',
+            "",
+        ]
+    )
+    await deploy(running, text)
+    first = await running.engine.run("notify", {"subject": f"{prefix}.a"})
+    assert first.overall_status == "failure"  # no grant yet: a consent request is open
+    approve_pending(running.ionwall, only=[f"publish_nats_topic:{prefix}.*"])
+    received = await client.subscribe(f"{prefix}.*")
+    await client.flush()
+    ok = await running.engine.run("notify", {"subject": f"{prefix}.a"})
+    assert ok.overall_status == "success", ok.error_details
+    msg = await received.next_msg(timeout=5)
+    assert (msg.subject, json.loads(msg.data)) == (f"{prefix}.a", {"n": 1})
+    denied = await running.engine.run("notify", {"subject": "elsewhere.b"})
+    assert denied.overall_status == "failure"
+    metrics = running.triggers.metrics.render().decode()
+    assert 'ionflux_gate_denials_total{action="publish_nats_topic",graph="notify"} 1.0' in metrics

@@ -1,0 +1,100 @@
+"""Scheduled triggers on a real host: runs on time in the schedule's time zone,
+missed runs during downtime reported (and run once when asked), one fire per
+schedule across hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from conftest import TESTING, make_config
+from ionflux.http import RunningHost, start_host
+from ionflux.http.testing import chain_graph, deploy, publish_wasm
+from ionflux.triggers import NatsServer, ScheduleTrigger
+from ionflux.triggers._schedule import MISSED_SUBJECT, KvState, schedule_key
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+async def serving(data_dir: Path, url: str) -> RunningHost:
+    config = make_config(data_dir)
+    config = config.model_copy(update={"nats": config.nats.model_copy(update={"url": url})})
+    running = await start_host(config, serve_http=False)
+    publish_wasm(running.host, "echo", TESTING / "echo.wasm")
+    return running
+
+
+def schedule(cron: str, tz: str = "UTC", missed: str = "report") -> str:
+    return (
+        f'{{type: scheduled, config: {{cron: "{cron}", timezone: {tz}, '
+        f"input: {{text: tick}}, missed: {missed}}}}}"
+    )
+
+
+async def test_a_schedule_runs_the_graph_on_time_once_across_hosts(
+    tmp_path: Path, nats_server: NatsServer, built: Path
+) -> None:
+    name = f"s{uuid.uuid4().hex[:8]}"
+    text = chain_graph(name, nodes=1, triggers=[schedule("* * * * * *", "Asia/Kolkata")])
+    a = await serving(tmp_path / "a", nats_server.url)
+    b = await serving(tmp_path / "b", nats_server.url)
+    try:
+        await deploy(a, text)
+        await deploy(b, text)
+        await asyncio.sleep(3.2)
+        ran_a = a.engine.history.list_runs(graph=name)
+        ran_b = b.engine.history.list_runs(graph=name)
+        fires = sorted(r.trigger_details["scheduled_for"] for r in ran_a + ran_b)  # type: ignore[index]
+        assert 2 <= len(fires) <= 4  # one a second, give or take a slow start
+        assert len(set(fires)) == len(fires)  # each fire ran on one host only
+        assert all(r.status == "success" and r.trigger_type == "scheduled" for r in ran_a + ran_b)
+        status = a.triggers.status()["schedules"][0]
+        assert status["timezone"] == "Asia/Kolkata" and status["next_at"]
+    finally:
+        await a.aclose(5)
+        await b.aclose(5)
+
+
+@pytest.mark.parametrize("policy", ["report", "run_once"])
+async def test_runs_missed_while_down_are_reported(
+    tmp_path: Path, nats_server: NatsServer, built: Path, policy: str
+) -> None:
+    name = f"m{uuid.uuid4().hex[:8]}"
+    cron = "*/10 * * * *"
+    host = await serving(tmp_path / "h", nats_server.url)
+    nc = await nats.connect(nats_server.url)
+    try:
+        missed_events = await nc.subscribe(MISSED_SUBJECT)
+        # The host was last up two hours ago: twelve fires went by.
+        kv = await host.triggers.durable._processed()  # type: ignore[union-attr]
+        spec = ScheduleTrigger(name, cron, "UTC", '{"text": "tick"}', policy)  # type: ignore[arg-type]
+        await KvState(kv).set_last(schedule_key(spec), time.time() - 7200)
+        await deploy(host, chain_graph(name, nodes=1, triggers=[schedule(cron, missed=policy)]))
+        event = json.loads((await missed_events.next_msg(timeout=5)).data)
+        assert event["graph"] == name and event["missed_count"] in (12, 13)
+        assert event["action"] == ("run_once" if policy == "run_once" else "reported")
+        status = host.triggers.status()["schedules"][0]
+        assert status["missed_total"] == event["missed_count"]
+        metrics = host.triggers.metrics.render().decode()
+        assert (
+            f'ionflux_schedule_missed_total{{graph="{name}"}} {event["missed_count"]}.0' in metrics
+        )
+        await asyncio.sleep(0.5)
+        ran = host.engine.history.list_runs(graph=name)
+        assert len(ran) == (1 if policy == "run_once" else 0)
+        if ran:
+            assert ran[0].trigger_details["late"] is True  # type: ignore[index]
+    finally:
+        await nc.close()
+        await host.aclose(5)
