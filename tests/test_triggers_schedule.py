@@ -37,7 +37,7 @@ async def serving(data_dir: Path, url: str) -> RunningHost:
 
 def schedule(cron: str, tz: str = "UTC", missed: str = "report") -> str:
     return (
-        f'{{type: scheduled, config: {{cron: "{cron}", timezone: {tz}, '
+        f'{{type: schedule, config: {{cron: "{cron}", timezone: {tz}, '
         f"input: {{text: tick}}, missed: {missed}}}}}"
     )
 

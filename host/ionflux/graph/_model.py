@@ -23,7 +23,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 OnError = Literal["fail_run", "continue", "skip_dependents"]
-TriggerType = Literal["manual", "event_driven", "webhook", "scheduled", "cron"]
+TriggerType = Literal["manual", "event_driven", "webhook", "schedule", "scheduled", "cron"]
 
 
 def parse_duration(value: Any) -> Any:

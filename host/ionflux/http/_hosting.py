@@ -139,9 +139,7 @@ async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:
 
 
 def _authorizer(wall: Ionwall, metrics: Metrics, host: Host) -> Any:
-    try:
-        from ..graph._ionwall import IonwallAuthorizer
-    except ImportError:  # pragma: no cover - an engine without the IONWALL seam
-        return CountingAuthorizer(None, metrics, host.gate or wall.gate(None))
+    from ..graph._ionwall import IonwallAuthorizer
+
     # Without a grant, IONWALL's no-grant gate: every import refused and audited.
     return CountingAuthorizer(IonwallAuthorizer(wall), metrics, host.gate or wall.gate(None))

@@ -4,10 +4,8 @@ Every run's import calls pass the gate the authorizer hands out (the run's
 grant, or the host's deny-by-default gate); ``CountingGate`` wraps it so
 ``ionflux_gate_denials_total{graph, action}`` counts each refusal.
 
-A graph whose nodes request no scope needs no grant: IONWALL would open a
-consent request for nothing (and refuses to approve an empty one), so such a
-run gets no grant and the host's gate.
-TODO(graph): the empty-scope case belongs in ``graph._ionwall.IonwallAuthorizer``.
+A graph whose nodes request no scope needs no grant (``IonwallAuthorizer``
+asks nothing for it): such a run gets the host's deny-by-default gate.
 """
 
 from __future__ import annotations
