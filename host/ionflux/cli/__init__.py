@@ -17,8 +17,9 @@ from ionwall import IonwallError
 
 from .._errors import IonfluxError
 from ._app import App, pass_app
+from ._demo import demo
 from ._pod import pod
-from ._transforms import demo, invoke, publish, transforms
+from ._transforms import invoke, publish, transforms
 
 
 class _Main(click.Group):

@@ -1,4 +1,4 @@
-"""``ionflux publish``, ``transforms``, ``invoke`` and ``demo``."""
+"""``ionflux publish``, ``transforms`` and ``invoke``."""
 
 from __future__ import annotations
 
@@ -85,41 +85,3 @@ def invoke(
             f"{result.duration_s * 1000:.2f} ms, fuel {result.fuel_used}",
             err=True,
         )
-
-
-@click.command()
-@click.option(
-    "--manifests",
-    "manifest_dir",
-    default="manifests",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@pass_app
-def demo(app: App, manifest_dir: Path) -> None:
-    """Publish the standard transforms and run a few of them."""
-    click.echo(f"data directory: {app.config.data_dir}")
-    click.echo("publishing the standard transforms:")
-    for path in sorted(manifest_dir.glob("*.yaml")):
-        t = app.host.publish(path)
-        click.echo(f"  {t.name:<14} {t.version:<7} {t.cid}  {t.size} bytes")
-    samples = [
-        ("uppercase", {"text": "hello, ionflux"}),
-        ("text-stats", {"text": "one two three\nfour five"}),
-        (
-            "json-path",
-            {
-                "data": {"user": {"emails": ["a@example.com", "b@example.com"]}},
-                "path": "user.emails[1]",
-            },
-        ),
-    ]
-    for name, value in samples:
-        click.echo(f"\n$ ionflux invoke {name} --input '{json.dumps(value)}'")
-        result = app.host.invoke(name, value)
-        click.echo(result.output)
-        click.echo(f"  ({result.duration_s * 1000:.2f} ms, fuel {result.fuel_used})")
-    click.echo('\n$ ionflux invoke pod-store --input \'{"path": "demo/x.json", "data": 1}\'')
-    try:
-        app.host.invoke("pod-store", {"path": "demo/x.json", "data": {"hello": "pod"}})
-    except Exception as exc:  # the point of the demo: IONWALL refuses without a grant
-        click.echo(f"error: {exc}")

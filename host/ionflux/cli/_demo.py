@@ -1,0 +1,149 @@
+"""``ionflux demo``: the whole system in one run, on embedded defaults.
+
+Publishes the standard transforms, runs a few, walks through an IONWALL
+consent (the owner approves less than was asked), deploys a graph, starts the
+host service with a nats-server of its own, invokes the graph over NATS and
+shows the completion event, and verifies the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import _errors as errors
+from ..host import Host
+from ._app import App, pass_app
+from ._ionwall import ionwall_for
+
+SAMPLES: list[tuple[str, dict[str, Any]]] = [
+    ("uppercase", {"text": "hello, ionflux"}),
+    ("text-stats", {"text": "one two three\nfour five"}),
+    (
+        "json-path",
+        {
+            "data": {"user": {"emails": ["a@example.com", "b@example.com"]}},
+            "path": "user.emails[1]",
+        },
+    ),
+]
+
+
+def _say(text: str) -> None:
+    click.echo(click.style(f"\n== {text}", bold=True))
+
+
+@click.command()
+@click.option(
+    "--manifests",
+    "manifest_dir",
+    default="manifests",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--graph",
+    "graph_file",
+    default="graphs/digest.yaml",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@pass_app
+def demo(app: App, manifest_dir: Path, graph_file: Path) -> None:
+    """Publish the standard transforms, run them, consent, and serve a graph over NATS."""
+    host = app.host
+    click.echo(f"data directory: {app.config.data_dir}")
+    _say("publishing the standard transforms (CID = what `ipfs add --cid-version=1` prints)")
+    for path in sorted(manifest_dir.glob("*.yaml")):
+        t = host.publish(path)
+        click.echo(f"  {t.name:<14} {t.version:<7} {t.cid}  {t.size} bytes")
+
+    _say("one call each, every call in a fresh sandbox")
+    for name, value in SAMPLES:
+        click.echo(f"$ ionflux invoke {name} --input '{json.dumps(value)}'")
+        result = host.invoke(name, value)
+        click.echo(
+            f"{result.output}\n  ({result.duration_s * 1000:.2f} ms, fuel {result.fuel_used})"
+        )
+
+    _consent(host)
+
+    _say(f"a graph over NATS: {graph_file}")
+    engine_version, fresh = _deploy(app, graph_file)
+    click.echo(f"  deployed {engine_version} ({'new version' if fresh else 'unchanged'})")
+    asyncio.run(_serve_once(app))
+
+    _say("the audit log: every allow and deny, hash-chained")
+    wall = ionwall_for(app)
+    for entry in wall.audit_tail(3):
+        click.echo(f"  #{entry.index} {entry.decision.upper():<5} {entry.scope}  ({entry.reason})")
+    click.echo(f"$ ionflux audit verify\n  {wall.audit_verify()}")
+
+
+def _consent(host: Host) -> None:
+    call = {"path": "demo/notes.json", "data": {"hello": "pod"}}
+    _say("IONWALL: pod-store asks to write to your pod")
+    try:
+        stored = host.invoke("pod-store", call)
+        click.echo(f"  already granted earlier: {stored.output}")
+        return
+    except errors.ConsentRequired as exc:
+        request = exc.request
+        click.echo(f"error: {exc}\n")
+        click.echo(host.ionwall.prompt(request.id))
+    click.echo(f"\n$ ionflux consent approve {request.id} --only 'write_pod_data:demo/*'")
+    grant = host.ionwall.approve(request.id, only=["write_pod_data:demo/*"])
+    click.echo(f"  grant {grant.id}: {', '.join(grant.scopes)}")
+    stored = host.invoke("pod-store", call)
+    click.echo(f"$ ionflux invoke pod-store ... demo/notes.json\n{stored.output}")
+    try:
+        host.invoke("pod-store", {"path": "private/keys.json", "data": {}})
+    except errors.TransformFailed as denied:
+        click.echo(f"$ ionflux invoke pod-store ... private/keys.json\nerror: {denied}")
+
+
+def _deploy(app: App, graph_file: Path) -> tuple[str, bool]:
+    from ..graph import Engine
+
+    engine = Engine.for_host(app.host)
+    try:
+        version, fresh = engine.deploy(graph_file, "ionflux demo")
+        return f"{version.name}@{version.version} {version.cid}", fresh
+    finally:
+        engine.close()
+
+
+async def _serve_once(app: App) -> None:
+    import nats
+
+    from ..http import start_host
+
+    app.host.close()  # the service opens the data directory itself
+    running = await start_host(app.config, serve_http=False)
+    try:
+        click.echo(f"  nats-server started by the host at {running.nats_url}")
+        nc = await nats.connect(running.nats_url)
+        try:
+            events = await nc.subscribe("ionflux.digest.requested.completion")
+            body = {"title": "weekly notes", "text": "one two three\nfour", "tags": ["ops"]}
+            click.echo(f"$ nats request ionflux.digest.requested '{json.dumps(body)}'")
+            reply = await nc.request("ionflux.digest.requested", json.dumps(body).encode(), 10)
+            answer = json.loads(reply.data)
+            click.echo(json.dumps(answer.get("output", answer), indent=2))
+            event = json.loads((await events.next_msg(timeout=10)).data)
+            shown = {
+                k: event.get(k)
+                for k in (
+                    "execution_id",
+                    "overall_status",
+                    "step_results_summary_cid",
+                    "error_details",
+                )
+            }
+            click.echo(f"completion event: {json.dumps(shown)}")
+        finally:
+            await nc.close()
+    finally:
+        await running.aclose(10)
