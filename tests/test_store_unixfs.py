@@ -166,3 +166,61 @@ def test_dag_pb_leaves_with_inline_data_are_read() -> None:
 def test_malformed_dag_pb_is_refused(block: bytes) -> None:
     with pytest.raises(StoreError):
         parse_pbnode(block)
+
+
+class FileLeaves:
+    """A stand-in for a streamed content source: the file's bytes, read at offsets."""
+
+    def __init__(self, data: bytes, skip: frozenset[Cid] = frozenset()) -> None:
+        self.data = data
+        self.skip = skip
+        self.reads: list[tuple[int, int]] = []
+        self.closed = False
+
+    def wants(self, cid: Cid) -> bool:
+        return cid not in self.skip
+
+    def read(self, cid: Cid, offset: int, size: int) -> bytes:
+        self.reads.append((offset, size))
+        piece = self.data[offset : offset + size]
+        cid.verify(piece)
+        return piece
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_leaves_are_read_in_order_at_their_offsets(prefetch: int) -> None:
+    data = random.Random(7).randbytes((MAX_LINKS + 3) * CHUNK_SIZE + 11)  # two levels
+    blocks = blocks_of(data)
+    *_, root = blocks
+    fetched: list[Cid] = []
+
+    def fetch(cid: Cid) -> bytes:
+        fetched.append(cid)
+        return blocks[cid]
+
+    leaves = FileLeaves(data)
+    assert b"".join(iter_file(fetch, root, prefetch=prefetch, leaves=leaves)) == data
+    assert all(c.codec == DAG_PB for c in fetched)  # only the nodes came as blocks
+    assert [offset for offset, _ in leaves.reads] == list(range(0, len(data), CHUNK_SIZE))
+    assert leaves.closed
+
+
+def test_leaves_not_wanted_are_fetched_as_blocks() -> None:
+    data = random.Random(8).randbytes(5 * CHUNK_SIZE)
+    blocks = blocks_of(data)
+    *leaf_cids, root = blocks
+    leaves = FileLeaves(data, skip=frozenset({leaf_cids[1], leaf_cids[2]}))
+    assert b"".join(iter_file(blocks.__getitem__, root, prefetch=2, leaves=leaves)) == data
+    assert [offset for offset, _ in leaves.reads] == [0, 3 * CHUNK_SIZE, 4 * CHUNK_SIZE]
+
+
+def test_leaves_with_other_bytes_are_refused() -> None:
+    data = random.Random(9).randbytes(3 * CHUNK_SIZE)
+    blocks = blocks_of(data)
+    *_, root = blocks
+    tampered = data[:CHUNK_SIZE] + b"x" + data[CHUNK_SIZE + 1 :]
+    with pytest.raises(StoreError, match=str(list(blocks)[1])):
+        list(iter_file(blocks.__getitem__, root, leaves=FileLeaves(tampered)))

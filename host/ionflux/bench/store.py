@@ -2,8 +2,10 @@
 ``ipfs`` CLI doing the same against the same Kubo daemon (``ipfs add``, ``ipfs cat``).
 
 Rows: ``cid_for_bytes`` alone (hashing and tree building), the local backend,
-Kubo through the pod with an empty cache (every block over the RPC API) and
-with a warm cache, and the ``ipfs`` CLI (a process per call, as a user runs it).
+Kubo through the pod without a cache, with the local cache in front (put; get
+cold: every byte over the RPC API; get warm), and the ``ipfs`` CLI (a process
+per call, as a user runs it). A put is one streamed ``add`` checked against our
+own import; a get one streamed ``cat`` with every leaf verified.
 Without a Kubo binary (``just kubo``) only the local rows are measured.
 """
 
@@ -68,6 +70,16 @@ def _kubo(
         )
         cache = LocalBackend(workdir / f"cache-{label}")
         cached = _pod(CachedBackend(KuboBackend(daemon.api), cache), workdir, f"cache-{label}")
+        rows.append(
+            Row(
+                f"kubo put {label}, with cache",
+                _mbps(size, lambda: cached.put_bytes(data), 1),  # once: every block written
+                "MB/s",
+            )
+        )
+        for block_file in (workdir / f"cache-{label}" / "blocks").rglob("*"):
+            if block_file.is_file():
+                block_file.unlink()  # the gets below start cold
         rows.append(
             Row(
                 f"kubo get {label}, cold cache",

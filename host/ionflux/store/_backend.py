@@ -13,6 +13,7 @@ must be safe to call from several threads at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from ._cid import Cid
@@ -47,3 +48,25 @@ class BlockBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def put_all(backend: BlockBackend, blocks: Iterable[tuple[Cid, bytes]]) -> Cid:
+    """Store ``blocks`` (a file's, root last) through ``put_blocks`` in batches where the
+    backend has it, else one by one; return the last CID."""
+    root: Cid | None = None
+    put_many: Callable[[list[tuple[Cid, bytes]]], None] | None
+    put_many = getattr(backend, "put_blocks", None)
+    batch: list[tuple[Cid, bytes]] = []
+    for cid, data in blocks:
+        root = cid
+        if put_many is None:
+            backend.put_block(cid, data)
+            continue
+        batch.append((cid, data))
+        if len(batch) >= 16:
+            put_many(batch)
+            batch = []
+    if batch and put_many is not None:
+        put_many(batch)
+    assert root is not None
+    return root

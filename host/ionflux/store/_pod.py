@@ -10,24 +10,26 @@ worker threads, and is safe to call from several of them at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol, cast
 
 from .._errors import ConfigError, NotFound, StoreError
-from ._backend import BlockBackend
+from ._backend import BlockBackend, put_all
 from ._cached import CachedBackend
 from ._car import read_car, write_car
 from ._cid import DAG_JSON, DAG_PB, RAW, Cid
 from ._dagjson import decode_dagjson, encode_dagjson, iter_links
 from ._dagpb import parse_pbnode
-from ._kubo import KuboBackend
+from ._kubo import ImportMismatch, KuboBackend
 from ._local import LocalBackend
 from ._paths import PathTable
-from ._unixfs import iter_chunks, iter_file, iter_file_blocks
+from ._unixfs import Block, LeafSource, iter_chunks, iter_file, iter_file_blocks
 
 CidLike = str | Cid
+log = logging.getLogger("ionflux.store")
 
 
 class Pod:
@@ -64,38 +66,50 @@ class Pod:
         return data
 
     def _put_blocks(self, blocks: Iterator[tuple[Cid, bytes]]) -> Cid:
-        root: Cid | None = None
-        put_many: Callable[[list[tuple[Cid, bytes]]], None] | None
-        put_many = getattr(self.backend, "put_blocks", None)
-        batch: list[tuple[Cid, bytes]] = []
-        for cid, data in blocks:
-            root = cid
-            if put_many is None:
-                self.backend.put_block(cid, data)
-                continue
-            batch.append((cid, data))
-            if len(batch) >= 16:
-                put_many(batch)
-                batch = []
-        if batch and put_many is not None:
-            put_many(batch)
-        assert root is not None
-        return root
+        return put_all(self.backend, blocks)
+
+    def _put_file(self, source: bytes | BinaryIO) -> str:
+        """Import ``source`` as UnixFS. A backend with ``put_file`` (Kubo) takes the file
+        in one streamed request and must arrive at our root; if it does not
+        (:class:`ImportMismatch`), the blocks we computed are stored one by one
+        instead when ``source`` can be read again, and the put is refused when not."""
+        put_file: Callable[[Iterator[Block]], Cid] | None
+        put_file = getattr(self.backend, "put_file", None)
+        if put_file is None:
+            return str(self._put_blocks(iter_file_blocks(iter_chunks(source))))
+        start = None
+        if not isinstance(source, bytes | bytearray):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                start = source.tell() if source.seekable() else None
+        try:
+            return str(put_file(iter_file_blocks(iter_chunks(source))))
+        except ImportMismatch as exc:
+            if not isinstance(source, bytes | bytearray):
+                if start is None:
+                    raise
+                source.seek(start)
+            log.warning("%s; storing IONPOD's blocks instead", exc)
+        return str(self._put_blocks(iter_file_blocks(iter_chunks(source))))
 
     # -- files ---------------------------------------------------------------
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` as a UnixFS file; return the CID Kubo would give it."""
-        return str(self._put_blocks(iter_file_blocks(iter_chunks(data))))
+        return self._put_file(data)
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Like :meth:`put_bytes`, reading a file object chunk by chunk."""
-        return str(self._put_blocks(iter_file_blocks(iter_chunks(stream))))
+        return self._put_file(stream)
 
     def iter_bytes(self, cid: CidLike, max_size: int | None = None) -> Iterator[bytes]:
-        """Stream a file's content, verified block by block."""
+        """Stream a file's content, verified block by block (leaf by leaf, when the
+        backend streams the content: see :class:`~ionflux.store._kubo.CatLeaves`)."""
         limit = self.max_get_bytes if max_size is None else max_size
-        return iter_file(self._get_block, Cid.parse(cid), limit, prefetch=self.prefetch)
+        root = Cid.parse(cid)
+        opener: Callable[[Cid], LeafSource | None] | None
+        opener = getattr(self.backend, "file_leaves", None)
+        leaves = opener(root) if opener is not None else None
+        return iter_file(self._get_block, root, limit, prefetch=self.prefetch, leaves=leaves)
 
     def get_bytes(self, cid: CidLike, max_size: int | None = None) -> bytes:
         """A file's content. :class:`TooLarge` past ``max_size`` (default: the pod's limit),
