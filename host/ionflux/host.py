@@ -35,7 +35,7 @@ from ._errors import (
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
-from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, LogLine, Runtime, wasm_kind
+from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, Runtime, wasm_kind
 from .runtime.extism import ExtismLoaded, check_plugin
 
 if TYPE_CHECKING:
@@ -43,19 +43,10 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Invocation:
-    """The outcome of one successful call."""
+class Invocation(CallResult):
+    """The outcome of one successful call of a published transform."""
 
-    transform: PublishedTransform
-    output: str
-    fuel_used: int
-    duration_s: float
-    logs: list[LogLine] = field(default_factory=list)
-    import_calls: int = 0
-
-    @cached_property
-    def value(self) -> Any:
-        return json.loads(self.output)
+    transform: PublishedTransform = field(kw_only=True)
 
 
 def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
@@ -370,9 +361,16 @@ class Host:
             raise InvalidOutput(f"{t.name}: output is not JSON: {exc}") from None
         if p.output_validator is not None:
             _validate(p.output_validator, out, InvalidOutput, f"{t.name}: output")
-        return Invocation(
-            t, result.output, result.fuel_used, result.duration_s, result.logs, result.import_calls
+        invocation = Invocation(
+            result.output,
+            result.fuel_used,
+            result.duration_s,
+            result.logs,
+            result.import_calls,
+            transform=t,
         )
+        invocation.__dict__["value"] = out  # parsed once, above
+        return invocation
 
     async def ainvoke(
         self,
