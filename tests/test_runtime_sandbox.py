@@ -242,3 +242,19 @@ def test_module_tampered_in_store_is_refused_at_load(config_dir: Path, built: Pa
             second.invoke("uppercase", {"text": "x"})
     finally:
         second.close()
+
+
+def test_a_name_runs_the_version_published_by_another_process(
+    config_dir: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    serving = Host(make_config(config_dir))
+    other = Host(make_config(config_dir))  # stands for `ionflux publish` in another process
+    try:
+        publish_guest(serving, "flip", path=TESTING / "echo.wasm", version="0.1.0")
+        assert serving.invoke("flip", {"text": "a"}).value == {"text": "a"}
+        publish_guest(other, "flip", path=TESTING.parent / "uppercase.wasm", version="0.2.0")
+        assert serving.invoke("flip", {"text": "a"}).value == {"text": "A"}
+        assert serving.invoke("flip@0.1.0", {"text": "a"}).value == {"text": "a"}
+    finally:
+        other.close()
+        serving.close()

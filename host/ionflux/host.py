@@ -234,12 +234,18 @@ class Host:
     # --- invoking ------------------------------------------------------------
 
     def prepare(self, ref: str) -> _Prepared:
-        prepared = self._prepared.get(ref)
-        if prepared is not None:
-            return prepared
+        # The registry answers from memory unless another process published since,
+        # so a name always runs its latest version, even one published elsewhere.
         try:
             transform = self.registry.get(ref)
+            key = f"{transform.name}@{transform.version}"
         except UnknownTransform:
+            transform = None
+            key = ref
+        prepared = self._prepared.get(key)
+        if prepared is not None:
+            return prepared
+        if transform is None:
             transform = self._unregistered(ref)
         loaded: Loaded | ExtismLoaded
         if transform.abi == "extism":
@@ -255,7 +261,7 @@ class Host:
             jsonschema.Draft202012Validator(m.output_schema) if m.output_schema else None,
         )
         with self._lock:
-            self._prepared[ref] = prepared
+            self._prepared[key] = prepared
         return prepared
 
     def _unregistered(self, ref: str) -> PublishedTransform:
