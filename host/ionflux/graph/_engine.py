@@ -227,7 +227,8 @@ class Engine:
         started = time.time()
         recorder = RunRecorder(self.history, self._writer, run_id)
         value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
-        _, input_cid = recorder.value(value)
+        input_text = json_text(value)
+        _, input_cid = recorder.encoded(input_text)
         self.history.start_run(
             run_id=run_id,
             graph_name=plan.name,
@@ -241,6 +242,7 @@ class Engine:
             input_cid=input_cid,
             parent_run_id=parent[0] if parent else None,
             parent_node_id=parent[1] if parent else None,
+            input_text=input_text,
         )
         scope = _scope(plan, run_id, value, trigger, started)
         errors: list[dict[str, Any]] = []
@@ -313,11 +315,13 @@ class Engine:
         output_preview, output_cid = recorder.value(output)
         summary_cid = None
         if result is not None:
-            result = dataclasses.replace(result, output_cid=output_cid)
-            log = {"kind": "ionflux.run_log/1", "run": result.to_dict()}
-            log_text = json_text(log)
+            run = result.to_dict()
+            run["output_cid"] = output_cid  # the result's, set below with the summary's
+            log_text = json_text({"kind": "ionflux.run_log/1", "run": run})
             summary_cid = recorder.text_cid(log_text)
-            result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
+            result = dataclasses.replace(
+                result, output_cid=output_cid, step_results_summary_cid=summary_cid
+            )
         self.history.finish_run(
             recorder.run_id,
             status=status.value,

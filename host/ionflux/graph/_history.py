@@ -95,6 +95,10 @@ def new_run_id() -> str:
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _shorten(text, limit)
+
+
+def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -201,9 +205,24 @@ class RunHistory:
         input_cid: str | None,
         parent_run_id: str | None = None,
         parent_node_id: str | None = None,
+        input_text: str | None = None,
     ) -> None:
-        with self._tx() as db:
-            db.execute(
+        """Writes the run's row (status ``running``), committed before it returns.
+
+        ``input_text``: ``input`` already encoded as compact JSON with
+        ``ensure_ascii=False`` (the recorder's ``json_text``), so it is not encoded
+        again for the preview and the stored JSON.
+        """
+        if input_text is None:
+            input_preview, input_json = preview(input), _dump(input)
+        else:
+            input_preview = _shorten(input_text)
+            # The stored JSON is ASCII-escaped (``_dump``): the same text when it is ASCII.
+            input_json = input_text if input_text.isascii() else _dump(input)
+        # One statement in autocommit mode is its own transaction: committed on return,
+        # without the round-trips of an explicit BEGIN/COMMIT.
+        with self._lock:
+            self._db.execute(
                 "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
                 " parent_node_id, trigger_type, trigger_details_json, mode, status, start_time,"
                 " input_preview, input_cid, input_json, owner_host, owner_pid)"
@@ -219,9 +238,9 @@ class RunHistory:
                     _dump(trigger_details),
                     mode,
                     start_time,
-                    preview(input),
+                    input_preview,
                     input_cid,
-                    _dump(input),
+                    input_json,
                     self._host,
                     os.getpid(),
                 ),

@@ -102,7 +102,10 @@ class RunRecorder:
         """(preview, CID): the CID only when the preview is not the whole value."""
         if value is None:
             return None, None
-        text = json_text(value)
+        return self.encoded(json_text(value))
+
+    def encoded(self, text: str) -> tuple[str, str | None]:
+        """``value`` for a value already encoded by ``json_text``."""
         if len(text) <= PREVIEW_CHARS:
             return text, None
         return shorten(text), self.put_text(text)
