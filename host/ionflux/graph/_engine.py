@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ionwall import CallContext, Gate
+from ionwall import CallContext, Gate, Masker
 
 from .._errors import GraphError, IonfluxError, SchemaViolation, TemplateError
 from ..config import Config
@@ -114,6 +114,9 @@ class Engine:
         self.pod = pod
         self._writer = ValueWriter(pod) if pod is not None else None
         self.authorizer: Authorizer = authorizer or NoAuthorizer()
+        # What runs record (previews, values and run logs in the pod) is masked;
+        # the values nodes pass to each other are not.
+        self.masker = Masker(config.ionwall.secret_values, config.ionwall.sensitive_fields)
         self.planner = Planner(
             transforms=invoker,
             graphs=repository,
@@ -225,10 +228,12 @@ class Engine:
     ) -> RunResult:
         run_id = new_run_id()
         started = time.time()
-        recorder = RunRecorder(self.history, self._writer, run_id)
+        recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
         value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
         input_text = json_text(value)
-        _, input_cid = recorder.encoded(input_text)
+        masked = recorder.masker.value(value)
+        shown = input_text if masked == value else json_text(masked)
+        _, input_cid = recorder.encoded(shown)
         self.history.start_run(
             run_id=run_id,
             graph_name=plan.name,
@@ -243,6 +248,7 @@ class Engine:
             parent_run_id=parent[0] if parent else None,
             parent_node_id=parent[1] if parent else None,
             input_text=input_text,
+            input_shown=shown,
         )
         scope = _scope(plan, run_id, value, trigger, started)
         errors: list[dict[str, Any]] = []
@@ -315,7 +321,7 @@ class Engine:
         output_preview, output_cid = recorder.value(output)
         summary_cid = None
         if result is not None:
-            run = result.to_dict()
+            run = recorder.masker.value(result.to_dict())
             run["output_cid"] = output_cid  # the result's, set below with the summary's
             log_text = json_text({"kind": "ionflux.run_log/1", "run": run})
             summary_cid = recorder.text_cid(log_text)

@@ -206,17 +206,21 @@ class RunHistory:
         parent_run_id: str | None = None,
         parent_node_id: str | None = None,
         input_text: str | None = None,
+        input_shown: str | None = None,
     ) -> None:
         """Writes the run's row (status ``running``), committed before it returns.
 
         ``input_text``: ``input`` already encoded as compact JSON with
         ``ensure_ascii=False`` (the recorder's ``json_text``), so it is not encoded
-        again for the preview and the stored JSON.
+        again. ``input_shown``: the masked text the preview is cut from (default:
+        ``input_text``). The stored input itself is kept unmasked, in the owner's
+        data directory, so that ``ionflux runs rerun`` replays the real input.
         """
         if input_text is None:
-            input_preview, input_json = preview(input), _dump(input)
+            input_json = _dump(input)
+            input_preview = _shorten(input_shown) if input_shown is not None else preview(input)
         else:
-            input_preview = _shorten(input_text)
+            input_preview = _shorten(input_shown if input_shown is not None else input_text)
             # The stored JSON is ASCII-escaped (``_dump``): the same text when it is ASCII.
             input_json = input_text if input_text.isascii() else _dump(input)
         # One statement in autocommit mode is its own transaction: committed on return,

@@ -23,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any, Protocol
 
+from ionwall import Masker
+
 from .._errors import IonfluxError
 from ..store import cid_for_bytes
 from ._history import PREVIEW_CHARS, RunHistory, StepRecord
@@ -90,7 +92,9 @@ class RunRecorder:
         run_id: str,
         *,
         flush_after_s: float = 0.5,
+        masker: Masker | None = None,
     ):
+        self.masker = masker or Masker()
         self.history = history
         self.writer = writer
         self.run_id = run_id
@@ -102,10 +106,10 @@ class RunRecorder:
         """(preview, CID): the CID only when the preview is not the whole value."""
         if value is None:
             return None, None
-        return self.encoded(json_text(value))
+        return self.encoded(json_text(self.masker.value(value)))
 
     def encoded(self, text: str) -> tuple[str, str | None]:
-        """``value`` for a value already encoded by ``json_text``."""
+        """``value`` for a value already masked and encoded by ``json_text``."""
         if len(text) <= PREVIEW_CHARS:
             return text, None
         return shorten(text), self.put_text(text)
