@@ -69,7 +69,7 @@ def consent_to(wall: Ionwall, engine: Engine, ref: str, scopes: Sequence[str] = 
     from ionwall import ConsentRequired
 
     if not scopes:
-        return ""  # nothing to grant (see _hosting._NothingToGrant)
+        return ""  # nothing to grant: IonwallAuthorizer asks nothing for a scopeless graph
     plan = engine.load(ref)
     try:
         grant = wall.authorize(plan.cid, f"graph {plan.name}", plan.graph.version, list(scopes))
