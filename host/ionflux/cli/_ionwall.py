@@ -18,7 +18,6 @@ import click
 from ionwall import (
     ConsentStatus,
     Ionwall,
-    IonwallError,
     Masker,
     ScopeError,
     TokenError,
@@ -81,17 +80,6 @@ DURATION = _Duration()
 SCOPE = _Scope()
 
 
-class _Group(click.Group):
-    """Turns every ``IonwallError`` into one line on stderr and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except IonwallError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-
 def _when(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -103,7 +91,7 @@ def _echo_json(data: Any) -> None:
 # -- consent -------------------------------------------------------------------
 
 
-@click.group(cls=_Group)
+@click.group()
 def consent() -> None:
     """Consent requests: what transforms ask for, and your answers."""
 
@@ -175,7 +163,7 @@ def consent_deny(app: App, consent_id: str) -> None:
 # -- grants --------------------------------------------------------------------
 
 
-@click.group(cls=_Group)
+@click.group()
 def grants() -> None:
     """Grants: what you allowed, until when; revoke them at any time."""
 
@@ -213,7 +201,7 @@ def grants_revoke(app: App, grant_id: str) -> None:
 # -- audit ---------------------------------------------------------------------
 
 
-@click.group(cls=_Group)
+@click.group()
 def audit() -> None:
     """The audit log: every allow and deny, hash-chained."""
 
@@ -249,7 +237,7 @@ def audit_verify(app: App) -> None:
 # -- token ---------------------------------------------------------------------
 
 
-@click.group(cls=_Group)
+@click.group()
 def token() -> None:
     """Tokens for HTTP and NATS callers."""
 
