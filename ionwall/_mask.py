@@ -18,6 +18,8 @@ from typing import Any
 
 MASK = "***"
 DEFAULT_SENSITIVE_FIELDS = ("password", "secret", "token", "api_key", "authorization")
+_SCALARS = frozenset({int, float, bool, type(None)})
+_KNOWN_KEYS = 4096
 
 
 def _normalise(name: str) -> str:
@@ -27,7 +29,7 @@ def _normalise(name: str) -> str:
 class Masker:
     """Masks secret values and sensitive fields; cheap when there is nothing to mask."""
 
-    __slots__ = ("_fields", "_secrets")
+    __slots__ = ("_fields", "_known", "_secrets")
 
     def __init__(
         self,
@@ -37,6 +39,8 @@ class Masker:
         values = sorted({v for v in secret_values if v}, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, values))) if values else None
         self._fields = tuple(n for n in (_normalise(f) for f in sensitive_fields) if n)
+        # Mapping keys repeat (the same fields in every record): each is judged once.
+        self._known: dict[str, bool] = {}
 
     def text(self, text: str) -> str:
         """``text`` with every secret value replaced by ``***``."""
@@ -45,18 +49,28 @@ class Masker:
         return self._secrets.sub(MASK, text)
 
     def is_sensitive(self, field: str) -> bool:
-        name = _normalise(field)
-        return any(f in name for f in self._fields)
+        known = self._known.get(field)
+        if known is None:
+            name = _normalise(field)
+            known = any(f in name for f in self._fields)
+            if len(self._known) < _KNOWN_KEYS:  # keys chosen by callers: bounded
+                self._known[field] = known
+        return known
 
     def value(self, value: Any) -> Any:
         """A copy of ``value`` (JSON-like data) with secrets and sensitive fields masked."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind is str:
+            return value if self._secrets is None else self._secrets.sub(MASK, value)
+        if kind in _SCALARS:
+            return value
+        if kind is dict or isinstance(value, Mapping):
             return {
                 k: MASK if isinstance(k, str) and self.is_sensitive(k) else self.value(v)
                 for k, v in value.items()
             }
-        if isinstance(value, list | tuple):
+        if kind is list or isinstance(value, list | tuple):
             return [self.value(v) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
         return value

@@ -313,7 +313,7 @@ class Host:
                 raise InvalidInput(f"input is not JSON: {exc}") from None
         else:
             value = input
-            text = json.dumps(input, separators=(",", ":"))
+            text = _ENCODER.encode(input)
         if p.input_validator is not None:
             _validate(p.input_validator, value, InvalidInput, f"{t.name}: input")
         gate = gate or self.gate
@@ -391,6 +391,9 @@ class Host:
         return await asyncio.to_thread(
             lambda: self.invoke(ref, input, ctx=ctx, gate=gate, config=config)
         )
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once, not per call
 
 
 def _validate(

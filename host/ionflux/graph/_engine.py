@@ -321,13 +321,10 @@ class Engine:
         output_preview, output_cid = recorder.value(output)
         summary_cid = None
         if result is not None:
-            run = recorder.masker.value(result.to_dict())
-            run["output_cid"] = output_cid  # the result's, set below with the summary's
-            log_text = json_text({"kind": "ionflux.run_log/1", "run": run})
+            result = dataclasses.replace(result, output_cid=output_cid)
+            log_text = recorder.run_log(result)
             summary_cid = recorder.text_cid(log_text)
-            result = dataclasses.replace(
-                result, output_cid=output_cid, step_results_summary_cid=summary_cid
-            )
+            result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
         self.history.finish_run(
             recorder.run_id,
             status=status.value,

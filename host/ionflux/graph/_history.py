@@ -93,9 +93,13 @@ def new_run_id() -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
+# Built once: ``json.dumps`` with options builds a new encoder per call.
+_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_ASCII = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    return _shorten(text, limit)
+    return _shorten(_TEXT.encode(value), limit)
 
 
 def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -424,7 +428,7 @@ def _step(r: tuple[Any, ...]) -> StepRecord:
 
 
 def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return None if value is None else _ASCII.encode(value)
 
 
 def _alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ from ionwall import Masker
 from .._errors import IonfluxError
 from ..store import cid_for_bytes
 from ._history import PREVIEW_CHARS, RunHistory, StepRecord
-from ._result import StepResult
+from ._result import RunResult, StepResult
 
 
 class ValuePod(Protocol):
@@ -39,8 +39,12 @@ class ValuePod(Protocol):
     def get_bytes(self, cid: str) -> bytes: ...
 
 
+# One encoder for every record: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODER.encode(value)
 
 
 def shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -101,12 +105,17 @@ class RunRecorder:
         self.flush_after_s = flush_after_s
         self._buffer: list[StepRecord] = []
         self._oldest = 0.0
+        # Each step's inputs and outputs as masked for its row, kept for the run log.
+        self._shown: dict[str, tuple[Any, Any]] = {}
 
     def value(self, value: Any) -> tuple[str | None, str | None]:
         """(preview, CID): the CID only when the preview is not the whole value."""
-        if value is None:
+        return self._masked(self.masker.value(value))
+
+    def _masked(self, shown: Any) -> tuple[str | None, str | None]:
+        if shown is None:
             return None, None
-        return self.encoded(json_text(self.masker.value(value)))
+        return self.encoded(json_text(shown))
 
     def encoded(self, text: str) -> tuple[str, str | None]:
         """``value`` for a value already masked and encoded by ``json_text``."""
@@ -127,8 +136,10 @@ class RunRecorder:
         return None if self.writer is None else cid_for_bytes(text.encode("utf-8"))
 
     def step(self, step: StepResult) -> StepResult:
-        inputs_preview, inputs_cid = self.value(step.inputs)
-        outputs_preview, outputs_cid = self.value(step.outputs)
+        shown = self.masker.value(step.inputs), self.masker.value(step.outputs)
+        self._shown[step.node_id] = shown
+        inputs_preview, inputs_cid = self._masked(shown[0])
+        outputs_preview, outputs_cid = self._masked(shown[1])
         step_run_id = f"{self.run_id}.{step.node_id}"
         if not self._buffer:
             self._oldest = time.monotonic()
@@ -157,6 +168,24 @@ class RunRecorder:
         return replace(
             step, inputs_cid=inputs_cid, outputs_cid=outputs_cid, step_run_id=step_run_id
         )
+
+    def run_log(self, result: RunResult) -> str:
+        """The run log stored in the pod: the whole result, masked. The steps' values
+        were masked when they were recorded; the rest is masked here."""
+        mask = self.masker
+        run = result.to_dict()
+        steps = run.pop("steps")
+        run = mask.value(run)
+        for step in steps:
+            shown = self._shown.get(step["node_id"])
+            if shown is None:
+                shown = mask.value(step["inputs"]), mask.value(step["outputs"])
+            step["inputs"], step["outputs"] = shown
+            step["error"] = mask.value(step["error"])
+            if step["reason"] is not None:
+                step["reason"] = mask.text(step["reason"])
+        run["steps"] = steps
+        return json_text({"kind": "ionflux.run_log/1", "run": run})
 
     def take(self) -> list[StepRecord]:
         """The buffered rows, for the run's closing transaction."""
