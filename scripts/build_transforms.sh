@@ -34,7 +34,7 @@ case "$WHAT" in
 esac
 
 STANDARD=(uppercase text-stats json-path template pod-fetch pod-store nats-publish http-request)
-TESTING=(spin grow-memory deep-recursion trap huge-output bad-output echo all-imports)
+TESTING=(spin grow-memory deep-recursion trap huge-output bad-output echo all-imports busy)
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="${IONFLUX_BUILD_DIR:-$ROOT/build/transforms}"

@@ -373,6 +373,7 @@ class Host:
             result.duration_s,
             result.logs,
             result.import_calls,
+            result.import_s,
             transform=t,
         )
         invocation.__dict__["value"] = out  # parsed once, above

@@ -85,6 +85,29 @@ class _Context:
     recorder: RunRecorder
 
 
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """A rendered node that runs as one blocking call, waiting for a thread."""
+
+    planned: PlannedNode
+    rendered: Rendered
+    started: float
+
+
+# Calls measured under _LIGHT_S, or computing more than they wait, share
+# threads, each with at least _GROUP_S of work; the averages weigh a new
+# measure by _COST_WEIGHT.
+_LIGHT_S = 0.0005
+_GROUP_S = 0.002
+_COST_WEIGHT = 0.3
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+# A lane's node that ended, with the node the lane went on to.
+_Advanced = tuple[PlannedNode, Outcome, str]
+# How long a lane may run nodes before it reports them to the loop.
+_LANE_REPORT_S = 0.01
+
+
 @dataclass(slots=True)
 class _Running:
     """What one task of ``_execute`` is running. A lane (a chain of nodes run back
@@ -94,6 +117,12 @@ class _Running:
     node_id: str | None
     stop: threading.Event | None = None
     closed: bool = False
+    members: tuple[str, ...] = ()  # a group's nodes (see ``_group``)
+
+    def unsettled(self, scheduler: Scheduler) -> list[str]:
+        """The nodes this task still owns, to cancel with it."""
+        owned = self.members or ((self.node_id,) if self.node_id is not None else ())
+        return [n for n in owned if scheduler.status[n] is NodeStatus.RUNNING]
 
 
 class Engine:
@@ -124,6 +153,9 @@ class Engine:
             max_subgraph_depth=config.graph.max_subgraph_depth,
         )
         self._plans: dict[str, Plan] = {}
+        # What each transform's calls take, moving averages of (CPU, I/O wait)
+        # seconds: ``_groups`` packs light and CPU-bound ones on as few threads as pay.
+        self._costs: dict[str, tuple[float, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._semaphores: weakref.WeakKeyDictionary[
@@ -371,15 +403,21 @@ class Engine:
         try:
             while not scheduler.done:
                 room = 1 - len(tasks) if one_at_a_time else None
+                lanes: list[_Head] = []
                 for node_id in scheduler.ready(room) if room is None or room > 0 else []:
                     planned = plan.nodes[node_id]
                     scheduler.start(node_id)
                     started = await self._start(ctx, planned, scheduler, steps)
-                    if started is not None:
+                    if isinstance(started, tuple):
                         task, running = started
                         tasks[task] = running
+                    elif started is not None:
+                        lanes.append(started)
                     if scheduler.aborted:
                         break
+                for group in self._groups(lanes):
+                    task, running = self._launch(ctx, group, scheduler, steps)
+                    tasks[task] = running
                 if not tasks:
                     if scheduler.done:
                         break
@@ -388,8 +426,8 @@ class Engine:
                 for task in finished:
                     running = tasks.pop(task)
                     if task.cancelled():
-                        if running.node_id is not None:
-                            scheduler.cancelled(running.node_id)
+                        for node_id in running.unsettled(scheduler):
+                            scheduler.cancelled(node_id)
                         continue
                     outcome = task.result()
                     if outcome is not None:  # None: a lane whose last node the loop refused
@@ -431,9 +469,10 @@ class Engine:
         planned: PlannedNode,
         scheduler: Scheduler,
         steps: dict[str, StepResult],
-    ) -> tuple[asyncio.Task[Outcome | None], _Running] | None:
+    ) -> tuple[asyncio.Task[Outcome | None], _Running] | _Head | None:
         """Renders the node and starts it as a task, or settles it at once (skipped by
-        ``if`` or by the debugger, a template that fails)."""
+        ``if`` or by the debugger, a template that fails). A node that runs as one
+        blocking call is returned as a ``_Head``, for ``_groups`` to place."""
         now = time.time()
         try:
             first = render(planned, _node_scope(ctx, planned, 1))
@@ -491,9 +530,7 @@ class Engine:
                 return None
 
         if _runs_in_lane(ctx, planned):
-            running = _Running(planned.id, threading.Event())
-            lane = self._lane(ctx, planned, first, now, running, scheduler, steps)
-            return asyncio.create_task(lane, name=planned.id), running
+            return _Head(planned, first, now)
 
         async def call(inputs: Any, attempt: int) -> Called:
             return await self._call(ctx, planned, inputs)
@@ -505,6 +542,95 @@ class Engine:
             execute(planned, first, rerender, call), name=planned.id
         )
         return task, _Running(planned.id)
+
+    def _groups(self, heads: list[_Head]) -> list[list[_Head]]:
+        """Places the nodes that became ready together on worker threads. A node
+        whose calls were measured light (under ``_LIGHT_S``) or CPU-bound (more
+        CPU time than time waiting in imports) shares threads with the others like it: as
+        many threads as there are CPUs, fewer when there is too little work for
+        each to be worth its hop (``_GROUP_S``), balanced by measured cost. More
+        threads than CPUs would only queue on the GIL, and a thread hop costs more
+        than a light call. Any other node (waiting on I/O, or never measured) gets
+        a thread of its own."""
+        if len(heads) < 2:
+            return [heads] if heads else []
+        packed: list[tuple[float, _Head]] = []
+        groups: list[list[_Head]] = []
+        for head in heads:
+            cost = self._costs.get(_cost_key(head.planned))
+            if cost is not None and (cost[0] + cost[1] < _LIGHT_S or cost[1] < cost[0]):
+                packed.append((cost[0] + cost[1], head))
+            else:
+                groups.append([head])
+        if packed:
+            work = sum(wall for wall, _ in packed)
+            threads = max(1, min(len(packed), _CPUS, int(work / _GROUP_S)))
+            shares: list[tuple[float, list[_Head]]] = [(0.0, []) for _ in range(threads)]
+            for wall, head in sorted(packed, key=lambda item: -item[0]):
+                load, members = min(shares, key=lambda share: share[0])
+                members.append(head)
+                shares[shares.index((load, members))] = (load + wall, members)
+            # The nodes of a share keep their file order.
+            order = {id(head): i for i, head in enumerate(heads)}
+            groups += [sorted(m, key=lambda h: order[id(h)]) for _, m in shares if m]
+        return groups
+
+    def _launch(
+        self,
+        ctx: _Context,
+        group: list[_Head],
+        scheduler: Scheduler,
+        steps: dict[str, StepResult],
+    ) -> tuple[asyncio.Task[Outcome | None], _Running]:
+        if len(group) == 1:
+            (head,) = group
+            running = _Running(head.planned.id, threading.Event())
+            lane = self._lane(
+                ctx, head.planned, head.rendered, head.started, running, scheduler, steps
+            )
+            return asyncio.create_task(lane, name=head.planned.id), running
+        members = tuple(head.planned.id for head in group)
+        running = _Running(None, threading.Event(), members=members)
+        task = asyncio.create_task(
+            self._group(ctx, group, running, scheduler, steps), name="+".join(members)
+        )
+        return task, running
+
+    async def _group(
+        self,
+        ctx: _Context,
+        group: list[_Head],
+        running: _Running,
+        scheduler: Scheduler,
+        steps: dict[str, StepResult],
+    ) -> None:
+        """Runs independent light nodes back to back on one worker thread and settles
+        them on the loop when the last one ends."""
+        stop = running.stop
+        assert stop is not None
+
+        def calls() -> list[tuple[PlannedNode, Outcome]]:
+            done: list[tuple[PlannedNode, Outcome]] = []
+            for head in group:
+                if stop.is_set():
+                    break
+                call = self._blocking_call(ctx, head.planned)
+                done.append(
+                    (head.planned, run_once(head.planned, head.rendered, call, time.time()))
+                )
+            return done
+
+        try:
+            async with self._semaphore():
+                done = await asyncio.get_running_loop().run_in_executor(self._executor(), calls)
+        except asyncio.CancelledError:
+            running.closed = True
+            stop.set()
+            raise
+        for planned, outcome in done:
+            if scheduler.status[planned.id] is NodeStatus.RUNNING:
+                self._settle(ctx, planned, outcome, scheduler, steps)
+        return None
 
     async def _lane(
         self,
@@ -519,23 +645,28 @@ class Engine:
         """Runs ``planned`` and then, while each node's only dependent is ready and
         needs nothing the loop does (a timeout, retries, a sub-graph, the debugger),
         that dependent, on one worker thread: a linear chain pays one hop to the
-        thread, not one per node. Each node but the last is settled on the loop as
-        it ends (``_advance``); the last one's outcome is returned."""
+        thread, not one per node. The nodes but the last are settled on the loop
+        (``_advance``) in batches: at the latest every ``_LANE_REPORT_S`` while the
+        lane runs, and the rest when it ends, so a fast chain does not wake the
+        loop once per node and a slow one stays observable as it goes. The last
+        node's outcome is returned."""
         loop = asyncio.get_running_loop()
         stop = running.stop
         assert stop is not None
         plan = ctx.plan
 
-        def chain() -> tuple[str, Outcome]:
+        def chain() -> tuple[str, Outcome, list[_Advanced]]:
             current, rendered, began = planned, first, started
+            batch: list[_Advanced] = []
+            reported = time.monotonic()
             while True:
                 outcome = run_once(current, rendered, self._blocking_call(ctx, current), began)
                 following = plan.successors.get(current.id)
                 if outcome.status != "success" or following is None or stop.is_set():
-                    return current.id, outcome
+                    return current.id, outcome, batch
                 after = plan.nodes[following]
                 if not _runs_in_lane(ctx, after):
-                    return current.id, outcome
+                    return current.id, outcome, batch
                 # The loop settles `current` later; `after` reads its outputs now.
                 scope = _node_scope(ctx, after, 1)
                 scope["nodes"] = {
@@ -545,46 +676,48 @@ class Engine:
                 try:
                     next_rendered = render(after, scope)
                 except TemplateError:
-                    return current.id, outcome  # the loop starts `after` and reports it
+                    return current.id, outcome, batch  # the loop starts `after`, reports it
                 if not next_rendered.run:
-                    return current.id, outcome
-                loop.call_soon_threadsafe(
-                    self._advance, ctx, running, current, outcome, after.id, scheduler, steps
-                )
+                    return current.id, outcome, batch
+                batch.append((current, outcome, after.id))
+                now = time.monotonic()
+                if now - reported >= _LANE_REPORT_S:
+                    loop.call_soon_threadsafe(self._advance, ctx, running, batch, scheduler, steps)
+                    batch, reported = [], now
                 current, rendered, began = after, next_rendered, time.time()
 
         try:
             async with self._semaphore():
-                last, outcome = await loop.run_in_executor(self._executor(), chain)
+                last, outcome, batch = await loop.run_in_executor(self._executor(), chain)
         except asyncio.CancelledError:
             running.closed = True
             stop.set()
             raise
+        self._advance(ctx, running, batch, scheduler, steps)
         return outcome if running.node_id == last else None
 
     def _advance(
         self,
         ctx: _Context,
         running: _Running,
-        planned: PlannedNode,
-        outcome: Outcome,
-        following: str,
+        batch: list[_Advanced],
         scheduler: Scheduler,
         steps: dict[str, StepResult],
     ) -> None:
-        """On the loop: a lane's node ended and the lane went on to ``following``."""
-        if running.closed:
-            return  # the task was cancelled; its node is recorded as cancelled
-        self._settle(ctx, planned, outcome, scheduler, steps)
-        if scheduler.status[following] is NodeStatus.PENDING and not (
-            scheduler.failed or scheduler.aborted
-        ):
-            scheduler.start(following)
-            running.node_id = following
-        else:
-            running.node_id = None
-            assert running.stop is not None
-            running.stop.set()
+        """On the loop: a lane's nodes ended, each followed by the next in the lane."""
+        for planned, outcome, following in batch:
+            if running.closed or running.node_id != planned.id:
+                return  # cancelled (recorded as such), or the loop refused this node
+            self._settle(ctx, planned, outcome, scheduler, steps)
+            if scheduler.status[following] is NodeStatus.PENDING and not (
+                scheduler.failed or scheduler.aborted
+            ):
+                scheduler.start(following)
+                running.node_id = following
+            else:
+                running.node_id = None
+                assert running.stop is not None
+                running.stop.set()
 
     def _blocking_call(self, ctx: _Context, planned: PlannedNode) -> Callable[[Any], Called]:
         transform = planned.transform
@@ -598,8 +731,22 @@ class Engine:
         )
         gate: Gate | None = ctx.authorization.gate
 
+        costs, key = self._costs, _cost_key(planned)
+
         def call(inputs: Any) -> Called:
-            done = self.invoker.invoke(transform, inputs, ctx=call_ctx, gate=gate)
+            # A guest computes or waits in an import: the thread's CPU time is the
+            # first (the wait for the GIL is not in it), the imports' time the second.
+            cpu, wait = time.thread_time(), 0.0
+            try:
+                done = self.invoker.invoke(transform, inputs, ctx=call_ctx, gate=gate)
+                wait = done.wait_s
+            finally:  # a failed call is measured too, as all compute
+                cpu = time.thread_time() - cpu
+                before = costs.get(key)
+                if before is not None:
+                    cpu = before[0] + _COST_WEIGHT * (cpu - before[0])
+                    wait = before[1] + _COST_WEIGHT * (wait - before[1])
+                costs[key] = (cpu, wait)
             return Called(done.value, done.fuel_used)
 
         return call
@@ -724,6 +871,11 @@ def _scope(
         },
         "null": None,
     }
+
+
+def _cost_key(planned: PlannedNode) -> str:
+    transform = planned.transform
+    return transform.cid if transform is not None else planned.target
 
 
 def _runs_in_lane(ctx: _Context, planned: PlannedNode) -> bool:

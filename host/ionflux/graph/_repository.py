@@ -22,6 +22,8 @@ from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import parse_yaml
 
+_FILES_KEPT = 256  # graph files remembered with their stat
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS graph_sources (
     cid TEXT PRIMARY KEY,
@@ -78,6 +80,7 @@ class GraphRepository:
         self._lock = threading.Lock()
         self._pod = pod
         self._parsed: dict[str, FluxGraph] = {}
+        self._files: dict[str, tuple[tuple[int, int, int], GraphText]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -161,10 +164,21 @@ class GraphRepository:
         path = Path(ref)
         if ref.endswith((".yaml", ".yml")) or path.is_file():
             try:
+                # A file is read again only when it changed (a stat is far cheaper
+                # than an open and a read on the event loop).
+                st = path.stat()
+                key = (st.st_ino, st.st_size, st.st_mtime_ns)
+                seen = self._files.get(ref)
+                if seen is not None and seen[0] == key:
+                    return seen[1]
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise GraphNotFound(f"cannot read graph file {ref}: {exc.strerror}") from None
-            return GraphText(text, cid_for_bytes(text.encode("utf-8")), str(path))
+            read = GraphText(text, cid_for_bytes(text.encode("utf-8")), str(path))
+            if len(self._files) >= _FILES_KEPT:
+                self._files.clear()
+            self._files[ref] = (key, read)
+            return read
         stored = self.text(ref)
         if stored is not None:
             return GraphText(stored, ref, ref)

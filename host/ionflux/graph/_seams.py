@@ -31,6 +31,7 @@ class Invoked:
     value: Any
     fuel_used: int
     duration_s: float
+    wait_s: float = 0.0  # of duration_s, the time spent waiting on I/O (imports)
 
 
 class Invoker(Protocol):
@@ -69,7 +70,7 @@ class HostInvoker:
     ) -> Invoked:
         ref = f"{transform.name}@{transform.version}"
         done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
-        return Invoked(done.value, done.fuel_used, done.duration_s)
+        return Invoked(done.value, done.fuel_used, done.duration_s, done.import_s)
 
 
 @dataclass(frozen=True, slots=True)

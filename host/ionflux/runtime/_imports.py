@@ -89,6 +89,7 @@ class ImportEnv:
     http_max_response_bytes: int = 4 * 1024 * 1024
     logs: list[LogLine] = field(default_factory=list)
     calls: int = 0
+    import_s: float = 0.0  # wall time spent in the imports' bodies: waiting on I/O
 
 
 _local = threading.local()
@@ -126,12 +127,15 @@ def _gated(scope_of: Callable[..., str]) -> Callable[[Callable[..., Any]], Calla
                 return _err("denied", f"{scope}: gate failed: {exc}")
             if not decision.allowed:
                 return _err("denied", f"{scope}: {decision.reason}")
+            began = time.perf_counter()
             try:
                 return body(env, *args)
             except IonfluxError as exc:
                 return _err(_case_of(exc), str(exc))
             except Exception as exc:
                 return _err("failed", f"{type(exc).__name__}: {exc}")
+            finally:
+                env.import_s += time.perf_counter() - began
 
         host_func.__name__ = body.__name__
         return host_func

@@ -68,6 +68,7 @@ class CallResult:
     duration_s: float
     logs: list[LogLine] = field(default_factory=list)
     import_calls: int = 0
+    import_s: float = 0.0  # of duration_s, the time the imports took (I/O waits)
 
     @cached_property
     def value(self) -> Any:
@@ -185,7 +186,7 @@ class Runtime:
                 f"output is {len(result.encode('utf-8'))} bytes, over the "
                 f"{limits.max_output_bytes}-byte limit"
             )
-        return CallResult(result, fuel_used, duration, env.logs, env.calls)
+        return CallResult(result, fuel_used, duration, env.logs, env.calls, env.import_s)
 
 
 def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError:

@@ -179,7 +179,7 @@ class ExtismLoaded:
             text = out.decode("utf-8")
         except UnicodeDecodeError:
             raise GuestTrap("plugin output is not UTF-8 text") from None
-        return CallResult(text, 0, time.perf_counter() - started, env.logs, env.calls)
+        return CallResult(text, 0, time.perf_counter() - started, env.logs, env.calls, env.import_s)
 
 
 def _classify(message: str, limits: CallLimits) -> Exception:
