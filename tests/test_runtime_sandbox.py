@@ -97,6 +97,52 @@ def test_spin_hits_wall_clock(tmp_path: Path, built: Path, publish_guest: GuestP
         h.close()
 
 
+def test_guest_code_runs_without_the_gil(
+    tmp_path: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    # The short wasmtime calls keep the GIL (runtime/_gil.py); running guest code
+    # must not: while a guest spins, Python on another thread goes on, and the
+    # epoch ticker (a Python thread) still stops the guest at its deadline.
+    import ctypes
+    import threading
+
+    from ionflux.runtime._gil import SHORT_CALLS, keep_gil_for_short_calls
+    from wasmtime import _bindings
+
+    assert keep_gil_for_short_calls() == list(SHORT_CALLS)
+    for name in SHORT_CALLS:
+        assert getattr(_bindings, "_" + name)._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+    for name in ("wasmtime_component_func_call", "wasmtime_component_linker_instantiate"):
+        assert not getattr(_bindings, "_" + name)._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+
+    h = Host(make_config(tmp_path, fuel=10**15, timeout_ms=400, ceiling_factor=1))
+    try:
+        publish_guest(h, "spin")
+        errors: list[BaseException] = []
+
+        def spin() -> None:
+            try:
+                h.invoke("spin", {})
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=spin)
+        worker.start()
+        time.sleep(0.05)  # the guest is spinning now
+        counted, until = 0, time.perf_counter() + 0.2
+        while time.perf_counter() < until:
+            counted += 1
+        worker.join(5)
+        assert not worker.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], e.DeadlineExceeded)
+        # Hundreds of thousands of loop turns in 200 ms. A guest holding the GIL
+        # would never give it back (native code does not yield it): this loop
+        # and the ticker would stop, and the test would hang to its timeout.
+        assert counted > 10_000, counted
+    finally:
+        h.close()
+
+
 def test_memory_limit(host: Host, publish_guest: GuestPublisher) -> None:
     publish_guest(host, "grow-memory", limits={"memory_bytes": 4 * 1024 * 1024})
     with pytest.raises(e.MemoryLimitExceeded, match="4194304"):

@@ -37,6 +37,7 @@ from . import _wasmtime_fixes
 from ._cache import CompileCache
 from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
+from ._gil import keep_gil_for_short_calls
 from ._imports import ImportEnv, LogLine, define_imports, set_env
 from ._world import check_world, compile_component
 
@@ -92,6 +93,7 @@ class Runtime:
         max_memory_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         _wasmtime_fixes.install()
+        keep_gil_for_short_calls()
         self.engine = make_engine(
             max_wasm_stack_bytes, sandboxes=sandboxes, max_memory_bytes=max_memory_bytes
         )
