@@ -87,6 +87,8 @@ class Ionwall:
         self._clock = clock
         self._key = load_or_create_key(self.data_dir)
         self._public = self._key.public_key()
+        # Tokens whose signature already verified under this key (see verify_token).
+        self._verified_tokens: dict[str, Claims] = {}
         self.public_key = encode_public_key(self._public)
         self._store = GrantStore(self.data_dir)
         self.audit = AuditLog(self.data_dir, self.masker)
@@ -486,6 +488,7 @@ class Ionwall:
             required_scope=required_scope,
             is_revoked=self._revocation_reason,
             now=self._clock(),
+            verified=self._verified_tokens,
         )
 
     def _revocation_reason(self, token_id: str) -> str | None:

@@ -16,7 +16,7 @@ it (``PermissionDenied``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,9 @@ from ._scope import covering, parse_scope, parse_scopes
 ISSUER = "ionwall"
 ALGORITHM = "EdDSA"
 _REQUIRED = ("iss", "sub", "scopes", "iat", "nbf", "exp", "jti")
+
+#: Verified tokens an IONWALL remembers (then it forgets them all and starts over).
+VERIFIED_KEPT = 4096
 
 #: Given a token id, the reason it is revoked, or None when it is not.
 RevocationCheck = Callable[[str], str | None]
@@ -104,8 +107,26 @@ def verify_token(
     required_scope: str | None = None,
     is_revoked: RevocationCheck | None = None,
     now: float | None = None,
+    verified: MutableMapping[str, Claims] | None = None,
 ) -> Claims:
-    """The claims of ``token``, or the precise reason it must be refused."""
+    """The claims of ``token``, or the precise reason it must be refused.
+
+    ``verified`` remembers tokens whose signature and claims already checked out
+    under ``public_key`` (keyed by the whole token, so no other token can hit
+    it); their times, revocation and scope are checked on every call."""
+    claims = verified.get(token) if verified is not None else None
+    if claims is None:
+        claims = _verified_claims(token, public_key)
+        if verified is not None:
+            if len(verified) >= VERIFIED_KEPT:
+                verified.clear()
+            verified[token] = claims
+    current = time.time() if now is None else now
+    return _check_claims(claims, current, is_revoked, required_scope)
+
+
+def _verified_claims(token: str, public_key: Ed25519PublicKey) -> Claims:
+    """The claims of a token whose header, signature and claims check out."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -136,8 +157,15 @@ def verify_token(
         ) from exc
     except jwt.PyJWTError as exc:
         raise TokenInvalid(f"token refused: {exc}") from exc
-    claims = _claims(payload)
-    current = time.time() if now is None else now
+    return _claims(payload)
+
+
+def _check_claims(
+    claims: Claims,
+    current: float,
+    is_revoked: RevocationCheck | None,
+    required_scope: str | None,
+) -> Claims:
     if current >= claims.expires_at.timestamp():
         raise TokenExpired(f"token {claims.token_id} expired at {claims.expires_at.isoformat()}")
     if current < claims.not_before.timestamp():

@@ -102,6 +102,31 @@ def test_revoked_token(wall: Ionwall) -> None:
         wall.verify_token(grant.token)
 
 
+def test_a_token_verified_once_is_still_checked_on_every_call(tmp_path: Path) -> None:
+    # The signature is verified once per token; expiry, revocation and scope
+    # are not remembered: each call checks them again.
+    now = [time.time()]
+    with Ionwall(tmp_path / "ionwall", clock=lambda: now[0]) as wall:
+        grant = wall.issue_token(["execute_graph:digest"], timedelta(minutes=5))
+        assert wall.verify_token(grant.token, "execute_graph:digest").token_id == grant.id
+        assert grant.token in wall._verified_tokens
+        with pytest.raises(PermissionDenied):
+            wall.verify_token(grant.token, "execute_graph:other")
+        now[0] += 301
+        with pytest.raises(TokenExpired):
+            wall.verify_token(grant.token)
+        now[0] -= 301
+        assert wall.verify_token(grant.token).token_id == grant.id
+        wall.revoke(grant.id)
+        with pytest.raises(TokenRevoked):
+            wall.verify_token(grant.token)
+        # A token one character away from a remembered one is verified afresh.
+        head, payload, signature = grant.token.split(".")
+        flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+        with pytest.raises(TokenInvalid):
+            wall.verify_token(f"{head}.{payload}.{flipped}")
+
+
 def test_token_whose_scopes_do_not_cover_the_call(wall: Ionwall) -> None:
     token = wall.issue_token(["execute_graph:digest"], timedelta(hours=1), subject="ci").token
     with pytest.raises(PermissionDenied) as info:
