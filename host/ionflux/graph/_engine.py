@@ -224,8 +224,14 @@ class Engine:
         mode: Mode = "run_all",
         trigger: RunTrigger | None = None,
         debugger: Debugger | None = None,
+        run_id: str | None = None,
+        input_checked: bool = False,
     ) -> RunResult:
-        """Runs a graph once; the result says how it went (see the module docstring)."""
+        """Runs a graph once; the result says how it went (see the module docstring).
+
+        ``run_id``: the id to run under (a trigger that promised one to its caller);
+        default a new ULID. ``input_checked``: the caller already checked ``input``
+        (with defaults applied) against the graph's ``input_schema``."""
         if mode not in MODES:
             raise GraphError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
         plan = graph_ref if isinstance(graph_ref, Plan) else self.load(graph_ref)
@@ -235,7 +241,15 @@ class Engine:
                 plan, cid=self.repository.remember(text, plan.name, plan.graph.version)
             )
         return await self._run(
-            plan, input, mode, trigger or RunTrigger(), debugger, depth=0, chain=(plan.name,)
+            plan,
+            input,
+            mode,
+            trigger or RunTrigger(),
+            debugger,
+            depth=0,
+            chain=(plan.name,),
+            run_id=run_id,
+            input_checked=input_checked,
         )
 
     async def rerun(self, run_id: str, *, mode: Mode = "run_all") -> RunResult:
@@ -257,8 +271,10 @@ class Engine:
         depth: int,
         chain: tuple[str, ...],
         parent: tuple[str, str] | None = None,
+        run_id: str | None = None,
+        input_checked: bool = False,
     ) -> RunResult:
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         started = time.time()
         recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
         value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
@@ -290,7 +306,8 @@ class Engine:
         requested: list[str] = []
         to_ask: list[str] = []
         try:
-            check("input", plan.input_validator, value)
+            if not input_checked:
+                check("input", plan.input_validator, value)
             requested = _requested_scopes(plan, scope)
             auth = self.authorizer.authorize(
                 subject=trigger.subject,

@@ -198,6 +198,8 @@ def iter_file_blocks(chunks: Iterable[bytes]) -> Iterator[Block]:
 
 def cid_for_bytes(data: bytes) -> str:
     """The CID Kubo prints for ``ipfs add --cid-version=1 --raw-leaves`` of a file of ``data``."""
+    if len(data) <= CHUNK_SIZE:  # one chunk: the file is its raw leaf (most run values)
+        return str(Cid.for_block(RAW, data))
     # Keep only the last block (the root), not the whole file, in memory.
     ((root, _),) = deque(iter_file_blocks(iter_chunks(data)), maxlen=1)
     return str(root)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..graph._history import new_run_id
 from ._errors import Overloaded, RunRefused, ShuttingDown, error_body, http_status
 from ._events import RunResultLike, completion_event, encode, rejection
 from ._metrics import Metrics
@@ -211,7 +212,9 @@ class Dispatcher:
         waiting = sum(1 for p in self.pending.values() if p.status == "queued")
         if waiting >= self.max_accepted:
             raise Overloaded(f"{waiting} accepted runs wait for a slot already; retry later")
-        run_id = request.run_id or new_execution_id()
+        # The engine runs it under this id, so any host sharing the data directory
+        # finds it in the run history once it started.
+        run_id = request.run_id or new_run_id()
         request = RunRequest(
             request.graph,
             request.input,

@@ -106,7 +106,10 @@ class EngineRunner:
             details=details,
             subject=str(caller) if caller else "anonymous",
         )
-        return await self.engine.run(plan, input, trigger=run_trigger)
+        # Checked above (a refusal there is a 422 / an error event, no run record).
+        return await self.engine.run(
+            plan, input, trigger=run_trigger, run_id=run_id, input_checked=True
+        )
 
     def deployed(self) -> list[GraphTriggers]:
         """The triggers of the latest version of every deployed graph. A graph whose
