@@ -62,6 +62,12 @@ class NatsSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8620, ge=0, le=65535)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="host processes `ionflux up` runs: one HTTP socket, one NATS queue group",
+    )
 
 
 class GraphSettings(_Section):

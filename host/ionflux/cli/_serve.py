@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +70,13 @@ log = logging.getLogger("ionflux.up")
     help="Seconds to let in-flight runs finish on Ctrl-C/SIGTERM.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Host processes serving together (default http.workers: 1). See below.",
+)
+@click.option("--worker-fd", type=int, default=None, hidden=True)
+@click.option(
     "--no-auth-management",
     is_flag=True,
     hidden=True,
@@ -81,6 +91,8 @@ def up(
     nats_url: str | None,
     concurrency: int | None,
     drain_timeout: float,
+    workers: int | None,
+    worker_fd: int | None,
     no_auth_management: bool,
 ) -> None:
     """Serve: NATS and webhook triggers, schedules and the HTTP API.
@@ -88,6 +100,11 @@ def up(
     \b
       ionflux up                                   # own nats-server, HTTP on :8620
       ionflux up --nats-url nats://127.0.0.1:4222  # a second host on the same NATS
+      ionflux up --workers 2                       # two processes, one socket
+
+    One host process is bound by its share of the GIL; --workers N starts N-1
+    more on the same HTTP socket and NATS queue group, sharing the data
+    directory (schedules run in the first only).
     """
     if data_dir is not None:
         app.data_dir = data_dir
@@ -98,6 +115,7 @@ def up(
         http_port=http_port,
         nats_url=nats_url,
         concurrency=concurrency,
+        workers=workers,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -109,7 +127,8 @@ def up(
                 config,
                 drain_timeout=drain_timeout,
                 require_token=not no_auth_management,
-                announce=_announce,
+                announce=None if worker_fd is not None else _announce,
+                worker_fd=worker_fd,
             )
         )
     sys.exit(code)
@@ -132,10 +151,10 @@ def configure(
     http_port: int | None = None,
     nats_url: str | None = None,
     concurrency: int | None = None,
+    workers: int | None = None,
 ) -> Config:
-    http = config.http.model_copy(
-        update={k: v for k, v in {"host": http_host, "port": http_port}.items() if v is not None}
-    )
+    given = {"host": http_host, "port": http_port, "workers": workers}
+    http = config.http.model_copy(update={k: v for k, v in given.items() if v is not None})
     nats = config.nats.model_copy(update={"url": nats_url} if nats_url else {})
     graph = config.graph.model_copy(update={"concurrency": concurrency} if concurrency else {})
     return config.model_copy(update={"http": http, "nats": nats, "graph": graph})
@@ -145,6 +164,8 @@ def _announce(info: dict[str, Any]) -> None:
     click.echo(f"ionflux up: HTTP {info['http']}  (API docs {info['http']}/docs)")
     own = "  (started here)" if info["own_nats"] else ""
     click.echo(f"ionflux up: NATS {info['nats']}{own}")
+    if info.get("workers", 1) > 1:
+        click.echo(f"ionflux up: {info['workers']} worker processes on one socket")
     click.echo(f"ionflux up: {info['triggers']}; Ctrl-C drains and stops", err=False)
     sys.stdout.flush()
 
@@ -156,9 +177,15 @@ async def serve(
     require_token: bool = True,
     announce: Callable[[dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
+    worker_fd: int | None = None,
 ) -> int:
-    """Runs the host until ``stop`` is set or a SIGINT/SIGTERM; returns the exit code."""
+    """Runs the host until ``stop`` is set or a SIGINT/SIGTERM; returns the exit code.
+
+    ``worker_fd``: this process is a worker of another (``--workers``): it serves
+    on that inherited listening socket and runs no schedules."""
     from ..http import start_host
+    from ..http._hosting import write_http_url
+    from ._workers import Workers, ready_file
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -180,8 +207,36 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
 
-    running = await start_host(config, require_token=require_token, drain_timeout=drain_timeout)
+    worker_socket = None if worker_fd is None else socket.socket(fileno=worker_fd)
+    running = await start_host(
+        config,
+        require_token=require_token,
+        drain_timeout=drain_timeout,
+        http_socket=worker_socket,
+        schedules=worker_fd is None,
+        write_url=worker_fd is None and config.http.workers == 1,
+    )
+    workers: Workers | None = None
+    # Everything made at start (modules, models, the app) lives as long as the
+    # process: out of the collector's way, so a full collection walks only what
+    # runs make, and a run does not wait for one that walks the whole heap.
+    gc.freeze()
     try:
+        if worker_fd is not None:
+            ready = ready_file(config.data_dir / "workers", os.getpid())
+            ready.write_text(running.url + "\n")
+        elif config.http.workers > 1:
+            assert running.http is not None and running.http.socket is not None
+            workers = Workers(
+                config,
+                running.http.socket,
+                running.nats_url,
+                count=config.http.workers,
+                drain_timeout=drain_timeout,
+                require_token=require_token,
+            )
+            await workers.start()
+            write_http_url(config, running.url)  # once every worker serves
         status = running.triggers.status()
         if announce is not None:
             announce(
@@ -191,11 +246,16 @@ async def serve(
                     "own_nats": running.nats_server is not None,
                     "triggers": f"{len(status['nats'])} NATS, {len(status['webhooks'])} webhook, "
                     f"{len(status['schedules'])} schedule trigger(s)",
+                    "workers": config.http.workers,
                 }
             )
         await stop.wait()
     finally:
+        if workers is not None:
+            workers.signal_stop()
         left = await running.aclose(drain_timeout)
+        if workers is not None:
+            await workers.wait()
     if left:
         log.warning("%d run(s) did not finish within %.0fs", left, drain_timeout)
     return 0

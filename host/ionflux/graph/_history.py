@@ -12,6 +12,7 @@ Crockford base32), so ``ORDER BY run_id`` is start order.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -174,16 +175,34 @@ class RunHistory:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # Writers of this file in other processes (the workers of `ionflux up
+        # --workers`) queue on this lock file before SQLite's write lock: a
+        # waiter wakes the moment the lock is free, where SQLite's own busy wait
+        # sleeps 1, 2, 5, 10, 15... ms between tries (and stalls the event loop).
+        self._write_lock = os.open(
+            path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
         self._host = socket.gethostname()
         if recover:
             self.recover()
 
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """This process's lock, then every process's; for one write transaction."""
+        with self._lock:
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)
+            try:
+                yield self._db
+            finally:
+                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+
     def close(self) -> None:
         self._db.close()
+        os.close(self._write_lock)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -229,7 +248,7 @@ class RunHistory:
             input_json = input_text if input_text.isascii() else _dump(input)
         # One statement in autocommit mode is its own transaction: committed on return,
         # without the round-trips of an explicit BEGIN/COMMIT.
-        with self._lock:
+        with self._writing():
             self._db.execute(
                 "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
                 " parent_node_id, trigger_type, trigger_details_json, mode, status, start_time,"

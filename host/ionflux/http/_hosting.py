@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +69,16 @@ async def start_host(
     require_token: bool = True,
     serve_http: bool = True,
     drain_timeout: float = 30.0,
+    http_socket: socket.socket | None = None,
+    schedules: bool = True,
+    write_url: bool = True,
 ) -> RunningHost:
-    """Starts every part; on a failure midway the parts already started are stopped."""
+    """Starts every part; on a failure midway the parts already started are stopped.
+
+    ``http_socket``: serve on this listening socket (a worker of ``ionflux up
+    --workers``) instead of binding ``config.http``; ``schedules``: run the
+    scheduled triggers (only one process of a group of workers does); ``write_url``:
+    write the HTTP address to ``<data-dir>/http.url`` once serving."""
     stack = contextlib.AsyncExitStack()
     try:
         server: NatsServer | None = None
@@ -105,6 +114,7 @@ async def start_host(
             verifier=wall,
             state_dir=config.data_dir,
             metrics=metrics,
+            schedules=schedules,
         )
         await triggers.start()
         ctx = ApiContext(host, engine, triggers, wall, require_token=require_token)
@@ -117,13 +127,20 @@ async def start_host(
                 config.http.port,
                 limit_concurrency=max(64, config.graph.concurrency * 64),
                 graceful_timeout_s=drain_timeout,
+                sock=http_socket,
             )
             await http.start()
-            (config.data_dir / "http.url").write_text(http.url + "\n")
+            if write_url:
+                write_http_url(config, http.url)
     except BaseException:
         await stack.aclose()
         raise
     return RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)
+
+
+def write_http_url(config: Config, url: str) -> None:
+    """``<data-dir>/http.url``: where this host serves, for scripts and tests."""
+    (config.data_dir / "http.url").write_text(url + "\n")
 
 
 async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:

@@ -32,6 +32,7 @@ class HttpServer:
         *,
         limit_concurrency: int | None = None,
         graceful_timeout_s: float = 30.0,
+        sock: socket.socket | None = None,
     ) -> None:
         self.app = app
         self.host = host
@@ -40,6 +41,8 @@ class HttpServer:
         self.graceful_timeout_s = graceful_timeout_s
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        # A listening socket bound elsewhere (a worker's, shared with its parent).
+        self.socket = sock
 
     @property
     def url(self) -> str:
@@ -47,17 +50,11 @@ class HttpServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> HttpServer:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
-        sock.listen(2048)
+        sock = self.socket or self._listen()
+        self.socket = sock
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]
+        address = sock.getsockname()
+        self.host, self.port = address[0], address[1]
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -75,6 +72,18 @@ class HttpServer:
                 raise ConfigError("the HTTP server stopped at start")
             await asyncio.sleep(0.01)
         return self
+
+    def _listen(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        sock.listen(2048)
+        return sock
 
     async def stop(self) -> None:
         """Stops accepting; requests in flight are answered first (graceful timeout)."""

@@ -44,6 +44,7 @@ class TriggerService:
         state_dir: Path | None = None,
         metrics: Metrics | None = None,
         watch_interval_s: float = 2.0,
+        schedules: bool = True,
     ) -> None:
         self.runner = runner
         self.watch_interval_s = watch_interval_s
@@ -62,6 +63,7 @@ class TriggerService:
             )
             self.durable = DurableTriggers(bus.nc, self.dispatcher, verifier=verifier)
         self.state_dir = state_dir
+        self.run_schedules = schedules
         self.schedules: Schedules | None = None
         self.webhooks: dict[str, WebhookTrigger] = {}
         self.graphs: dict[str, GraphTriggers] = {}
@@ -82,9 +84,10 @@ class TriggerService:
                 state = self._file_state()
         else:
             state = self._file_state()
-        self.schedules = Schedules(
-            self.dispatcher, state, completion_subject=self._completion_subject
-        )
+        if self.run_schedules:
+            self.schedules = Schedules(
+                self.dispatcher, state, completion_subject=self._completion_subject
+            )
         await self.sync()
         if self.watch_interval_s > 0:
             self._watch = asyncio.get_running_loop().create_task(self._watch_deploys())

@@ -1,0 +1,106 @@
+"""``ionflux up --workers 2``: two host processes on one HTTP socket and one NATS
+queue group, sharing the data directory. Real processes, a real nats-server,
+real HTTP over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import nats
+from ionflux.http.testing import UpProcess
+from test_http_up import alive, prepare
+
+from ionwall import Ionwall
+
+
+def worker_pids(data: Path) -> list[int]:
+    return [int(p.stem) for p in (data / "workers").glob("*.ready")]
+
+
+def run_owners(data: Path) -> set[int]:
+    with sqlite3.connect(data / "runs.sqlite3") as db:
+        return {pid for (pid,) in db.execute("SELECT DISTINCT owner_pid FROM runs")}
+
+
+async def test_two_workers_share_requests_runs_and_stop_together(
+    tmp_path: Path, built: Path
+) -> None:
+    data = tmp_path / "data"
+    prepare(data)
+    up = UpProcess(data, extra=["--workers", "2"]).start(timeout=60)
+    assert up.proc is not None
+    try:
+        (child,) = worker_pids(data)
+        assert alive(child) and child != up.proc.pid
+        with Ionwall(data / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:*"]).token
+        auth = {"Authorization": f"Bearer {token}"}
+        # A new connection per request: the kernel gives each to whichever
+        # process accepts first, so both serve.
+        async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
+            for i in range(200):
+                r = await http.post(
+                    "/webhooks/invoke/digest",
+                    json={"text": f"n{i}"},
+                    headers={**auth, "Connection": "close"},
+                )
+                assert r.status_code == 200 and r.json()["output"] == {"text": f"n{i}"}
+                if i >= 10 and run_owners(data) == {up.proc.pid, child}:
+                    break
+            assert run_owners(data) == {up.proc.pid, child}
+            # An accepted run's status URL answers from either process: the run
+            # runs under the id it was promised, in the shared history.
+            r = await http.post(
+                "/webhooks/invoke/digest",
+                json={"text": "later"},
+                headers={**auth, "Prefer": "respond-async"},
+            )
+            assert r.status_code == 202
+            status_url = r.json()["status_url"]
+            states = []
+            for _ in range(30):
+                got = await http.get(status_url, headers={**auth, "Connection": "close"})
+                assert got.status_code == 200, got.text
+                states.append(got.json()["status"])
+                await asyncio.sleep(0.02)
+            assert states[-1] == "success"
+        # NATS: both processes are in the queue group; every request is answered.
+        nc = await nats.connect(up.nats_url)
+        for i in range(20):
+            reply = await nc.request(
+                "ionflux.digest.run", json.dumps({"text": f"m{i}"}).encode(), timeout=10
+            )
+            assert json.loads(reply.data)["output"] == {"text": f"m{i}"}
+        await nc.close()
+        # A worker that dies is replaced.
+        os.kill(child, signal.SIGKILL)
+        for _ in range(200):
+            pids = worker_pids(data)
+            if pids and pids != [child]:
+                break
+            time.sleep(0.05)
+        (replacement,) = worker_pids(data)
+        assert replacement != child and alive(replacement)
+        async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
+            r = await http.post("/webhooks/invoke/digest", json={"text": "still"}, headers=auth)
+            assert r.json()["output"] == {"text": "still"}
+        # Stopping the first process stops its workers, each draining first.
+        assert up.terminate(30) == 0
+        for _ in range(100):
+            if not alive(replacement):
+                break
+            time.sleep(0.05)
+        assert not alive(replacement)
+        assert worker_pids(data) == []
+    finally:
+        up.kill()
+        for pid in worker_pids(data):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
