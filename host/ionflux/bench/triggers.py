@@ -5,7 +5,8 @@
   bare nats-py request-reply echo on the same nats-server;
 - throughput with one host process, then two in the same queue group;
 - HTTP webhook (token checked) requests/s and p99 at a paced 200 requests/s
-  and at saturation, the load from a separate process.
+  and at saturation, the load from a separate process (aiohttp), from one
+  host process and then from ``ionflux up --workers 2`` on the same data.
 
 Targets: graph-over-NATS p50 < 3 ms; two hosts >= 1.6x one; HTTP p99 < 20 ms
 at 200 requests/s. The machine's cores are shared by the load generator, the
@@ -149,6 +150,22 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
         flat = _http_load(a.url + HOOK, token, rate=0, seconds=4, concurrency=16)
         rows.append(Row("HTTP webhook saturated (16 clients): throughput", flat["rps"], "req/s"))
         rows.append(Row("HTTP webhook saturated (16 clients): p99", flat["p99_ms"], "ms"))
+        a.terminate(30)
+        hosts.remove(a)
+        # The same data directory served by `ionflux up --workers 2`.
+        w = UpProcess(workdir / "a", nats_url=server.url, extra=["--workers", "2"]).start(60)
+        hosts.append(w)
+        _http_load(w.url + HOOK, token, rate=100, seconds=1)  # warm both processes
+        paced = _http_load(w.url + HOOK, token, rate=200, seconds=5)
+        rows.append(Row("HTTP at 200 req/s, --workers 2: achieved", paced["rps"], "req/s"))
+        rows.append(Row("HTTP at 200 req/s, --workers 2: p50", paced["p50_ms"], "ms"))
+        rows.append(Row("HTTP at 200 req/s, --workers 2: p99", paced["p99_ms"], "ms"))
+        rows.append(Row("HTTP at 200 req/s, --workers 2: errors", paced["errors"], "requests"))
+        flat = _http_load(w.url + HOOK, token, rate=0, seconds=4, concurrency=16)
+        rows.append(
+            Row("HTTP saturated (16 clients), --workers 2: throughput", flat["rps"], "req/s")
+        )
+        rows.append(Row("HTTP saturated (16 clients), --workers 2: p99", flat["p99_ms"], "ms"))
     finally:
         for host in hosts:
             host.terminate(30)
