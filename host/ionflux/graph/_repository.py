@@ -81,6 +81,11 @@ class GraphRepository:
         self._pod = pod
         self._parsed: dict[str, FluxGraph] = {}
         self._files: dict[str, tuple[tuple[int, int, int], GraphText]] = {}
+        # Names and CIDs resolved, until a commit by another connection (another
+        # process deploying) moves `PRAGMA data_version` or this one writes.
+        self._refs: dict[str, GraphText] = {}
+        self._data_version = -1
+        self._generation = 0  # moved by this connection's writes
 
     def close(self) -> None:
         self._db.close()
@@ -94,6 +99,8 @@ class GraphRepository:
                 "INSERT OR IGNORE INTO graph_sources VALUES (?,?,?,?,?)",
                 (cid, name, version, text, time.time()),
             )
+            self._refs.clear()
+            self._generation += 1
         return cid
 
     def deploy(self, text: str, name: str, version: str, message: str) -> tuple[GraphVersion, bool]:
@@ -110,6 +117,8 @@ class GraphRepository:
                 (name, cid, version, message, time.time()),
             )
             seq = cursor.lastrowid or 0
+            self._refs.clear()
+            self._generation += 1
         found = self._version_by_seq(seq)
         assert found is not None
         return found, True
@@ -179,16 +188,31 @@ class GraphRepository:
                 self._files.clear()
             self._files[ref] = (key, read)
             return read
+        with self._lock:
+            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if data_version != self._data_version:
+                self._refs.clear()
+                self._data_version = data_version
+            hit = self._refs.get(ref)
+            generation = self._generation
+        if hit is not None:
+            return hit
         stored = self.text(ref)
         if stored is not None:
-            return GraphText(stored, ref, ref)
-        name, _, version = ref.partition("@")
-        found = self.find(name, version or None)
+            found: GraphText | None = GraphText(stored, ref, ref)
+        else:
+            name, _, version = ref.partition("@")
+            found = self.find(name, version or None)
         if found is None:
             known = ", ".join(self.names()) or "none deployed"
             raise GraphNotFound(
                 f"no graph {ref!r}: not a file, a deployed graph or a known CID (graphs: {known})"
             )
+        with self._lock:
+            if generation == self._generation:  # no write of ours since the lookups
+                if len(self._refs) >= _FILES_KEPT:
+                    self._refs.clear()
+                self._refs[ref] = found
         return found
 
     def lookup_graph(self, name: str, version: str | None) -> FluxGraph | None:
