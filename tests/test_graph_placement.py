@@ -188,3 +188,24 @@ async def test_an_edited_graph_file_runs_as_edited(engine: Engine, tmp_path: Pat
     second = await engine.run(str(path), {})
     assert second.output == {"v": 2}
     assert second.graph_cid != first.graph_cid
+
+
+def test_a_resolved_name_follows_deploys_here_and_elsewhere(tmp_path: Path) -> None:
+    # Two connections to one file: this host, and another process deploying.
+    here = GraphRepository(tmp_path / "graphs.sqlite3")
+    elsewhere = GraphRepository(tmp_path / "graphs.sqlite3")
+    v = "name: g\ngraph:\n  - {{id: a, transform: echo, inputs: {{v: {n}}}}}\n"
+    try:
+        here.deploy(v.format(n=1), "g", "0.0.0", "one")
+        first = here.resolve("g")
+        assert here.resolve("g") is first  # remembered
+        elsewhere.deploy(v.format(n=2), "g", "0.0.0", "two")
+        second = here.resolve("g")
+        assert "v: 2" in second.text and second.cid != first.cid
+        here.deploy(v.format(n=3), "g", "0.0.0", "three")
+        assert "v: 3" in here.resolve("g").text
+        assert "v: 3" in elsewhere.resolve("g").text
+        assert here.resolve(first.cid).text == first.text  # by CID, still
+    finally:
+        here.close()
+        elsewhere.close()
