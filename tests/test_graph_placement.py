@@ -6,6 +6,7 @@ Real wasm modules through the real host; what is checked is when each node ran
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from itertools import pairwise
@@ -209,3 +210,34 @@ def test_a_resolved_name_follows_deploys_here_and_elsewhere(tmp_path: Path) -> N
     finally:
         here.close()
         elsewhere.close()
+
+
+async def test_a_run_shows_as_running_only_once_it_has_run_a_moment(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from ionflux.graph._history import new_run_id
+
+    # A short run's row and steps are written in one transaction at its end...
+    short = new_run_id()
+    ref = fan_out(tmp_path, ["{id: a, transform: echo, inputs: {v: 1}}"], name="short")
+    await engine.run(ref, {}, run_id=short)
+    record = engine.history.get(short)
+    assert record is not None and record.status == "success"
+    # ...a longer one is visible as running while it runs.
+    slow = new_run_id()
+    ref = fan_out(
+        tmp_path, ["{id: b, transform: busy, inputs: {iterations: 150000000}}"], name="slow"
+    )
+    task = asyncio.create_task(engine.run(ref, {}, run_id=slow))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        record = engine.history.get(slow)
+        if record is not None or task.done():
+            break
+    assert not task.done(), "the busy node ended before the run was seen running"
+    assert record is not None and record.status == "running"
+    result = await task
+    assert result.execution_id == slow and result.overall_status == "success"
+    final = engine.history.get(slow)
+    assert final is not None and final.status == "success"
+    assert [s.node_id for s in engine.history.steps(slow)] == ["b"]

@@ -102,6 +102,10 @@ _GROUP_S = 0.002
 _COST_WEIGHT = 0.3
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
+# A run that ends sooner is written in one transaction with its steps; a longer
+# one's row is written this long after it starts, so it shows as running.
+_START_AFTER_S = 0.02
+
 # A lane's node that ended, with the node the lane went on to.
 _Advanced = tuple[PlannedNode, Outcome, str]
 # How long a lane may run nodes before it reports them to the loop.
@@ -282,7 +286,7 @@ class Engine:
         masked = recorder.masker.value(value)
         shown = input_text if masked == value else json_text(masked)
         _, input_cid = recorder.encoded(shown)
-        self.history.start_run(
+        start_row = self.history.start_run(
             run_id=run_id,
             graph_name=plan.name,
             graph_version=plan.graph.version,
@@ -297,7 +301,9 @@ class Engine:
             parent_node_id=parent[1] if parent else None,
             input_text=input_text,
             input_shown=shown,
+            write=False,
         )
+        recorder.defer_start(start_row, _START_AFTER_S)
         scope = _scope(plan, run_id, value, trigger, started)
         errors: list[dict[str, Any]] = []
         steps: dict[str, StepResult] = {}
@@ -384,6 +390,7 @@ class Engine:
             fuel_used=sum(s.fuel_used for s in steps.values()),
             step_results_summary_cid=summary_cid,
             steps=recorder.take(),
+            start=recorder.take_start(),
         )
         if summary_cid is not None:
             # Written after the run's closing transaction: the pod write's file

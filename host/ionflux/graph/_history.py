@@ -230,8 +230,11 @@ class RunHistory:
         parent_node_id: str | None = None,
         input_text: str | None = None,
         input_shown: str | None = None,
-    ) -> None:
+        write: bool = True,
+    ) -> RunRow:
         """Writes the run's row (status ``running``), committed before it returns.
+        With ``write=False`` only returns the row, for ``finish_run(start=...)`` (a
+        short run's rows are written in one transaction).
 
         ``input_text``: ``input`` already encoded as compact JSON with
         ``ensure_ascii=False`` (the recorder's ``json_text``), so it is not encoded
@@ -246,32 +249,35 @@ class RunHistory:
             input_preview = _shorten(input_shown if input_shown is not None else input_text)
             # The stored JSON is ASCII-escaped (``_dump``): the same text when it is ASCII.
             input_json = input_text if input_text.isascii() else _dump(input)
+        row = (
+            run_id,
+            graph_name,
+            graph_version,
+            graph_cid,
+            parent_run_id,
+            parent_node_id,
+            trigger_type,
+            _dump(trigger_details),
+            mode,
+            start_time,
+            input_preview,
+            input_cid,
+            input_json,
+            self._host,
+            os.getpid(),
+        )
+        if not write:
+            return row
         # One statement in autocommit mode is its own transaction: committed on return,
         # without the round-trips of an explicit BEGIN/COMMIT.
-        with self._writing():
-            self._db.execute(
-                "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
-                " parent_node_id, trigger_type, trigger_details_json, mode, status, start_time,"
-                " input_preview, input_cid, input_json, owner_host, owner_pid)"
-                " VALUES (?,?,?,?,?,?,?,?,?,'running',?,?,?,?,?,?)",
-                (
-                    run_id,
-                    graph_name,
-                    graph_version,
-                    graph_cid,
-                    parent_run_id,
-                    parent_node_id,
-                    trigger_type,
-                    _dump(trigger_details),
-                    mode,
-                    start_time,
-                    input_preview,
-                    input_cid,
-                    input_json,
-                    self._host,
-                    os.getpid(),
-                ),
-            )
+        with self._writing() as db:
+            _insert_run(db, row)
+        return row
+
+    def write_start(self, row: RunRow) -> None:
+        """Writes a run's row made by ``start_run(write=False)``."""
+        with self._writing() as db:
+            _insert_run(db, row)
 
     def finish_run(
         self,
@@ -285,9 +291,13 @@ class RunHistory:
         fuel_used: int,
         step_results_summary_cid: str | None,
         steps: Sequence[StepRecord] = (),
+        start: RunRow | None = None,
     ) -> None:
-        """Closes the run, writing its last ``steps`` in the same transaction."""
+        """Closes the run, writing its last ``steps`` in the same transaction;
+        ``start``: the run's row from ``start_run(write=False)``, not written yet."""
         with self._tx() as db:
+            if start is not None:
+                _insert_run(db, start)
             _insert_steps(db, steps)
             db.execute(
                 "UPDATE runs SET status=?, end_time=?, output_preview=?, output_cid=?,"
@@ -396,6 +406,20 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
     for index in (7, 14, 17):
         values[index] = json.loads(values[index]) if values[index] is not None else None
     return RunRecord(*values)
+
+
+# The columns of a run's row as start_run writes it (status ``running``).
+RunRow = tuple[Any, ...]
+
+
+def _insert_run(db: sqlite3.Connection, row: RunRow) -> None:
+    db.execute(
+        "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
+        " parent_node_id, trigger_type, trigger_details_json, mode, status, start_time,"
+        " input_preview, input_cid, input_json, owner_host, owner_pid)"
+        " VALUES (?,?,?,?,?,?,?,?,?,'running',?,?,?,?,?,?)",
+        row,
+    )
 
 
 def _insert_steps(db: sqlite3.Connection, steps: Sequence[StepRecord]) -> None:

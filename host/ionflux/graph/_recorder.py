@@ -15,6 +15,7 @@ itself is written at start and is marked ``interrupted`` on the next start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -27,7 +28,7 @@ from ionwall import Masker
 
 from .._errors import IonfluxError
 from ..store import cid_for_bytes
-from ._history import PREVIEW_CHARS, RunHistory, StepRecord
+from ._history import PREVIEW_CHARS, RunHistory, RunRow, StepRecord
 from ._result import RunResult, StepResult
 
 
@@ -107,6 +108,33 @@ class RunRecorder:
         self._oldest = 0.0
         # Each step's inputs and outputs as masked for its row, kept for the run log.
         self._shown: dict[str, tuple[Any, Any]] = {}
+        self._start: RunRow | None = None  # the run's row while it is not written yet
+        self._start_timer: asyncio.TimerHandle | None = None
+
+    def defer_start(self, row: RunRow, after_s: float) -> None:
+        """Writes the run's row ``after_s`` from now, or with the run's last
+        transaction if it ends first (``take_start``): a short run costs one
+        transaction, a longer one shows as ``running`` while it runs."""
+        self._start = row
+        self._start_timer = asyncio.get_running_loop().call_later(after_s, self.write_start)
+
+    def write_start(self) -> None:
+        row = self.take_start()
+        if row is None:
+            return
+        try:
+            self.history.write_start(row)
+        except Exception:
+            log.exception("could not record the start of run %s; retried at its end", self.run_id)
+            self._start = row
+
+    def take_start(self) -> RunRow | None:
+        """The run's row if it is not written yet (then the caller writes it)."""
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        row, self._start = self._start, None
+        return row
 
     def value(self, value: Any) -> tuple[str | None, str | None]:
         """(preview, CID): the CID only when the preview is not the whole value."""
@@ -195,4 +223,5 @@ class RunRecorder:
     def flush(self) -> None:
         rows = self.take()
         if rows:
+            self.write_start()  # a step's row never comes before its run's
             self.history.record_steps(rows)
