@@ -104,3 +104,36 @@ async def test_two_workers_share_requests_runs_and_stop_together(
         for pid in worker_pids(data):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_to_the_process_group_stops_every_worker(tmp_path: Path, built: Path) -> None:
+    # A terminal's Ctrl-C reaches every process of the group at once: each worker
+    # drains and exits, and the first process does not start new ones.
+    import subprocess
+
+    data = tmp_path / "data"
+    prepare(data)
+    up = UpProcess(data, extra=["--workers", "2"])
+    with up.log.open("ab") as out:
+        proc = subprocess.Popen(
+            up.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        for _ in range(600):
+            if (data / "http.url").exists():
+                break
+            assert proc.poll() is None, up.log.read_text()
+            time.sleep(0.05)
+        (child,) = worker_pids(data)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+        for _ in range(100):
+            if not alive(child):
+                break
+            time.sleep(0.05)
+        assert not alive(child)
+        assert worker_pids(data) == []
+        assert "starting another" not in up.log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

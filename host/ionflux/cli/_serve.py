@@ -234,6 +234,7 @@ async def serve(
                 count=config.http.workers,
                 drain_timeout=drain_timeout,
                 require_token=require_token,
+                stopping=stop,
             )
             await workers.start()
             write_http_url(config, running.url)  # once every worker serves

@@ -46,6 +46,7 @@ class Workers:
         count: int,
         drain_timeout: float,
         require_token: bool,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.dir = config.data_dir / "workers"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,9 @@ class Workers:
         self.drain_timeout = drain_timeout
         self.require_token = require_token
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.stopping = False
+        # The first process's stop: set by its signal handler at once, so a worker
+        # that a Ctrl-C (sent to the whole process group) stopped is not restarted.
+        self._stop = stopping or asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
 
     def _args(self) -> list[str]:
@@ -106,6 +109,10 @@ class Workers:
                 await asyncio.sleep(0.05)
         self._watch = asyncio.get_running_loop().create_task(self._restart_dead())
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     async def _restart_dead(self) -> None:
         while not self.stopping:
             await asyncio.sleep(0.5)
@@ -121,7 +128,7 @@ class Workers:
 
     def signal_stop(self) -> None:
         """Tells every worker to drain and stop (they do so alongside this process)."""
-        self.stopping = True
+        self._stop.set()
         if self._watch is not None:
             self._watch.cancel()
         for proc in self.procs:
