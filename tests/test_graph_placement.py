@@ -19,8 +19,7 @@ from ionflux.graph import Engine, GraphRepository, HostInvoker, RunHistory
 from ionflux.graph._engine import _Head
 from ionflux.graph._result import RunResult
 from ionflux.host import Host
-from ionflux.manifest import Manifest
-from ionflux.store import cid_for_bytes
+from test_graph_engine import publish
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +27,7 @@ def phost(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[Hos
     config: Config = make_config(tmp_path_factory.mktemp("placement") / "data", fuel=10**11)
     host = Host(config)
     for name in ("echo", "busy", "trap"):
-        data = (TESTING / f"{name}.wasm").read_bytes()
-        manifest = Manifest.model_validate(
-            {
-                "name": name,
-                "version": "0.1.0",
-                "abi": "component",
-                "module": {"cid": cid_for_bytes(data)},
-            }
-        )
-        host.publish_bytes(manifest, data)
+        publish(host, TESTING / f"{name}.wasm", name)
     yield host
     host.close()
 

@@ -157,35 +157,34 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
         half = _http_load(a.url + HOOK, token, rate=100, seconds=5)
         rows.append(Row("HTTP webhook at 100 req/s: p50", half["p50_ms"], "ms"))
         rows.append(Row("HTTP webhook at 100 req/s: p99", half["p99_ms"], "ms"))
-        paced = _http_load(a.url + HOOK, token, rate=200, seconds=5)
-        rows.append(Row("HTTP webhook at 200 req/s: achieved", paced["rps"], "req/s"))
-        rows.append(Row("HTTP webhook at 200 req/s: p50", paced["p50_ms"], "ms"))
-        rows.append(Row("HTTP webhook at 200 req/s: p99", paced["p99_ms"], "ms"))
-        rows.append(Row("HTTP webhook at 200 req/s: errors", paced["errors"], "requests"))
-        flat = _http_load(a.url + HOOK, token, rate=0, seconds=4, concurrency=16)
-        rows.append(Row("HTTP webhook saturated (16 clients): throughput", flat["rps"], "req/s"))
-        rows.append(Row("HTTP webhook saturated (16 clients): p99", flat["p99_ms"], "ms"))
+        rows += _paced_and_saturated(a.url + HOOK, token, "HTTP webhook")
         a.terminate(30)
         hosts.remove(a)
         # The same data directory served by `ionflux up --workers 2`.
         w = UpProcess(workdir / "a", nats_url=server.url, extra=["--workers", "2"]).start(60)
         hosts.append(w)
         _http_load(w.url + HOOK, token, rate=100, seconds=1)  # warm both processes
-        paced = _http_load(w.url + HOOK, token, rate=200, seconds=5)
-        rows.append(Row("HTTP at 200 req/s, --workers 2: achieved", paced["rps"], "req/s"))
-        rows.append(Row("HTTP at 200 req/s, --workers 2: p50", paced["p50_ms"], "ms"))
-        rows.append(Row("HTTP at 200 req/s, --workers 2: p99", paced["p99_ms"], "ms"))
-        rows.append(Row("HTTP at 200 req/s, --workers 2: errors", paced["errors"], "requests"))
-        flat = _http_load(w.url + HOOK, token, rate=0, seconds=4, concurrency=16)
-        rows.append(
-            Row("HTTP saturated (16 clients), --workers 2: throughput", flat["rps"], "req/s")
-        )
-        rows.append(Row("HTTP saturated (16 clients), --workers 2: p99", flat["p99_ms"], "ms"))
+        rows += _paced_and_saturated(w.url + HOOK, token, "HTTP, --workers 2,")
     finally:
         for host in hosts:
             host.terminate(30)
         server.stop()
     return rows
+
+
+def _paced_and_saturated(url: str, token: str, label: str) -> list[Row]:
+    """200 req/s offered (achieved, p50, p99, errors), then 16 clients as fast as
+    they go (throughput, p99)."""
+    paced = _http_load(url, token, rate=200, seconds=5)
+    flat = _http_load(url, token, rate=0, seconds=4, concurrency=16)
+    return [
+        Row(f"{label} at 200 req/s: achieved", paced["rps"], "req/s"),
+        Row(f"{label} at 200 req/s: p50", paced["p50_ms"], "ms"),
+        Row(f"{label} at 200 req/s: p99", paced["p99_ms"], "ms"),
+        Row(f"{label} at 200 req/s: errors", paced["errors"], "requests"),
+        Row(f"{label} saturated (16 clients): throughput", flat["rps"], "req/s"),
+        Row(f"{label} saturated (16 clients): p99", flat["p99_ms"], "ms"),
+    ]
 
 
 def _http_load(
