@@ -1,4 +1,7 @@
-"""The audit log: every gate decision, append-only and hash-chained.
+"""The audit log: every gate decision, append-only and hash-chained, and in the
+same chain every decision of the owner (``OWNER_DECISIONS``: consent requests,
+approvals, denials, revocations, caller tokens; an approval that cannot be
+recorded is not taken).
 
 ``audit.jsonl`` holds one JSON object per line::
 
@@ -51,6 +54,16 @@ from ._errors import AuditError
 from ._mask import Masker
 
 GENESIS = "0" * 64
+
+# What the owner (or the owner's policy) decided, recorded in the same chain as
+# the gate's decisions: a consent request made, approved or denied, a grant
+# revoked, a caller token issued. One entry per scope concerned.
+CONSENT_REQUESTED = "consent-requested"
+CONSENT_APPROVED = "consent-approved"
+CONSENT_DENIED = "consent-denied"
+GRANT_REVOKED = "grant-revoked"
+TOKEN_ISSUED = "token-issued"
+OWNER_DECISIONS = (CONSENT_REQUESTED, CONSENT_APPROVED, CONSENT_DENIED, GRANT_REVOKED, TOKEN_ISSUED)
 _FIELDS = (
     "index", "time", "subject", "transform", "run_id", "node_id",
     "scope", "decision", "reason", "grant_id", "prev",
@@ -67,7 +80,7 @@ class AuditEntry:
     run_id: str | None
     node_id: str | None
     scope: str
-    decision: str  # "allow" | "deny"
+    decision: str  # "allow" | "deny" (the gate), or one of OWNER_DECISIONS
     reason: str
     grant_id: str | None
     prev: str
@@ -235,12 +248,15 @@ class AuditLog:
         run_id: str | None = None,
         node_id: str | None = None,
         grant_id: str | None = None,
+        decision: str | None = None,
     ) -> AuditEntry:
         """Writes one decision (masked), after anything queued before it, and
-        returns it as written. Raises ``AuditError`` if it cannot be written."""
+        returns it as written. Raises ``AuditError`` if it cannot be written.
+        ``decision``: one of ``OWNER_DECISIONS`` (default: the gate's "allow" or
+        "deny", from ``allowed``)."""
         pending = self._record(
             subject=subject, transform=transform, scope=scope, allowed=allowed, reason=reason,
-            run_id=run_id, node_id=node_id, grant_id=grant_id,
+            run_id=run_id, node_id=node_id, grant_id=grant_id, decision=decision,
         )  # fmt: skip
         return AuditEntry(
             index=pending.index, time=pending.time, prev=pending.prev, hash=pending.hash,
@@ -259,10 +275,11 @@ class AuditLog:
         node_id: str | None = None,
         grant_id: str | None = None,
         ticket: AuditTicket | None = None,
+        decision: str | None = None,
     ) -> _Pending:
         """``append`` without building the returned entry (the gate's path);
         with ``ticket``, only queues the entry (see ``wait``)."""
-        key = (subject, transform, scope, allowed, reason, run_id, node_id, grant_id)
+        key = (subject, transform, scope, allowed, reason, run_id, node_id, grant_id, decision)
         template = self._templates.get(key) or self._template(key)
         pending = _Pending(template, _now_text(), ticket)
         with self._lock:
@@ -305,13 +322,13 @@ class AuditLog:
             self._drain()
 
     def _template(self, key: tuple[Any, ...]) -> _Template:
-        subject, transform, scope, allowed, reason, run_id, node_id, grant_id = key
+        subject, transform, scope, allowed, reason, run_id, node_id, grant_id, decision = key
         template = self._templates.get(key)
         if template is None:
             mask = self._masker.text
             template = _Template(
                 {
-                    "decision": "allow" if allowed else "deny",
+                    "decision": decision or ("allow" if allowed else "deny"),
                     "grant_id": grant_id,
                     "node_id": None if node_id is None else mask(node_id),
                     "reason": mask(reason),

@@ -32,7 +32,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from ._audit import AuditEntry, AuditLog, AuditReport, AuditTicket
+from ._audit import (
+    CONSENT_APPROVED,
+    CONSENT_DENIED,
+    CONSENT_REQUESTED,
+    GRANT_REVOKED,
+    TOKEN_ISSUED,
+    AuditEntry,
+    AuditLog,
+    AuditReport,
+    AuditTicket,
+)
 from ._consent import ConsentRequest, ConsentStatus, fingerprint, render_prompt
 from ._errors import (
     AuditError,
@@ -173,6 +183,10 @@ class Ionwall:
                     status=ConsentStatus.PENDING,
                 )
                 self._store.insert_consent(conn, request, fp)
+                self._owner_decision(
+                    CONSENT_REQUESTED, request.subject, request.transform, request.scopes,
+                    f"consent {request.id} asks for it ({transform} {version})",
+                )  # fmt: skip
                 if auto is not None and trusted is not None:
                     by = f"policy: trusted publisher {trusted.name}"
                     grant = self._grant(
@@ -181,6 +195,7 @@ class Ionwall:
                     self._store.answer_consent(
                         conn, request.id, ConsentStatus.APPROVED, at=now, by=by, grant_id=grant.id
                     )
+                    self._approved(request, grant, by)
                     return grant
                 pending = request
         raise ConsentRequired(pending)
@@ -254,15 +269,50 @@ class Ionwall:
             self._store.answer_consent(
                 conn, consent_id, ConsentStatus.APPROVED, at=now, by=by, grant_id=grant.id
             )
+            # Recorded before the transaction commits: a decision that cannot be
+            # recorded is not taken (AuditError, and the grant is rolled back).
+            self._approved(request, grant, by)
         return grant
 
     def deny(self, consent_id: str, *, by: str = "owner") -> ConsentRequest:
         """Refuses a pending request. Raises ``UnknownConsent`` or ``ConsentAlreadyAnswered``."""
         now = self._now()
         with self._store.write() as conn:
-            self._pending(conn, consent_id, now)
+            request = self._pending(conn, consent_id, now)
             self._store.answer_consent(conn, consent_id, ConsentStatus.DENIED, at=now, by=by)
+            self._owner_decision(
+                CONSENT_DENIED, request.subject, request.transform, request.scopes,
+                f"consent {consent_id} denied by {by}",
+            )  # fmt: skip
         return self.consent(consent_id)
+
+    def _approved(self, request: ConsentRequest, grant: Grant, by: str) -> None:
+        self._owner_decision(
+            CONSENT_APPROVED, grant.subject, grant.transform, grant.scopes,
+            f"consent {request.id} approved by {by} until {grant.expires_at.isoformat()}",
+            grant.id,
+        )  # fmt: skip
+
+    def _owner_decision(
+        self,
+        decision: str,
+        subject: str,
+        transform: str,
+        scopes: Sequence[str],
+        reason: str,
+        grant_id: str | None = None,
+    ) -> None:
+        """One audit entry per scope for a decision of the owner (or the policy)."""
+        for scope in scopes:
+            self.audit.append(
+                subject=subject,
+                transform=transform,
+                scope=scope,
+                allowed=decision != CONSENT_DENIED,
+                reason=reason,
+                grant_id=grant_id,
+                decision=decision,
+            )
 
     def _pending(self, conn: sqlite3.Connection, consent_id: str, now: datetime) -> ConsentRequest:
         request = self._store.consent(consent_id, conn)
@@ -333,6 +383,12 @@ class Ionwall:
         """Revokes a grant (and its token): the next gate check anywhere refuses it."""
         if not self._store.revoke(grant_id, self._now()):
             raise UnknownGrant(grant_id)
+        # After the revocation took effect: it must stand even if it cannot be recorded.
+        grant = self.grant(grant_id)
+        self._owner_decision(
+            GRANT_REVOKED, grant.subject, grant.transform, grant.scopes,
+            f"grant {grant_id} revoked", grant_id,
+        )  # fmt: skip
         return self.grant(grant_id)
 
     # -- the gate ------------------------------------------------------------
@@ -472,6 +528,10 @@ class Ionwall:
         grant = self._signed_grant(subject, "(token)", parsed, lifetime, GrantKind.TOKEN, now)
         with self._store.write() as conn:
             self._store.insert_grant(conn, grant, None)
+            self._owner_decision(
+                TOKEN_ISSUED, subject, "(token)", grant.scopes,
+                f"caller token {grant.id} issued until {grant.expires_at.isoformat()}", grant.id,
+            )  # fmt: skip
         return grant
 
     def verify_token(self, token: str, required_scope: str | None = None) -> Claims:

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ionwall import (
+    AuditError,
     ConsentAlreadyAnswered,
     ConsentRequired,
     ConsentStatus,
@@ -289,3 +290,59 @@ def test_bad_policy_files(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(PolicyError, match=problem) as info:
         load_policy(path)
     assert str(path) in str(info.value)
+
+
+def test_the_owners_decisions_are_in_the_audit_chain(wall: Ionwall) -> None:
+    # Requests, approvals, denials, revocations and caller tokens are recorded
+    # with the gate's decisions, one entry per scope, and the chain verifies.
+    with pytest.raises(ConsentRequired) as asked:
+        wall.authorize(CID, "digest", "1.0.0", SCOPES)
+    grant = wall.approve(asked.value.request.id, only=["read_pod_data:reports/*"])
+    wall.revoke(grant.id)
+    with pytest.raises(ConsentRequired) as again:
+        wall.authorize(CID, "digest", "2.0.0", SCOPES[:1])
+    wall.deny(again.value.request.id, by="alice")
+    token = wall.issue_token(["execute_graph:digest"])
+    entries = wall.audit_tail(20)
+    assert [(e.decision, e.scope) for e in entries] == [
+        ("consent-requested", SCOPES[0]),
+        ("consent-requested", SCOPES[1]),
+        ("consent-approved", "read_pod_data:reports/*"),
+        ("grant-revoked", "read_pod_data:reports/*"),
+        ("consent-requested", SCOPES[0]),
+        ("consent-denied", SCOPES[0]),
+        ("token-issued", "execute_graph:digest"),
+    ]
+    assert entries[2].grant_id == entries[3].grant_id == grant.id
+    assert entries[2].subject == CID and entries[2].transform == "digest"
+    assert asked.value.request.id in entries[2].reason and "owner" in entries[2].reason
+    assert "alice" in entries[5].reason
+    assert entries[6].grant_id == token.id
+    assert wall.audit_verify().ok
+
+
+def test_an_approval_that_cannot_be_recorded_is_not_taken(
+    wall: Ionwall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    with pytest.raises(ConsentRequired) as asked:
+        wall.authorize(CID, "digest", "1.0.0", SCOPES)
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if fd == wall.audit._log_fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(AuditError, match="No space left"):
+        wall.approve(asked.value.request.id)
+    monkeypatch.undo()
+    # Nothing was granted; the request is still pending and can be approved now.
+    assert wall.grants() == []
+    assert wall.consent(asked.value.request.id).status.value == "pending"
+    grant = wall.approve(asked.value.request.id)
+    assert wall.authorize(CID, "digest", "1.0.0", SCOPES).id == grant.id
+    assert wall.audit_verify().ok

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,7 +214,13 @@ def test_concurrent_checks_approvals_and_revocations(wall: Ionwall) -> None:
     assert len(wall.grants()) == 4 + 15
     report = wall.audit_verify()
     assert report.ok, report
-    assert report.entries == 400
+    # 400 gate decisions, and the owner's: 4 + 15 requests and approvals (4 x 2
+    # scopes, 15 x 1), 15 + 1 revocations (the last of 2 scopes).
+    kinds = Counter(e.decision for e in wall.audit_tail(report.entries))
+    assert kinds["allow"] + kinds["deny"] == 400
+    assert kinds["consent-requested"] == kinds["consent-approved"] == 4 * 2 + 15
+    assert kinds["grant-revoked"] == 15 + 2
+    assert report.entries == 400 + 23 + 23 + 17
 
 
 def test_fake_gates() -> None:

@@ -86,10 +86,18 @@ def test_consent_flow_over_http(server: Server) -> None:
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     assert not gate.check(ctx, "publish_nats_topic:ionflux.digest.daily").allowed
 
-    entries = server.client.get("/ionwall/audit", params={"tail": 5}).json()["entries"]
-    assert [e["decision"] for e in entries] == ["allow", "deny"]
+    entries = server.client.get("/ionwall/audit", params={"tail": 6}).json()["entries"]
+    # The owner's decisions are in the same chain as the gate's.
+    assert [(e["decision"], e["scope"]) for e in entries] == [
+        ("consent-requested", "read_pod_data:reports/*"),
+        ("consent-requested", "publish_nats_topic:ionflux.digest.*"),
+        ("consent-approved", "publish_nats_topic:ionflux.digest.*"),
+        ("allow", "publish_nats_topic:ionflux.digest.daily"),
+        ("grant-revoked", "publish_nats_topic:ionflux.digest.*"),
+        ("deny", "publish_nats_topic:ionflux.digest.daily"),
+    ]
     verified = server.client.get("/ionwall/audit/verify").json()
-    assert verified["ok"] is True and verified["entries"] == 2
+    assert verified["ok"] is True and verified["entries"] == 7  # with the fixture's token
 
 
 def test_precise_error_statuses(server: Server) -> None:
