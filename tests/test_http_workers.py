@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import pytest
 from ionflux.http.testing import UpProcess
 from test_http_up import alive, prepare
 
@@ -106,14 +107,18 @@ async def test_two_workers_share_requests_runs_and_stop_together(
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_ctrl_c_to_the_process_group_stops_every_worker(tmp_path: Path, built: Path) -> None:
-    # A terminal's Ctrl-C reaches every process of the group at once: each worker
-    # drains and exits, and the first process does not start new ones.
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_to_the_process_group_stops_everything_cleanly(
+    tmp_path: Path, built: Path, workers: int
+) -> None:
+    # A terminal's Ctrl-C reaches every process of the foreground group at once:
+    # the host and its workers drain and exit 0, no worker is started again, and
+    # the nats-server the host started (in a session of its own) is stopped last.
     import subprocess
 
     data = tmp_path / "data"
     prepare(data)
-    up = UpProcess(data, extra=["--workers", "2"])
+    up = UpProcess(data, extra=["--workers", str(workers)])
     with up.log.open("ab") as out:
         proc = subprocess.Popen(
             up.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -124,16 +129,21 @@ def test_ctrl_c_to_the_process_group_stops_every_worker(tmp_path: Path, built: P
                 break
             assert proc.poll() is None, up.log.read_text()
             time.sleep(0.05)
-        (child,) = worker_pids(data)
+        children = worker_pids(data)
+        assert len(children) == workers - 1
+        (ports,) = (data / "nats" / "ports").glob("*.ports")
+        nats_pid = int(ports.stem.rsplit("_", 1)[1])
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(30) == 0
-        for _ in range(100):
-            if not alive(child):
-                break
-            time.sleep(0.05)
-        assert not alive(child)
+        assert proc.wait(30) == 0, up.log.read_text()[-3000:]
+        for pid in [*children, nats_pid]:
+            for _ in range(100):
+                if not alive(pid):
+                    break
+                time.sleep(0.05)
+            assert not alive(pid)
         assert worker_pids(data) == []
-        assert "starting another" not in up.log.read_text()
+        log = up.log.read_text()
+        assert "starting another" not in log and "Traceback" not in log
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

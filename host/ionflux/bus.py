@@ -115,4 +115,9 @@ class NatsBus:
             await self.nc.flush(timeout=2)
         except (nats.errors.Error, TimeoutError, OSError):
             pass
-        await self.nc.close()
+        try:
+            await self.nc.close()
+        except (nats.errors.Error, OSError, RuntimeError) as exc:
+            # The server went away first (its transport is closed): nothing is
+            # left to send, and the host's shutdown goes on.
+            log.warning("NATS connection closed uncleanly: %s", exc)

@@ -83,6 +83,10 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Its own session: a Ctrl-C in the terminal (SIGINT to the whole
+            # foreground group) must not stop the server under the host, which is
+            # still draining runs over it; the host stops it last.
+            start_new_session=True,
         )
         ports_file = ports_dir / f"{Path(args[0]).name}_{self._proc.pid}.ports"
         deadline = time.monotonic() + timeout
