@@ -40,6 +40,8 @@ async def test_two_workers_share_requests_runs_and_stop_together(
     try:
         (child,) = worker_pids(data)
         assert alive(child) and child != up.proc.pid
+        # The configuration handed to workers can hold secrets: owner-only.
+        assert (data / "workers" / "config.json").stat().st_mode & 0o077 == 0
         with Ionwall(data / "ionwall") as wall:
             token = wall.issue_token(["execute_graph:*"]).token
         auth = {"Authorization": f"Bearer {token}"}

@@ -75,7 +75,7 @@ def demo(app: App, manifest_dir: Path, graph_file: Path) -> None:
     click.echo(f"  deployed {engine_version} ({'new version' if fresh else 'unchanged'})")
     asyncio.run(_serve_once(app))
 
-    _say("the audit log: every allow and deny, hash-chained")
+    _say("the audit log: every consent answered, every allow and deny, hash-chained")
     wall = ionwall_for(app)
     for entry in wall.audit_tail(3):
         click.echo(f"  #{entry.index} {entry.decision.upper():<5} {entry.scope}  ({entry.reason})")

@@ -203,7 +203,8 @@ def grants_revoke(app: App, grant_id: str) -> None:
 
 @click.group()
 def audit() -> None:
-    """The audit log: every allow and deny, hash-chained."""
+    """The audit log: every allow and deny, and every consent request, approval,
+    denial, revocation and caller token, hash-chained."""
 
 
 @audit.command("tail")

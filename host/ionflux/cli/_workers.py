@@ -49,10 +49,14 @@ class Workers:
         stopping: asyncio.Event | None = None,
     ) -> None:
         self.dir = config.data_dir / "workers"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config_file = self.dir / "config.json"
         # The first process's configuration exactly (command-line overrides too).
-        self.config_file.write_text(json.dumps(config.model_dump(mode="json")))
+        # It may hold secret values (ionwall.secret_values): readable by the owner only.
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file keeps its mode otherwise
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(config.model_dump(mode="json")))
         self.config = config
         self.fd = sock.fileno()
         os.set_inheritable(self.fd, True)
