@@ -11,8 +11,9 @@ Pins are empty marker files under ``<data_dir>/pins/``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from ._cid import Cid
 
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600
+_serial = itertools.count()
+
+
+def _shard(cid: Cid) -> tuple[str, str]:
+    """(fan-out folder, file name): two characters of the CID, as Kubo's flatfs."""
+    key = str(cid.to_v1())
+    return key[-3:-1], key
 
 
 class LocalBackend:
@@ -29,6 +37,7 @@ class LocalBackend:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._blocks = self.root / "blocks"
+        self._blocks_text = str(self._blocks)
         self._pins = self.root / "pins"
         try:
             self._blocks.mkdir(parents=True, exist_ok=True)
@@ -45,8 +54,7 @@ class LocalBackend:
                     tmp.unlink()
 
     def _path(self, cid: Cid) -> Path:
-        key = str(cid.to_v1())
-        return self._blocks / key[-3:-1] / key
+        return self._blocks.joinpath(*_shard(cid))
 
     def get_block(self, cid: Cid) -> bytes:
         try:
@@ -63,17 +71,28 @@ class LocalBackend:
     def put_verified(self, cid: Cid, data: bytes) -> None:
         """:meth:`put_block` for bytes the caller has just hashed to ``cid`` itself
         (a leaf it verified, a block it computed): the same write, without hashing twice."""
-        path = self._path(cid)
-        if path.exists():
+        folder, name = _shard(cid)
+        path = os.path.join(self._blocks_text, folder, name)
+        if os.path.exists(path):
             return
-        try:  # the fan-out folder usually exists; a mkdir that fails costs ~80 µs here
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
+        # A temp name unique to this process and thread (O_EXCL makes sure), then
+        # a rename: ``tempfile.mkstemp`` and ``os.fdopen`` cost more than the
+        # system calls themselves for a small block (measured 258 vs 75 µs).
+        unique = f"{os.getpid()}-{threading.get_ident()}-{next(_serial)}"
+        tmp = os.path.join(self._blocks_text, folder, f"{_TMP_PREFIX}{name}-{unique}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the fan-out folder does not exist yet
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
