@@ -149,3 +149,31 @@ def test_ctrl_c_to_the_process_group_stops_everything_cleanly(
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_a_second_signal_stops_at_once_without_a_traceback(
+    tmp_path: Path, built: Path
+) -> None:
+    data = tmp_path / "data"
+    prepare(data)
+    up = UpProcess(data).start()
+    assert up.proc is not None
+    try:
+        with Ionwall(data / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:*"]).token
+        async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
+            r = await http.post(
+                "/webhooks/invoke/slow",
+                json={"text": "long"},
+                headers={"Authorization": f"Bearer {token}", "Prefer": "respond-async"},
+            )
+            assert r.status_code == 202
+        await asyncio.sleep(0.2)  # the slow run (1.5 s) is in flight
+        up.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(10) == 1
+        log = up.log.read_text()
+        assert "stopped at once" in log and "Traceback" not in log
+    finally:
+        up.kill()

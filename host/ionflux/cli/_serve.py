@@ -122,15 +122,19 @@ def up(
     )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(
-            serve(
-                config,
-                drain_timeout=drain_timeout,
-                require_token=not no_auth_management,
-                announce=None if worker_fd is not None else _announce,
-                worker_fd=worker_fd,
+        try:
+            code = runner.run(
+                serve(
+                    config,
+                    drain_timeout=drain_timeout,
+                    require_token=not no_auth_management,
+                    announce=None if worker_fd is not None else _announce,
+                    worker_fd=worker_fd,
+                )
             )
-        )
+        except asyncio.CancelledError:  # a second signal: stopped without draining
+            log.warning("stopped at once; runs in flight were not finished")
+            code = 1
     sys.exit(code)
 
 
@@ -189,12 +193,16 @@ async def serve(
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = 0
+    signals: list[int] = []
 
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
+    def on_signal(sig: int) -> None:
+        # A worker gets the terminal's Ctrl-C with its whole process group and then
+        # the first process's SIGTERM: for a worker only the same signal twice
+        # means "stop at once".
+        if worker_fd is not None and signals and sig not in signals:
+            return
+        signals.append(sig)
+        if len(signals) == 1:
             log.warning("stopping: draining runs in flight (signal again to stop at once)")
             stop.set()
         else:
@@ -205,7 +213,7 @@ async def serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
 
     worker_socket = None if worker_fd is None else socket.socket(fileno=worker_fd)
     running = await start_host(
