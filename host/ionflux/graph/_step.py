@@ -17,7 +17,7 @@ from typing import Any
 from .._errors import BackendUnavailable, GuestError, IonfluxError, TemplateError
 from ._model import Node
 from ._plan import PlannedNode
-from ._template import Scope
+from ._template import Scope, walk
 
 RETRYABLE = (GuestError, TimeoutError, BackendUnavailable)
 
@@ -221,11 +221,4 @@ def shape_outputs(node: Node, value: Any) -> Any:
 
 
 def _dig(value: Any, path: str) -> Any:
-    for part in [p for p in path.split(".") if p]:
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
+    return walk(value, [p for p in path.split(".") if p])

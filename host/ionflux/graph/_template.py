@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -145,19 +145,24 @@ def _check_path(source: str, path: Ref) -> None:
             raise TemplateError(source, f"names starting with '_' are not readable ({part!r})")
 
 
+def walk(value: Any, parts: Iterable[str]) -> Any:
+    """``value`` followed down ``parts`` (mapping keys, list indexes); None where
+    the path leads nowhere."""
+    for part in parts:
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
 def _path_evaluator(path: Ref) -> Callable[[Scope], Any]:
     root, rest = path[0], path[1:]
 
     def evaluate(scope: Scope) -> Any:
-        value = scope.get(root)
-        for part in rest:
-            if isinstance(value, dict):
-                value = value.get(part)
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                return None
-        return value
+        return walk(scope.get(root), rest)
 
     return evaluate
 
