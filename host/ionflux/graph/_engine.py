@@ -587,16 +587,17 @@ class Engine:
             else:
                 groups.append([head])
         if packed:
-            work = sum(wall for wall, _ in packed)
+            work = sum(weight for weight, _ in packed)
             threads = max(1, min(len(packed), _CPUS, int(work / _GROUP_S)))
-            shares: list[tuple[float, list[_Head]]] = [(0.0, []) for _ in range(threads)]
-            for wall, head in sorted(packed, key=lambda item: -item[0]):
-                load, members = min(shares, key=lambda share: share[0])
-                members.append(head)
-                shares[shares.index((load, members))] = (load + wall, members)
+            loads = [0.0] * threads
+            shares: list[list[_Head]] = [[] for _ in range(threads)]
+            for weight, head in sorted(packed, key=lambda item: -item[0]):  # costliest first
+                least = loads.index(min(loads))
+                shares[least].append(head)
+                loads[least] += weight
             # The nodes of a share keep their file order.
             order = {id(head): i for i, head in enumerate(heads)}
-            groups += [sorted(m, key=lambda h: order[id(h)]) for _, m in shares if m]
+            groups += [sorted(s, key=lambda h: order[id(h)]) for s in shares if s]
         return groups
 
     def _launch(
