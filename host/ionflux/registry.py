@@ -8,13 +8,13 @@ most recently published version; ``name@version`` and CIDs are exact.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import ManifestError, UnknownTransform
+from ._sqlite import open_database
 from .manifest import Manifest, parse_manifest
 
 _SCHEMA = """
@@ -58,11 +58,8 @@ class PublishedTransform:
 
 class Registry:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        # FULL: a publish is rare and must survive an OS crash too.
+        self._db = open_database(path, _SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
         self._by_ref: dict[str, PublishedTransform] = {}
         self._data_version = -1

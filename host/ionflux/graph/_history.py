@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._sqlite import open_database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -165,15 +167,9 @@ class RunHistory:
     """The ``runs`` and ``run_steps`` tables of one SQLite file; thread-safe."""
 
     def __init__(self, path: Path, *, recover: bool = True):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose
-        # the last ones. Fast enough to record every step as it ends.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        # NORMAL: fast enough to record every step as it ends (see open_database).
+        self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
         # Writers of this file in other processes (the workers of `ionflux up
         # --workers`) queue on this lock file before SQLite's write lock: a
@@ -266,16 +262,13 @@ class RunHistory:
             self._host,
             os.getpid(),
         )
-        if not write:
-            return row
-        # One statement in autocommit mode is its own transaction: committed on return,
-        # without the round-trips of an explicit BEGIN/COMMIT.
-        with self._writing() as db:
-            _insert_run(db, row)
+        if write:
+            self.write_start(row)
         return row
 
     def write_start(self, row: RunRow) -> None:
-        """Writes a run's row made by ``start_run(write=False)``."""
+        """Writes a run's row made by ``start_run(write=False)``. One statement in
+        autocommit mode is its own transaction, without an explicit BEGIN/COMMIT."""
         with self._writing() as db:
             _insert_run(db, row)
 

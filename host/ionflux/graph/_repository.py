@@ -10,7 +10,6 @@ recorded run can be re-run from exactly the graph it ran.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .._errors import GraphNotFound, GraphValidationError
+from .._sqlite import open_database
 from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import parse_yaml
@@ -71,12 +71,7 @@ class GraphText:
 
 class GraphRepository:
     def __init__(self, path: Path, pod: BytesPod | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
         self._pod = pod
         self._parsed: dict[str, FluxGraph] = {}
