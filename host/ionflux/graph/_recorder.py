@@ -198,20 +198,21 @@ class RunRecorder:
         )
 
     def run_log(self, result: RunResult) -> str:
-        """The run log stored in the pod: the whole result, masked. The steps' values
-        were masked when they were recorded; the rest is masked here."""
+        """The run log stored in the pod: the whole result, masked. The steps' inputs
+        and outputs were masked when they were recorded; the rest is masked here."""
         mask = self.masker
         run = result.to_dict()
-        steps = run.pop("steps")
-        run = mask.value(run)
-        for step in steps:
-            shown = self._shown.get(step["node_id"])
-            if shown is None:
-                shown = mask.value(step["inputs"]), mask.value(step["outputs"])
+        steps = []
+        for step in run.pop("steps"):
+            values = step.pop("inputs"), step.pop("outputs")
+            shown = self._shown.get(step["node_id"]) or (
+                mask.value(values[0]),
+                mask.value(values[1]),
+            )
+            step = mask.value(step)
             step["inputs"], step["outputs"] = shown
-            step["error"] = mask.value(step["error"])
-            if step["reason"] is not None:
-                step["reason"] = mask.text(step["reason"])
+            steps.append(step)
+        run = mask.value(run)
         run["steps"] = steps
         return json_text({"kind": "ionflux.run_log/1", "run": run})
 
