@@ -188,7 +188,6 @@ async def serve(
     ``worker_fd``: this process is a worker of another (``--workers``): it serves
     on that inherited listening socket and runs no schedules."""
     from ..http import start_host
-    from ..http._hosting import write_http_url
     from ._workers import Workers, ready_file
 
     stop = stop or asyncio.Event()
@@ -222,7 +221,6 @@ async def serve(
         drain_timeout=drain_timeout,
         http_socket=worker_socket,
         schedules=worker_fd is None,
-        write_url=worker_fd is None and config.http.workers == 1,
     )
     workers: Workers | None = None
     # Everything made at start (modules, models, the app) lives as long as the
@@ -245,7 +243,9 @@ async def serve(
                 stopping=stop,
             )
             await workers.start()
-            write_http_url(config, running.url)  # once every worker serves
+        if worker_fd is None:
+            # Where this host serves, for scripts and tests; once every worker serves.
+            (config.data_dir / "http.url").write_text(running.url + "\n")
         status = running.triggers.status()
         if announce is not None:
             announce(

@@ -71,14 +71,12 @@ async def start_host(
     drain_timeout: float = 30.0,
     http_socket: socket.socket | None = None,
     schedules: bool = True,
-    write_url: bool = True,
 ) -> RunningHost:
     """Starts every part; on a failure midway the parts already started are stopped.
 
     ``http_socket``: serve on this listening socket (a worker of ``ionflux up
     --workers``) instead of binding ``config.http``; ``schedules``: run the
-    scheduled triggers (only one process of a group of workers does); ``write_url``:
-    write the HTTP address to ``<data-dir>/http.url`` once serving."""
+    scheduled triggers (only one process of a group of workers does)."""
     stack = contextlib.AsyncExitStack()
     try:
         server: NatsServer | None = None
@@ -130,17 +128,10 @@ async def start_host(
                 sock=http_socket,
             )
             await http.start()
-            if write_url:
-                write_http_url(config, http.url)
     except BaseException:
         await stack.aclose()
         raise
     return RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)
-
-
-def write_http_url(config: Config, url: str) -> None:
-    """``<data-dir>/http.url``: where this host serves, for scripts and tests."""
-    (config.data_dir / "http.url").write_text(url + "\n")
 
 
 async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:
