@@ -237,7 +237,6 @@ async def serve(
                 config,
                 running.http.socket,
                 running.nats_url,
-                count=config.http.workers,
                 drain_timeout=drain_timeout,
                 require_token=require_token,
                 stopping=stop,

@@ -43,7 +43,6 @@ class Workers:
         sock: socket.socket,
         nats_url: str,
         *,
-        count: int,
         drain_timeout: float,
         require_token: bool,
         stopping: asyncio.Event | None = None,
@@ -61,7 +60,6 @@ class Workers:
         self.fd = sock.fileno()
         os.set_inheritable(self.fd, True)
         self.nats_url = nats_url
-        self.count = count
         self.drain_timeout = drain_timeout
         self.require_token = require_token
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -101,7 +99,7 @@ class Workers:
 
     async def start(self, timeout: float = 60.0) -> None:
         """Starts the workers and waits until each serves (its ready file exists)."""
-        for _ in range(self.count - 1):
+        for _ in range(self.config.http.workers - 1):
             self.procs.append(self._spawn())
         deadline = time.monotonic() + timeout
         for proc in self.procs:
