@@ -20,7 +20,13 @@ can forge a history. Ship the head elsewhere if that matters.)
 
 Appends take ``audit.head`` as an ``fcntl.flock`` lock (processes) and a
 thread lock (threads), and re-read the log's end when another writer moved
-it, so several threads and processes append one consistent chain. Strings are
+it, so several threads and processes append one consistent chain. Every
+process maps ``audit.head`` into memory (``_shared``): an append reads it to
+learn whether another writer moved the log since its own last append, and
+writes it, with no system call but the lock's and the log's ``write``. The
+head is written before the log: a writer that dies between the two leaves a
+head that no longer matches what the others remember, so the next writer
+re-reads the log's true end. Strings are
 masked (``Masker``) before they are written. Appends are not fsync'ed: a
 crash may lose the last entries, and ``verify`` then names them.
 
@@ -36,7 +42,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -52,6 +57,7 @@ from typing import Any
 
 from ._errors import AuditError
 from ._mask import Masker
+from ._shared import SharedFile
 
 GENESIS = "0" * 64
 
@@ -220,8 +226,10 @@ class AuditLog:
         self._lock = threading.Lock()  # held while writing; guards the chain state
         flags = os.O_CREAT | os.O_CLOEXEC
         self._log_fd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
-        self._head_fd = os.open(self.head_path, flags | os.O_RDWR, 0o600)
-        self._size = -1  # unknown: read the end of the log on the first append
+        self._head = SharedFile(self.head_path, _HEAD_SIZE)
+        # The head as this process last wrote it; another value means another
+        # writer moved the log (or nothing is known yet): read its end first.
+        self._head_seen = b""
         self._count = 0
         self._last = GENESIS
         self._templates: dict[tuple[Any, ...], _Template] = {}
@@ -232,10 +240,10 @@ class AuditLog:
         """Writes what is queued and closes the files."""
         with self._lock:
             self._drain()
-            for fd in (self._log_fd, self._head_fd):
-                if fd >= 0:
-                    os.close(fd)
-            self._log_fd = self._head_fd = -1
+            if self._log_fd >= 0:
+                os.close(self._log_fd)
+                self._head.close()
+            self._log_fd = -1
 
     def append(
         self,
@@ -300,7 +308,7 @@ class AuditLog:
                 try:
                     self._write((pending,))
                 except AuditError:
-                    self._size = -1
+                    self._head_seen = b""
                     raise
         return pending
 
@@ -354,7 +362,7 @@ class AuditLog:
         try:
             self._write(batch)
         except AuditError as exc:
-            self._size = -1
+            self._head_seen = b""
             for pending in batch:
                 pending.error = exc
                 if pending.ticket is not None:
@@ -367,11 +375,12 @@ class AuditLog:
     def _write(self, batch: Sequence[_Pending]) -> None:
         if self._log_fd < 0:
             raise AuditError(f"{self.path}: the audit log is closed")
-        fcntl.flock(self._head_fd, fcntl.LOCK_EX)
+        head = self._head
+        head.lock()
         try:
-            size = os.fstat(self._log_fd).st_size
-            if size != self._size:
-                self._count, self._last = self._read_end(size)
+            seen = head.read()
+            if seen != self._head_seen:
+                self._count, self._last = self._read_end(os.fstat(self._log_fd).st_size)
             count, last = self._count, self._last
             lines = []
             for pending in batch:
@@ -388,15 +397,20 @@ class AuditLog:
                 count += 1
                 last = digest
             data = lines[0] if len(lines) == 1 else b"".join(lines)
-            if os.write(self._log_fd, data) != len(data):
-                raise OSError(errno.EIO, "short write")
-            self._size = size + len(data)
+            new_head = b"%020d %s\n" % (count, last.encode())
+            head.write(new_head)  # first: see the module's docstring
+            try:
+                if os.write(self._log_fd, data) != len(data):
+                    raise OSError(errno.EIO, "short write")
+            except OSError:
+                head.write(seen)  # the log did not take the entries: neither does the head
+                raise
             self._count, self._last = count, last
-            os.pwrite(self._head_fd, f"{count:020d} {last}\n".encode(), 0)
+            self._head_seen = new_head
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot append to the audit log: {exc}") from exc
         finally:
-            fcntl.flock(self._head_fd, fcntl.LOCK_UN)
+            head.unlock()
 
     def _read_end(self, size: int) -> tuple[int, str]:
         """(entry count, last hash) from the last line of the log."""
@@ -443,7 +457,8 @@ class AuditLog:
 
     def _check_head(self, count: int, last: str) -> AuditReport:
         try:
-            head = self.head_path.read_text(encoding="ascii")
+            # zero bytes: the head is mapped at its full size before the first append
+            head = self.head_path.read_text(encoding="ascii").strip("\0")
         except (OSError, UnicodeDecodeError):
             head = ""
         if not head:

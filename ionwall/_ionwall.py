@@ -1,12 +1,12 @@
 """``Ionwall``: consent, grants, the gate, tokens and the audit log, over one data directory.
 
 The data directory holds ``signing_key.pem`` (0600), ``ionwall.db`` (consents
-and grants, SQLite WAL), ``revocations`` (a counter, see ``_store``),
+and grants, SQLite WAL), ``revocations.counter`` (see ``_store``),
 ``audit.jsonl`` and ``audit.head``. Several processes may share it.
 
 The gate re-checks the grant on every call: revocation through a counter
-file that one ``stat`` reads (so a revocation in any process stops the next
-call of a run already in progress), expiry against the clock, the policy's
+that every process maps from one file (a memory read; a revocation in any
+process stops the next call of a run already in progress), expiry against the clock, the policy's
 always-deny list, then the scopes. The answer for a (grant, concrete scope)
 is kept until the grant expires or the counter moves. Every decision is
 written to the audit log; a decision that cannot be recorded is a denial.
@@ -103,7 +103,7 @@ class Ionwall:
         self._store = GrantStore(self.data_dir)
         self.audit = AuditLog(self.data_dir, self.masker)
         self._states: dict[str, _GrantState] = {}
-        self._states_stamp = -1
+        self._states_stamp = b""  # no stamp reads as empty: the first call loads
         self._states_lock = threading.Lock()
         self._decisions: _Decisions = {}  # emptied with _states
 

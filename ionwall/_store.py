@@ -5,16 +5,15 @@ approvals from threads or processes serialise: one wins, the others see the
 request already answered. A partial unique index keeps at most one pending
 request per fingerprint.
 
-Revocations also append one byte to ``revocations``: its size is a counter
-that any process can read with one ``stat`` call, which is how the gate
-notices a revocation made elsewhere without querying the database on every
+Revocations also bump a counter in ``revocations.counter``, a file every
+process maps into memory, which is how the gate notices a revocation made
+elsewhere without querying the database, or making a system call, on every
 call (see ``GrantStore.revocation_stamp``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 from ._consent import ConsentRequest, ConsentStatus
 from ._errors import StoreError
 from ._grants import Grant, GrantKind
+from ._shared import SharedCounter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
@@ -75,12 +75,10 @@ class GrantStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "ionwall.db"
-        self._stamp_path = directory / "revocations"
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        # Kept open: fstat on it is the cheapest way to read the counter.
-        self._stamp_fd = os.open(self._stamp_path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o600)
+        self._revocations = SharedCounter(directory / "revocations.counter")
         try:
             self._conn().executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -111,9 +109,7 @@ class GrantStore:
             for conn in self._all:
                 conn.close()
             self._all.clear()
-            if self._stamp_fd >= 0:
-                os.close(self._stamp_fd)
-                self._stamp_fd = -1
+            self._revocations.close()
         self._local = threading.local()
 
     @contextmanager
@@ -143,16 +139,9 @@ class GrantStore:
 
     # -- revocation counter --------------------------------------------------
 
-    def revocation_stamp(self) -> int:
-        """Grows with every revocation, in any process sharing the directory."""
-        return os.fstat(self._stamp_fd).st_size
-
-    def _bump(self) -> None:
-        fd = os.open(self._stamp_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, b".")
-        finally:
-            os.close(fd)
+    def revocation_stamp(self) -> bytes:
+        """Changes with every revocation, in any process sharing the directory."""
+        return self._revocations.stamp()
 
     # -- consents ------------------------------------------------------------
 
@@ -248,7 +237,7 @@ class GrantStore:
             )
             found = cur.rowcount > 0
         if found:
-            self._bump()
+            self._revocations.bump()
         return found
 
 

@@ -218,3 +218,57 @@ def test_append_after_a_damaged_end_refuses(tmp_path: Path) -> None:
     fresh = AuditLog(tmp_path / "audit")
     with pytest.raises(AuditError, match="ionflux audit verify"):
         fresh.append(subject="s", transform="t", scope="emit_log:info", allowed=True, reason="x")
+
+
+def _append(log: AuditLog, reason: str) -> None:
+    log.append(subject="s", transform="t", scope="emit_log:info", allowed=True, reason=reason)
+
+
+def test_a_writer_that_died_between_head_and_log_leaves_one_chain(tmp_path: Path) -> None:
+    # The head is written before the log. A writer killed between the two
+    # leaves a head counting one entry more than the log holds; the next
+    # writer must notice that the head is not the one it wrote, re-read the
+    # log's true end and chain onto that (not onto the head's count).
+    log = _log(tmp_path, 3)
+    count, _ = log.head_path.read_text().split()
+    log.head_path.write_text(f"{int(count) + 1:020d} {'f' * 64}\n")  # the dead writer's head
+    assert not log.verify().ok  # an entry the head counts is missing, until the next append
+    _append(log, "after the dead writer")
+    report = log.verify()
+    assert report.ok, report
+    assert report.entries == 4
+    assert json.loads(_lines(log)[-1])["index"] == 3
+
+
+def test_a_failed_write_leaves_the_head_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from ionwall import AuditError
+
+    log = _log(tmp_path, 2)
+    head_before = log.head_path.read_bytes()
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(AuditError, match="No space left"):
+        _append(log, "lost")
+    assert log.head_path.read_bytes() == head_before
+    assert log.verify().ok
+    monkeypatch.setattr(os, "write", real_write)
+    _append(log, "after the disk has room again")
+    report = log.verify()
+    assert report.ok and report.entries == 3, report
+
+
+def test_a_log_that_never_had_an_entry_verifies(tmp_path: Path) -> None:
+    # The head is mapped (zero-filled) when the log is opened, before any append.
+    log = AuditLog(tmp_path / "audit")
+    assert log.head_path.stat().st_size > 0
+    report = log.verify()
+    assert report.ok and report.entries == 0, report
