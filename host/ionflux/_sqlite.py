@@ -7,23 +7,85 @@ finds the file locked; autocommit, so each store opens its own transactions.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Literal
 
+log = logging.getLogger("ionflux.sqlite")
+
 
 def open_database(
-    path: Path, schema: str, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    path: Path,
+    schema: str,
+    *,
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    autocheckpoint: bool = True,
 ) -> sqlite3.Connection:
     """A connection to ``path`` (created with its folder), ``schema`` applied.
 
     ``synchronous``: ``NORMAL`` with WAL means a commit survives a process crash
     and only an OS crash may lose the last ones; ``FULL`` (SQLite's default)
-    survives both, at an fsync per commit."""
+    survives both, at an fsync per commit. ``autocheckpoint=False``: a
+    ``Checkpointer`` does it instead, off the committing thread."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA busy_timeout=5000")
+    if not autocheckpoint:
+        db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(schema)
     return db
+
+
+class Checkpointer:
+    """Copies a WAL database's committed pages into its main file, on a thread.
+
+    SQLite does this inside a commit once the WAL passes 1000 pages, and with
+    ``synchronous=NORMAL`` that checkpoint syncs the file: about every hundred
+    runs, one run's commit stalled the event loop for 10-15 ms (measured: the
+    whole p99 of a 3-node run in-process). The connection that writes is opened
+    with ``wal_autocheckpoint=0`` and this thread, on a connection of its own,
+    runs a passive checkpoint (it never blocks readers or writers) after
+    ``every`` commits, or ``idle_s`` after the last one. Python's sqlite3 lets
+    go of the GIL while SQLite works, so the sync no longer stops anyone.
+    """
+
+    def __init__(self, path: Path, *, every: int = 64, idle_s: float = 1.0) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._every = every
+        self._idle_s = idle_s
+        self._commits = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"ionflux-checkpoint-{path.stem}", daemon=True
+        )
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Called after each commit of the writing connection."""
+        self._commits += 1
+        if self._commits >= self._every:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self._idle_s)
+            self._wake.clear()
+            if self._commits == 0:
+                continue
+            self._commits = 0
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # e.g. busy: the next round tries again
+                log.warning("checkpoint of %s failed: %s", self.path, exc)
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._db.close()

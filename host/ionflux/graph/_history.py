@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._sqlite import open_database
+from .._sqlite import Checkpointer, open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -169,7 +169,8 @@ class RunHistory:
     def __init__(self, path: Path, *, recover: bool = True):
         self.path = path
         # NORMAL: fast enough to record every step as it ends (see open_database).
-        self._db = open_database(path, _SCHEMA)
+        self._db = open_database(path, _SCHEMA, autocheckpoint=False)
+        self._checkpointer = Checkpointer(path)
         self._lock = threading.Lock()
         # Writers of this file in other processes (the workers of `ionflux up
         # --workers`) queue on this lock file before SQLite's write lock: a
@@ -191,8 +192,10 @@ class RunHistory:
                 yield self._db
             finally:
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+            self._checkpointer.committed()
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._db.close()
         os.close(self._write_lock)
 
