@@ -32,6 +32,7 @@ def test_publish_list_invoke(tmp_path: Path, built: Path) -> None:
     (entry,) = json.loads(listed.stdout)
     assert entry["name"] == "uppercase" and entry["abi"] == "component"
     assert entry["size"] == (built / "uppercase.wasm").stat().st_size
+    assert entry["published_at"] > 0  # the same fields as GET /transforms
     out = run(tmp_path, "invoke", "uppercase", "--input", '{"text": "abc"}')
     assert out.returncode == 0 and json.loads(out.stdout) == {"text": "ABC"}
     piped = run(tmp_path, "invoke", entry["cid"], "--input", "-", stdin='{"text": "x"}')

@@ -223,6 +223,8 @@ async def test_manual_runs_health_and_metrics(
     assert (await http.get("/healthz")).json()["status"] == "ok"
     transforms = (await http.get("/transforms")).json()
     assert [t["name"] for t in transforms] == ["echo"]
+    # the same summary `ionflux transforms --json` prints
+    assert transforms == [running.host.registry.get("echo").summary()]
     manifest = (MANIFESTS / "uppercase.yaml").read_text()
     module = base64.b64encode((BUILD / "uppercase.wasm").read_bytes()).decode()
     r = await http.post("/transforms", json={"manifest": manifest, "module_base64": module})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -122,6 +123,8 @@ async def test_invalid_json_gets_an_error_reply_and_event_and_the_host_goes_on(
     assert body["error_details"][0]["field"] == "(body)"
     event = json.loads((await completions.next_msg(timeout=5)).data)
     assert event["execution_id"] == body["execution_id"]
+    # nothing ran, yet the id is of the same kind as a run's (a ULID: sortable with them)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", body["execution_id"]), body["execution_id"]
     assert event["overall_status"] == "failure"
     # schema violation: refused before a run, the field named
     msg = await request(client, subject, b'{"txt": 1}', timeout=10)

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._errors import ManifestError, UnknownTransform
 from ._sqlite import open_database
@@ -54,6 +55,18 @@ class PublishedTransform:
     @property
     def scopes(self) -> list[str]:
         return list(self.manifest.scopes)
+
+    def summary(self) -> dict[str, Any]:
+        """What listings show of it (``ionflux transforms --json``, ``GET /transforms``)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "cid": self.cid,
+            "abi": self.abi,
+            "scopes": self.scopes,
+            "size": self.size,
+            "published_at": self.published_at,
+        }
 
 
 class Registry:

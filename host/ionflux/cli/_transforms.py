@@ -31,22 +31,7 @@ def transforms(app: App, as_json: bool) -> None:
     """List published transforms."""
     rows = app.host.registry.list()
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "name": t.name,
-                        "version": t.version,
-                        "cid": t.cid,
-                        "abi": t.abi,
-                        "scopes": t.scopes,
-                        "size": t.size,
-                    }
-                    for t in rows
-                ],
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([t.summary() for t in rows], indent=2))
         return
     if not rows:
         click.echo("no transforms published yet (try: ionflux publish manifests/uppercase.yaml)")

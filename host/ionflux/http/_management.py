@@ -53,7 +53,7 @@ def management_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/transforms", tags=["transforms"], summary="List published transforms")
     def list_transforms() -> list[dict[str, Any]]:
-        return [_transform(t) for t in host.registry.list()]
+        return [t.summary() for t in host.registry.list()]
 
     @router.post(
         "/transforms",
@@ -69,7 +69,7 @@ def management_router(ctx: ApiContext) -> APIRouter:
             module = base64.b64decode(body.module_base64, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ManifestError(f"not base64: {exc}", field="module_base64") from exc
-        return _transform(host.publish_bytes(manifest, module))
+        return host.publish_bytes(manifest, module).summary()
 
     # -- graphs -----------------------------------------------------------------
 
@@ -199,18 +199,6 @@ def management_router(ctx: ApiContext) -> APIRouter:
         return JSONResponse({**_run(record), "run_id": run_id, "steps": [_step(s) for s in steps]})
 
     return router
-
-
-def _transform(t: Any) -> dict[str, Any]:
-    return {
-        "name": t.name,
-        "version": t.version,
-        "cid": t.cid,
-        "abi": t.abi,
-        "scopes": t.scopes,
-        "size": t.size,
-        "published_at": t.published_at,
-    }
 
 
 def _version(v: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,11 +54,6 @@ class RunRequest:
 
     def trigger_info(self) -> dict[str, Any]:
         return {"type": self.trigger, "input_data": self.input, "details": dict(self.details)}
-
-
-def new_execution_id() -> str:
-    """A time-sortable id for a refused trigger event (nothing ran, so the engine gave none)."""
-    return f"{int(time.time() * 1000):013x}{secrets.token_hex(8)}"
 
 
 class Slots:
@@ -185,7 +179,8 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """Publishes the error completion event of a refused trigger event; returns it."""
         event = rejection(
-            execution_id or new_execution_id(),
+            # Nothing ran, so the engine gave no id: one of the same kind as a run's.
+            execution_id or new_run_id(),
             request.graph.partition("@")[0],
             request.trigger,
             error,
