@@ -177,3 +177,40 @@ async def test_a_second_signal_stops_at_once_without_a_traceback(
         assert "stopped at once" in log and "Traceback" not in log
     finally:
         up.kill()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300)
+def test_soak_a_minute_at_200_requests_per_second(tmp_path: Path, built: Path) -> None:
+    """`just soak`: 12,000 webhook requests over a minute, paced, from a separate
+    process (the benchmark's load generator). Nothing fails, the tail stays
+    short (the run history's checkpoints no longer stall a commit), every run is
+    recorded once, and the history's WAL stays bounded while it grows."""
+    from ionflux.bench.triggers import _http_load
+
+    data = tmp_path / "data"
+    prepare(data)
+    up = UpProcess(data, extra=["--workers", "2"]).start(timeout=60)
+    try:
+        with Ionwall(data / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:*"]).token
+        url = up.url + "/webhooks/invoke/digest"
+        _http_load(url, token, rate=100, seconds=1)  # warm both processes
+        with sqlite3.connect(data / "runs.sqlite3") as db:
+            (before,) = db.execute("SELECT count(*) FROM runs").fetchone()
+        result = _http_load(url, token, rate=200, seconds=60)
+        wal = (data / "runs.sqlite3-wal").stat().st_size
+        print(f"\nsoak at 200 req/s for 60 s: {result}, history WAL {wal} bytes")  # for the notes
+        assert wal < 16 * 1024 * 1024, wal
+    finally:
+        up.terminate(30)
+    assert result["errors"] == 0, result
+    assert result["rps"] > 190, result
+    # Well above the 20 ms the benchmark aims at: a shared machine has bad seconds.
+    assert result["p99_ms"] < 100, result
+    with sqlite3.connect(data / "runs.sqlite3") as db:
+        (after,) = db.execute("SELECT count(*) FROM runs").fetchone()
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status"))
+    # The load generator's own warm-up (20 requests) comes on top of its paced load.
+    assert after - before == 12_000 + 20, (before, after)
+    assert set(statuses) == {"success"}, statuses

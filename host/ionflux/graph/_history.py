@@ -170,15 +170,14 @@ class RunHistory:
         self.path = path
         # NORMAL: fast enough to record every step as it ends (see open_database).
         self._db = open_database(path, _SCHEMA, autocheckpoint=False)
-        self._checkpointer = Checkpointer(path)
         self._lock = threading.Lock()
         # Writers of this file in other processes (the workers of `ionflux up
         # --workers`) queue on this lock file before SQLite's write lock: a
         # waiter wakes the moment the lock is free, where SQLite's own busy wait
         # sleeps 1, 2, 5, 10, 15... ms between tries (and stalls the event loop).
-        self._write_lock = os.open(
-            path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
-        )
+        lock_path = path.with_name(path.name + ".lock")
+        self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._checkpointer = Checkpointer(path, lock_path=lock_path)
         self._host = socket.gethostname()
         if recover:
             self.recover()
