@@ -304,3 +304,39 @@ def test_a_name_runs_the_version_published_by_another_process(
     finally:
         other.close()
         serving.close()
+
+
+def test_the_epoch_ticks_only_while_a_call_is_in_flight() -> None:
+    # A stand-in for the engine counts the ticks (wasmtime does not say which
+    # epoch it is at); the deadline tests above use the real one.
+    import time
+
+    from ionflux.runtime._engine import EPOCH_TICK_S, EpochTicker
+
+    class Engine:
+        ticks = 0
+
+        def increment_epoch(self) -> None:
+            Engine.ticks += 1
+
+    ticker = EpochTicker(Engine())  # type: ignore[arg-type]
+    try:
+        ticker.enter()
+        time.sleep(EPOCH_TICK_S * 10)
+        ticker.leave()
+        assert Engine.ticks >= 3, Engine.ticks  # it ticked while the call ran
+        assert not ticker.ticking()
+        time.sleep(EPOCH_TICK_S * 2)  # a tick already under way may still land
+        idle_from = Engine.ticks
+        time.sleep(EPOCH_TICK_S * 10)
+        assert Engine.ticks == idle_from  # idle: no wake-ups
+        # Two overlapping calls: it ticks until the last one leaves.
+        ticker.enter()
+        ticker.enter()
+        ticker.leave()
+        busy_from = Engine.ticks
+        time.sleep(EPOCH_TICK_S * 10)
+        assert Engine.ticks > busy_from
+        ticker.leave()
+    finally:
+        ticker.stop()

@@ -65,29 +65,49 @@ def engine_fingerprint(max_wasm_stack_bytes: int) -> str:
 
 
 class EpochTicker:
-    """Advances the engine's epoch every ``EPOCH_TICK_S`` while any call is in flight."""
+    """Advances the engine's epoch every ``EPOCH_TICK_S`` while any call is in
+    flight (between ``enter`` and ``leave``), and sleeps while none is: an idle
+    host does not wake up 200 times a second. A store's deadline counts ticks
+    from the moment it is set, so ticks missed while idle shorten no call."""
 
     def __init__(self, engine: wasmtime.Engine) -> None:
         self._engine = engine
-        self._stop = threading.Event()
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def ensure_running(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
+    def enter(self) -> None:
+        with self._cond:
+            self._active += 1
             if self._thread is None:
-                thread = threading.Thread(target=self._run, name="ionflux-epoch", daemon=True)
-                thread.start()
-                self._thread = thread
+                self._thread = threading.Thread(target=self._run, name="ionflux-epoch", daemon=True)
+                self._thread.start()
+            elif self._active == 1:
+                self._cond.notify()
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
 
     def _run(self) -> None:
-        while not self._stop.wait(EPOCH_TICK_S):
+        while not self._stopped.is_set():
+            with self._cond:
+                while self._active == 0 and not self._stopped.is_set():
+                    self._cond.wait()
+            if self._stopped.wait(EPOCH_TICK_S):
+                return
             self._engine.increment_epoch()
 
+    def ticking(self) -> bool:
+        """Whether a call is in flight (so the epoch advances); for tests."""
+        with self._cond:
+            return self._active > 0
+
     def stop(self) -> None:
-        self._stop.set()
+        self._stopped.set()
+        with self._cond:
+            self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout=1)
 

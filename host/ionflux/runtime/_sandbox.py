@@ -116,12 +116,16 @@ class Runtime:
         store = wasmtime.Store(self.engine)
         store.set_fuel(10_000_000)  # a start function may run; bounded like any call
         store.set_epoch_deadline(ticks_for(1_000))
+        self._ticker.enter()
         try:
             instance = self.linker.instantiate(store, component)
         except wasmtime.WasmtimeError as exc:
+            store.close()
             raise ModuleError(
                 f"component cannot be instantiated: {_trap_reason(str(exc))}"
             ) from exc
+        finally:
+            self._ticker.leave()
         try:
             run = instance.get_func(store, "run")
             if run is None:
@@ -147,7 +151,6 @@ class Runtime:
             len(input_text.encode("utf-8")) > limits.max_input_bytes
         ):
             raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
-        self._ticker.ensure_running()
         store = wasmtime.Store(self.engine)
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(ticks_for(limits.timeout_ms))
@@ -159,6 +162,7 @@ class Runtime:
         started = time.perf_counter()
         set_env(env)
         self._slots.acquire()
+        self._ticker.enter()
         failure: GuestError | None = None
         try:
             instance = self.linker.instantiate(store, loaded.component)
@@ -172,6 +176,7 @@ class Runtime:
             failure = classify_trap(exc, limits)
         finally:
             store.close()  # give the pool slot back before the next caller takes it
+            self._ticker.leave()
             self._slots.release()
             set_env(None)
         if failure is not None:
