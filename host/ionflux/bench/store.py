@@ -104,7 +104,7 @@ def _kubo(
 
         def cli_cat() -> None:
             subprocess.run(
-                [str(daemon.binary), "cat", cid],
+                [str(daemon.binary), "cat", "--progress=false", cid],
                 env=daemon.env,
                 check=True,
                 stdout=subprocess.DEVNULL,
