@@ -55,10 +55,6 @@ class SharedFile:
     def unlock(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    @property
-    def fd(self) -> int:
-        return self._fd
-
     def close(self) -> None:
         if self._fd >= 0:
             self._map.close()
