@@ -81,7 +81,9 @@ class Checkpointer:
         self._thread.start()
 
     def committed(self) -> None:
-        """Called after each commit of the writing connection."""
+        """Called after each commit of the writing connection. The count is not
+        locked: a commit counted while the thread resets it only waits for the
+        next round (at most ``idle_s`` later)."""
         self._commits += 1
         if self._commits >= self._every:
             self._wake.set()
