@@ -270,6 +270,30 @@ def test_manifest_bad_scope_names_field(tmp_path: Path, host: Host) -> None:
         host.publish(bad)
 
 
+def test_a_published_version_keeps_its_manifest(
+    config_dir: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    # The same module under the same name@version with other scopes or limits
+    # would change what that version means; it is refused, from this process or
+    # another one. Publishing the identical manifest again changes nothing.
+    first = Host(make_config(config_dir))
+    other = Host(make_config(config_dir))  # stands for `ionflux publish` in another process
+    try:
+        published = publish_guest(first, "echo", scopes=["emit_log:*"])
+        again = publish_guest(other, "echo", scopes=["emit_log:*"])
+        assert again.published_at == published.published_at
+        with pytest.raises(e.ManifestError, match=r"another manifest \(limits, scopes differ\)"):
+            publish_guest(other, "echo", scopes=["emit_log:*", "http_fetch:*"], limits={"fuel": 5})
+        with pytest.raises(e.ManifestError, match=r"another manifest \(scopes differ\)"):
+            publish_guest(first, "echo", scopes=[])
+        assert first.registry.get("echo@0.1.0").scopes == ["emit_log:*"]
+        assert other.registry.get("echo").scopes == ["emit_log:*"]
+        assert publish_guest(first, "echo", scopes=[], version="0.2.0").scopes == []
+    finally:
+        other.close()
+        first.close()
+
+
 def test_module_tampered_in_store_is_refused_at_load(config_dir: Path, built: Path) -> None:
     manifest = Path(__file__).parents[1] / "manifests" / "uppercase.yaml"
     first = Host(make_config(config_dir))

@@ -81,30 +81,41 @@ class Registry:
         self._db.close()
 
     def add(self, manifest: Manifest, size: int) -> PublishedTransform:
+        """Publishes ``manifest``. A version is immutable, its manifest as well as its
+        module: publishing the same manifest again changes nothing (its first
+        publication stands), another one under a published name@version is refused."""
+        text = manifest.model_dump_json()
         with self._lock:
-            row = self._db.execute(
-                "SELECT cid FROM transforms WHERE name=? AND version=?",
-                (manifest.name, manifest.version),
-            ).fetchone()
-            if row is not None and row[0] != manifest.module.cid:
-                raise ManifestError(
-                    f"{manifest.name}@{manifest.version} is already published with CID "
-                    f"{row[0]}; versions are immutable, publish a new version",
-                    field="version",
+            # One transaction: two processes publishing one name@version at once
+            # cannot both find it free.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT cid, manifest, size, published_at FROM transforms "
+                    "WHERE name=? AND version=?",
+                    (manifest.name, manifest.version),
+                ).fetchone()
+                if row is not None:
+                    _check_same(manifest, row[0], row[1])
+                    self._db.execute("COMMIT")
+                    return PublishedTransform(manifest, row[0], row[2], row[3])
+                now = time.time()
+                self._db.execute(
+                    "INSERT INTO transforms VALUES (?,?,?,?,?,?,?)",
+                    (
+                        manifest.name,
+                        manifest.version,
+                        manifest.module.cid,
+                        manifest.abi,
+                        size,
+                        text,
+                        now,
+                    ),
                 )
-            now = time.time()
-            self._db.execute(
-                "INSERT OR REPLACE INTO transforms VALUES (?,?,?,?,?,?,?)",
-                (
-                    manifest.name,
-                    manifest.version,
-                    manifest.module.cid,
-                    manifest.abi,
-                    size,
-                    manifest.model_dump_json(),
-                    now,
-                ),
-            )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._by_ref.clear()
         return PublishedTransform(manifest, manifest.module.cid, size, now)
 
@@ -155,3 +166,24 @@ class Registry:
             )
             for m, s, t in rows
         ]
+
+
+def _check_same(manifest: Manifest, cid: str, stored: str) -> None:
+    """Refuses ``manifest`` unless it is the one published under its name@version.
+    Compared as parsed manifests, so a field this code added since reads as its
+    default and does not make the same manifest look new."""
+    where = f"{manifest.name}@{manifest.version} is already published"
+    if cid != manifest.module.cid:
+        raise ManifestError(
+            f"{where} with CID {cid}; versions are immutable, publish a new version",
+            field="version",
+        )
+    before = parse_manifest(json.loads(stored), checked=True).model_dump()
+    after = manifest.model_dump()
+    if before != after:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        raise ManifestError(
+            f"{where} with another manifest ({', '.join(changed)} differ); versions are "
+            "immutable, publish a new version",
+            field="version",
+        )
