@@ -12,6 +12,8 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +42,21 @@ def open_database(
         db.execute("PRAGMA wal_autocheckpoint=0")
     db.executescript(schema)
     return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, its lock taken at once (``BEGIN IMMEDIATE``), so two
+    writers never both read before either writes; rolled back if the block (or the
+    commit) fails. The caller holds whatever lock serialises its connection."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class Checkpointer:

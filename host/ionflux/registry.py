@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ManifestError, UnknownTransform
-from ._sqlite import open_database
+from ._sqlite import open_database, transaction
 from .manifest import Manifest, parse_manifest
 
 _SCHEMA = """
@@ -88,19 +88,17 @@ class Registry:
         with self._lock:
             # One transaction: two processes publishing one name@version at once
             # cannot both find it free.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
+            with transaction(self._db) as db:
+                row = db.execute(
                     "SELECT cid, manifest, size, published_at FROM transforms "
                     "WHERE name=? AND version=?",
                     (manifest.name, manifest.version),
                 ).fetchone()
                 if row is not None:
                     _check_same(manifest, row[0], row[1])
-                    self._db.execute("COMMIT")
                     return PublishedTransform(manifest, row[0], row[2], row[3])
                 now = time.time()
-                self._db.execute(
+                db.execute(
                     "INSERT INTO transforms VALUES (?,?,?,?,?,?,?)",
                     (
                         manifest.name,
@@ -112,10 +110,6 @@ class Registry:
                         now,
                     ),
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._by_ref.clear()
         return PublishedTransform(manifest, manifest.module.cid, size, now)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._sqlite import Checkpointer, open_database
+from .._sqlite import Checkpointer, open_database, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -200,14 +200,8 @@ class RunHistory:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._writing():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._writing() as db, transaction(db):
+            yield db
 
     # -- writing ---------------------------------------------------------------
 
