@@ -59,6 +59,22 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+class Changes:
+    """Tells whether another connection (another process) committed to ``db``
+    since the last ask: ``PRAGMA data_version``, one cheap query. The caller
+    holds whatever lock serialises ``db``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._seen = -1  # nothing seen yet: the first ask says "changed"
+
+    def since_last(self) -> bool:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._seen
+        self._seen = version
+        return bool(changed)
+
+
 class Checkpointer:
     """Copies a WAL database's committed pages into its main file, on a thread.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ManifestError, UnknownTransform
-from ._sqlite import open_database, transaction
+from ._sqlite import Changes, open_database, transaction
 from .manifest import Manifest, parse_manifest
 
 _SCHEMA = """
@@ -75,7 +75,7 @@ class Registry:
         self._db = open_database(path, _SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
         self._by_ref: dict[str, PublishedTransform] = {}
-        self._data_version = -1
+        self._changes = Changes(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -117,10 +117,8 @@ class Registry:
         """By ``name``, ``name@version`` or module CID."""
         with self._lock:
             # Another process (``ionflux publish``) may have added a version.
-            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            if data_version != self._data_version:
+            if self._changes.since_last():
                 self._by_ref.clear()
-                self._data_version = data_version
             cached = self._by_ref.get(ref)
         if cached is not None:
             return cached

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .._errors import GraphNotFound, GraphValidationError
-from .._sqlite import open_database
+from .._sqlite import Changes, open_database
 from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import parse_yaml
@@ -79,7 +79,7 @@ class GraphRepository:
         # Names and CIDs resolved, until a commit by another connection (another
         # process deploying) moves `PRAGMA data_version` or this one writes.
         self._refs: dict[str, GraphText] = {}
-        self._data_version = -1
+        self._changes = Changes(self._db)
         self._generation = 0  # moved by this connection's writes
 
     def close(self) -> None:
@@ -184,10 +184,8 @@ class GraphRepository:
             self._files[ref] = (key, read)
             return read
         with self._lock:
-            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            if data_version != self._data_version:
+            if self._changes.since_last():
                 self._refs.clear()
-                self._data_version = data_version
             hit = self._refs.get(ref)
             generation = self._generation
         if hit is not None:
