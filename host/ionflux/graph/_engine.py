@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ionwall import CallContext, Gate, Masker
 
@@ -105,6 +105,8 @@ _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 # A run that ends sooner is written in one transaction with its steps; a longer
 # one's row is written this long after it starts, so it shows as running.
 _START_AFTER_S = 0.02
+
+_T = TypeVar("_T")
 
 # A lane's node that ended, with the node the lane went on to.
 _Advanced = tuple[PlannedNode, Outcome, str]
@@ -645,13 +647,7 @@ class Engine:
                 )
             return done
 
-        try:
-            async with self._semaphore():
-                done = await asyncio.get_running_loop().run_in_executor(self._executor(), calls)
-        except asyncio.CancelledError:
-            running.closed = True
-            stop.set()
-            raise
+        done = await self._off_loop(calls, running=running)
         for planned, outcome in done:
             if scheduler.status[planned.id] is NodeStatus.RUNNING:
                 self._settle(ctx, planned, outcome, scheduler, steps)
@@ -711,13 +707,7 @@ class Engine:
                     batch, reported = [], now
                 current, rendered, began = after, next_rendered, time.time()
 
-        try:
-            async with self._semaphore():
-                last, outcome, batch = await loop.run_in_executor(self._executor(), chain)
-        except asyncio.CancelledError:
-            running.closed = True
-            stop.set()
-            raise
+        last, outcome, batch = await self._off_loop(chain, running=running)
         self._advance(ctx, running, batch, scheduler, steps)
         return outcome if running.node_id == last else None
 
@@ -821,9 +811,23 @@ class Engine:
     async def _call_transform(
         self, ctx: _Context, planned: PlannedNode, transform: TransformInfo, inputs: Any
     ) -> Called:
-        call = self._blocking_call(ctx, planned)
-        async with self._semaphore():
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), call, inputs)
+        return await self._off_loop(self._blocking_call(ctx, planned), inputs)
+
+    async def _off_loop(
+        self, fn: Callable[..., _T], *args: Any, running: _Running | None = None
+    ) -> _T:
+        """``fn(*args)`` on one of the engine's worker threads, within its concurrency
+        limit. If the task is cancelled meanwhile, ``running`` is closed and its
+        thread told to stop after the call it is in."""
+        try:
+            async with self._semaphore():
+                return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+        except asyncio.CancelledError:
+            if running is not None:
+                running.closed = True
+                assert running.stop is not None
+                running.stop.set()
+            raise
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
