@@ -6,8 +6,8 @@ and grants, SQLite WAL), ``revocations.counter`` (see ``_store``),
 
 The gate re-checks the grant on every call: revocation through a counter
 that every process maps from one file (a memory read; a revocation in any
-process stops the next call of a run already in progress), expiry against the clock, the policy's
-always-deny list, then the scopes. The answer for a (grant, concrete scope)
+process stops the next call of a run already in progress), expiry against the
+clock, the policy's always-deny list, then the scopes. The answer for a (grant, concrete scope)
 is kept until the grant expires or the counter moves. Every decision is
 written to the audit log; a decision that cannot be recorded is a denial.
 A plain gate writes it before returning the decision; a write-behind gate
@@ -389,7 +389,7 @@ class Ionwall:
             GRANT_REVOKED, grant.subject, grant.transform, grant.scopes,
             f"grant {grant_id} revoked", grant_id,
         )  # fmt: skip
-        return self.grant(grant_id)
+        return grant
 
     # -- the gate ------------------------------------------------------------
 
