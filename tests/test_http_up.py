@@ -62,6 +62,14 @@ def alive(pid: int) -> bool:
     return True
 
 
+def gone(pid: int, within: float) -> bool:
+    """Whether ``pid`` has exited, waiting up to ``within`` seconds for it."""
+    deadline = time.monotonic() + within
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
 async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, built: Path) -> None:
     data = tmp_path / "data"
     prepare(data)
@@ -147,10 +155,6 @@ async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, bui
         slow = history.list_runs(graph="slow")
         history.close()
         assert [r.status for r in slow] == ["partial_success_with_errors"]
-        for _ in range(50):
-            if not alive(nats_pid):
-                break
-            time.sleep(0.1)
-        assert not alive(nats_pid)
+        assert gone(nats_pid, within=5)
     finally:
         up.kill()

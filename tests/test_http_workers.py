@@ -16,7 +16,7 @@ import httpx
 import nats
 import pytest
 from ionflux.http.testing import UpProcess
-from test_http_up import alive, prepare
+from test_http_up import alive, gone, prepare
 
 from ionwall import Ionwall
 
@@ -96,11 +96,7 @@ async def test_two_workers_share_requests_runs_and_stop_together(
             assert r.json()["output"] == {"text": "still"}
         # Stopping the first process stops its workers, each draining first.
         assert up.terminate(30) == 0
-        for _ in range(100):
-            if not alive(replacement):
-                break
-            time.sleep(0.05)
-        assert not alive(replacement)
+        assert gone(replacement, within=5)
         assert worker_pids(data) == []
     finally:
         up.kill()
@@ -138,11 +134,7 @@ def test_ctrl_c_to_the_process_group_stops_everything_cleanly(
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 0, up.log.read_text()[-3000:]
         for pid in [*children, nats_pid]:
-            for _ in range(100):
-                if not alive(pid):
-                    break
-                time.sleep(0.05)
-            assert not alive(pid)
+            assert gone(pid, within=5)
         assert worker_pids(data) == []
         log = up.log.read_text()
         assert "starting another" not in log and "Traceback" not in log
