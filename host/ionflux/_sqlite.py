@@ -2,7 +2,9 @@
 
 WAL, so readers never wait for a writer and several processes (the workers of
 `ionflux up --workers`) share a file; a busy timeout for the rare writer that
-finds the file locked; autocommit, so each store opens its own transactions.
+finds the file locked; autocommit, so each store opens its own transactions
+(``transaction``). ``Changes`` tells a store's cache that another process
+committed; ``Checkpointer`` keeps the run history's checkpoints off its writers.
 """
 
 from __future__ import annotations
