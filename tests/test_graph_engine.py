@@ -520,3 +520,113 @@ def test_completion_event_has_the_seed_fields(engine: Engine, tmp_path: Path) ->
         event
     )
     assert event["overall_status"] == "success" and event["error_details"] is None
+
+
+def fan_out(name: str, width: int, child: str | None) -> str:
+    """``width`` independent nodes, each an echo or a call of the graph ``child``."""
+    target = f"subgraph: {child}" if child else "transform: echo"
+    nodes = "".join(
+        f"  - {{id: n{i}, {target}, inputs: {{text: '{{{{ trigger.input_data.text }}}}'}}}}\n"
+        for i in range(width)
+    )
+    return f"name: {name}\ngraph:\n{nodes}"
+
+
+def budget_engine(ghost: Host, where: Path, **limits: int) -> Engine:
+    graph = ghost.config.graph.model_copy(update=limits)
+    config = ghost.config.model_copy(update={"graph": graph})
+    return Engine(
+        config,
+        invoker=HostInvoker(ghost),
+        repository=GraphRepository(where / "graphs.sqlite3", pod=ghost.pod),
+        history=RunHistory(where / "runs.sqlite3"),
+        pod=ghost.pod,
+    )
+
+
+def calls_started(engine: Engine) -> int:
+    """Node calls of every run in the history: transform calls that ran, and
+    sub-graph calls that started a child run."""
+    total = 0
+    for run in engine.history.list_runs(limit=100_000):
+        for step in engine.history.steps(run.run_id):
+            budget_refused = (step.error or {}).get("kind") == "run_budget_exceeded"
+            if step.child_run_id or (step.status == "success" and not budget_refused):
+                total += 1
+    return total
+
+
+async def test_a_fan_out_through_subgraphs_stops_at_the_runs_node_budget(
+    ghost: Host, tmp_path: Path
+) -> None:
+    engine = budget_engine(ghost, tmp_path, max_nodes_per_run=40)
+    try:
+        deploy(engine, tmp_path, "leaf", fan_out("leaf", 6, None))
+        deploy(engine, tmp_path, "mid", fan_out("mid", 6, "leaf"))
+        result = await engine.run(write(tmp_path, fan_out("top", 6, "mid")), {"text": "x"})
+        # 6 + 36 + 216 node calls without a budget
+        assert result.overall_status == "failure"
+        assert result.error_details is not None
+        stopped = result.error_details[-1]
+        assert stopped["kind"] == "run_budget_exceeded", result.error_details
+        assert (stopped["budget"], stopped["limit"]) == ("max_nodes", 40)
+        assert "graph.max_nodes_per_run" in stopped["message"]
+        assert calls_started(engine) <= 40
+        # Recorded on the run, and every run of the tree ended (none left running).
+        record = engine.history.get(result.execution_id)
+        assert record is not None and record.status == "failure"
+        assert any(e["kind"] == "run_budget_exceeded" for e in record.error_details or [])
+        assert {r.status for r in engine.history.list_runs(limit=1000)} <= {
+            "failure",
+            "success",
+            "cancelled",
+        }
+        # Within the budget the same engine runs a run again: the budget is per run.
+        ok = await engine.run(write(tmp_path, fan_out("small", 3, "leaf"), "s.yaml"), {"text": "y"})
+        assert ok.overall_status == "success", ok.error_details
+    finally:
+        engine.close()
+
+
+async def test_the_runs_fuel_budget_stops_it_and_a_graph_may_ask_for_less(
+    ghost: Host, tmp_path: Path
+) -> None:
+    engine = budget_engine(ghost, tmp_path)
+    try:
+        one = await engine.run(write(tmp_path, fan_out("one", 1, None), "one.yaml"), {"text": "x"})
+        per_call = one.fuel_used
+        assert per_call > 0
+    finally:
+        engine.close()
+    engine = budget_engine(ghost, tmp_path / "b", max_fuel_per_run=per_call * 3 + per_call // 2)
+    try:
+        chain = "name: chain\ngraph:\n" + "".join(
+            f"  - {{id: n{i}, transform: echo, inputs: {{text: x}}"
+            + (f", dependencies: [n{i - 1}]" if i else "")
+            + "}\n"
+            for i in range(10)
+        )
+        result = await engine.run(write(tmp_path, chain, "chain.yaml"))
+        assert result.overall_status == "failure"
+        assert result.error_details is not None
+        stopped = result.error_details[-1]
+        assert (stopped["kind"], stopped["budget"]) == ("run_budget_exceeded", "max_fuel")
+        statuses = [s.status for s in result.steps]
+        # Three calls fit; the fourth crossed the limit; nothing started after it.
+        assert statuses[:4] == ["success"] * 3 + ["failure"]
+        assert set(statuses[4:]) == {"cancelled"}
+        # The graph's own budget tightens the configuration's, never widens it.
+        tight = chain.replace("name: chain\n", "name: tight\nbudget: {max_nodes: 2}\n")
+        result = await engine.run(write(tmp_path, tight, "tight.yaml"))
+        stopped = (result.error_details or [{}])[-1]
+        assert (stopped.get("budget"), stopped.get("limit")) == ("max_nodes", 2)
+        assert "budget.max_nodes" in stopped["message"]
+        wide = chain.replace("name: chain\n", "name: wide\nbudget: {max_fuel: 1000000000000}\n")
+        result = await engine.run(write(tmp_path, wide, "wide.yaml"))
+        stopped = (result.error_details or [{}])[-1]
+        assert (stopped.get("budget"), stopped.get("limit")) == (
+            "max_fuel",
+            per_call * 3 + per_call // 2,
+        )
+    finally:
+        engine.close()

@@ -18,6 +18,7 @@ from conftest import TESTING, make_config
 from ionflux.graph import Engine, RunHistory
 from ionflux.host import Host
 from ionflux.http.testing import UpProcess, chain_graph, publish_wasm
+from ionflux.triggers._nats_server import NatsCredentials
 
 from ionwall import Ionwall
 
@@ -78,8 +79,19 @@ async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, bui
         ports = list((data / "nats" / "ports").glob("*.ports"))
         nats_pid = int(ports[0].stem.rsplit("_", 1)[1])
         assert alive(nats_pid)
-        nc = await nats.connect(up.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)  # type: ignore[arg-type]
-        reply = await nc.request("ionflux.digest.run", b'{"text": "over nats"}', timeout=10)
+        with Ionwall(data / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:*"]).token
+        auth = {"Authorization": f"Bearer {token}"}
+        # The nats-server it started wants its token (<data>/nats/token); the trigger, ours.
+        nc = await nats.connect(
+            up.nats_url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.1,  # type: ignore[arg-type]
+            **NatsCredentials.stored(data / "nats").options(),
+        )
+        reply = await nc.request(
+            "ionflux.digest.run", b'{"text": "over nats"}', timeout=10, headers=auth
+        )
         assert json.loads(reply.data)["output"] == {"text": "over nats"}
         # The nats-server it started dies: the host starts it again, everyone reconnects.
         os.kill(nats_pid, signal.SIGKILL)
@@ -95,15 +107,14 @@ async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, bui
         nats_pid = int(ports[0].stem.rsplit("_", 1)[1])
         for _ in range(50):
             try:
-                reply = await nc.request("ionflux.digest.run", b'{"text": "again"}', timeout=1)
+                reply = await nc.request(
+                    "ionflux.digest.run", b'{"text": "again"}', timeout=1, headers=auth
+                )
                 break
             except (nats.errors.Error, TimeoutError):
                 await asyncio.sleep(0.1)
         assert json.loads(reply.data)["output"] == {"text": "again"}
         await nc.close()
-        with Ionwall(data / "ionwall") as wall:
-            token = wall.issue_token(["execute_graph:*"]).token
-        auth = {"Authorization": f"Bearer {token}"}
         # A graph deployed from the command line while the host is up is picked up.
         late = tmp_path / "late.yaml"
         late.write_text(

@@ -40,7 +40,9 @@ async def running(
     config = make_config(tmp_path / "data")
     config = config.model_copy(
         update={
-            "nats": config.nats.model_copy(update={"url": nats_server.url}),
+            "nats": config.nats.model_copy(
+                update={"url": nats_server.url, "token": nats_server.credentials.token}
+            ),
             "http": config.http.model_copy(update={"port": 0}),
         }
     )
@@ -143,7 +145,7 @@ async def test_bad_bodies_get_422_naming_the_field_and_nothing_runs(
 async def test_prefer_respond_async_answers_202_with_a_status_url(
     running: RunningHost, http: httpx.AsyncClient, nats_server: NatsServer
 ) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     completions = await nc.subscribe("ionflux.graph.digest.completion")
     r = await http.post(
         HOOK, json={"text": "later"}, headers={**token(running), "Prefer": "respond-async"}

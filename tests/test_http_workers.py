@@ -16,6 +16,7 @@ import httpx
 import nats
 import pytest
 from ionflux.http.testing import UpProcess
+from ionflux.triggers._nats_server import NatsCredentials
 from test_http_up import alive, gone, prepare
 
 from ionwall import Ionwall
@@ -75,10 +76,14 @@ async def test_two_workers_share_requests_runs_and_stop_together(
                 await asyncio.sleep(0.02)
             assert states[-1] == "success"
         # NATS: both processes are in the queue group; every request is answered.
-        nc = await nats.connect(up.nats_url)
+        # The workers found the token of the nats-server the first process started.
+        nc = await nats.connect(up.nats_url, **NatsCredentials.stored(data / "nats").options())
         for i in range(20):
             reply = await nc.request(
-                "ionflux.digest.run", json.dumps({"text": f"m{i}"}).encode(), timeout=10
+                "ionflux.digest.run",
+                json.dumps({"text": f"m{i}"}).encode(),
+                timeout=10,
+                headers=auth,
             )
             assert json.loads(reply.data)["output"] == {"text": f"m{i}"}
         await nc.close()

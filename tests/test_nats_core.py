@@ -1,11 +1,14 @@
 """Core NATS triggers against a real nats-server: request-reply, completion events,
-invalid messages, queue groups across hosts, tokens, backpressure, server restarts."""
+invalid messages, queue groups across hosts, tokens, backpressure, server restarts,
+and the server's own credentials."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,19 +33,21 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.stop()
 
 
-def host_config(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> Config:
+def host_config(data_dir: Path, server: NatsServer, *, concurrency: int = 4) -> Config:
     config = make_config(data_dir)
     return config.model_copy(
         update={
-            "nats": config.nats.model_copy(update={"url": nats_url}),
+            "nats": config.nats.model_copy(
+                update={"url": server.url, "token": server.credentials.token}
+            ),
             "graph": config.graph.model_copy(update={"concurrency": concurrency}),
         }
     )
 
 
-async def serving(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> RunningHost:
+async def serving(data_dir: Path, server: NatsServer, *, concurrency: int = 4) -> RunningHost:
     running = await start_host(
-        host_config(data_dir, nats_url, concurrency=concurrency), serve_http=False
+        host_config(data_dir, server, concurrency=concurrency), serve_http=False
     )
     publish_wasm(running.host, "echo", TESTING / "echo.wasm")
     return running
@@ -52,16 +57,34 @@ async def serving(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> Run
 async def running(
     tmp_path: Path, nats_server: NatsServer, built: Path
 ) -> AsyncIterator[RunningHost]:
-    host = await serving(tmp_path / "host", nats_server.url)
+    host = await serving(tmp_path / "host", nats_server)
     yield host
     await host.aclose(5)
 
 
 @pytest.fixture
 async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     yield nc
     await nc.close()
+
+
+async def refused(url: str, **credentials: str) -> str | None:
+    """The server's refusal of a client connecting with ``credentials``, or None."""
+    nc = Client()
+    try:
+        await nc.connect(url, allow_reconnect=False, connect_timeout=2, **credentials)  # type: ignore[arg-type]
+    except nats.errors.Error as exc:
+        return str(exc).removeprefix("nats: ").strip("'")
+    finally:
+        await nc.close()  # a refused client's transport too
+    return None
+
+
+def bearer(running: RunningHost, graph: str) -> dict[str, str]:
+    """The header a caller allowed to run ``graph`` sends."""
+    token = running.ionwall.issue_token([f"execute_graph:{graph}"]).token
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def request(nc: Client, subject: str, data: bytes, timeout: float, **kw: Any) -> Any:
@@ -94,7 +117,9 @@ async def test_request_gets_the_result_and_a_completion_event(
     subject = topic()
     await deploy(running, chain_graph("digest", triggers=[nats_trigger(subject)]))
     completions = await client.subscribe(f"{subject}.completion")
-    msg = await request(client, subject, b'{"text": "hello"}', timeout=10)
+    msg = await request(
+        client, subject, b'{"text": "hello"}', timeout=10, headers=bearer(running, "digest")
+    )
     body = json.loads(msg.data)
     assert msg.headers == {"Ionflux-Status": "200"}
     assert body["overall_status"] == "success", body
@@ -115,7 +140,8 @@ async def test_invalid_json_gets_an_error_reply_and_event_and_the_host_goes_on(
     subject = topic()
     await deploy(running, chain_graph("digest", triggers=[nats_trigger(subject)]))
     completions = await client.subscribe(f"{subject}.completion")
-    msg = await request(client, subject, b'{"text": ', timeout=10)
+    auth = bearer(running, "digest")
+    msg = await request(client, subject, b'{"text": ', timeout=10, headers=auth)
     body = json.loads(msg.data)
     assert msg.headers == {"Ionflux-Status": "422"}
     assert body["overall_status"] == "failure"
@@ -127,21 +153,24 @@ async def test_invalid_json_gets_an_error_reply_and_event_and_the_host_goes_on(
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", body["execution_id"]), body["execution_id"]
     assert event["overall_status"] == "failure"
     # schema violation: refused before a run, the field named
-    msg = await request(client, subject, b'{"txt": 1}', timeout=10)
+    msg = await request(client, subject, b'{"txt": 1}', timeout=10, headers=auth)
     assert msg.headers == {"Ionflux-Status": "422"}
     assert json.loads(msg.data)["error_details"][0]["field"] == "$.text"
     assert running.engine.history.list_runs(graph="digest") == []
-    ok = await request(client, subject, b'{"text": "still here"}', timeout=10)
+    ok = await request(client, subject, b'{"text": "still here"}', timeout=10, headers=auth)
     assert json.loads(ok.data)["output"] == {"text": "still here"}
 
 
 async def test_a_queue_group_runs_each_message_once_across_hosts(
     running: RunningHost, client: Client, tmp_path: Path, nats_server: NatsServer
 ) -> None:
-    other = await serving(tmp_path / "other", nats_server.url)
+    other = await serving(tmp_path / "other", nats_server)
     try:
         subject = topic()
-        text = chain_graph("spread", nodes=1, triggers=[nats_trigger(subject)])
+        # Each host has an IONWALL of its own (a token one issued the other refuses):
+        # the open trigger says so explicitly.
+        trigger = nats_trigger(subject, authentication_method="none")
+        text = chain_graph("spread", nodes=1, triggers=[trigger])
         await deploy(running, text)
         await deploy(other, text)
         completions = await client.subscribe(f"{subject}.completion")
@@ -170,13 +199,27 @@ async def test_a_queue_group_runs_each_message_once_across_hosts(
         await other.aclose(5)
 
 
-async def test_a_token_protected_subject_refuses_callers_without_one(
+async def test_a_subject_needs_a_token_unless_its_graph_opens_it(
     running: RunningHost, client: Client
 ) -> None:
     subject = topic()
-    trigger = nats_trigger(subject, authentication_method="ionwall_jwt")
-    await deploy(running, chain_graph("guarded", nodes=1, triggers=[trigger]))
+    await deploy(running, chain_graph("guarded", nodes=1, triggers=[nats_trigger(subject)]))
+    completions = await client.subscribe(f"{subject}.completion")
     msg = await request(client, subject, b'{"text": "x"}', timeout=10)
+    assert msg.headers == {"Ionflux-Status": "401"}
+    refused = json.loads(msg.data)
+    assert refused["error_details"][0]["kind"] == "unauthorized", refused
+    event = json.loads((await completions.next_msg(timeout=5)).data)
+    assert (event["execution_id"], event["overall_status"]) == (
+        refused["execution_id"],
+        "failure",
+    )
+    # A caller without a token learns nothing of the body: the token is checked first.
+    msg = await request(client, subject, b"not json", timeout=10)
+    assert msg.headers == {"Ionflux-Status": "401"}
+    msg = await request(
+        client, subject, b'{"text": "x"}', timeout=10, headers={"Authorization": "Bearer forged"}
+    )
     assert msg.headers == {"Ionflux-Status": "401"}
     wrong = running.ionwall.issue_token(["execute_graph:other"]).token
     msg = await request(
@@ -184,23 +227,57 @@ async def test_a_token_protected_subject_refuses_callers_without_one(
     )
     assert msg.headers == {"Ionflux-Status": "403"}
     assert running.engine.history.list_runs(graph="guarded") == []
-    good = running.ionwall.issue_token(["execute_graph:guarded"]).token
     msg = await request(
-        client, subject, b'{"text": "x"}', timeout=10, headers={"Authorization": f"Bearer {good}"}
+        client, subject, b'{"text": "x"}', timeout=10, headers=bearer(running, "guarded")
     )
     assert json.loads(msg.data)["overall_status"] == "success"
+    open_subject = topic()
+    trigger = nats_trigger(open_subject, authentication_method="none")
+    await deploy(running, chain_graph("open", nodes=1, triggers=[trigger]))
+    msg = await request(client, open_subject, b'{"text": "y"}', timeout=10)
+    assert json.loads(msg.data)["output"] == {"text": "y"}
+
+
+async def test_the_server_the_host_starts_refuses_clients_without_its_token(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        assert await refused(server.url) == "Authorization Violation"
+        assert await refused(server.url, token="guessed") == "Authorization Violation"
+        token = server.credentials.token
+        assert token and len(token) >= 40
+        # The URL file (for scripts) holds no secret; the token and the server's
+        # configuration that carries it are the owner's alone.
+        assert token not in (tmp_path / "nats" / "url").read_text()
+        for name in ("token", "server.conf"):
+            assert stat.S_IMODE(os.stat(tmp_path / "nats" / name).st_mode) == 0o600
+        assert token not in " ".join(Path(f"/proc/{server.pid}/cmdline").read_text().split("\0"))
+        nc = await nats.connect(server.url, **server.connect_options())
+        await nc.publish("anything", b"x")
+        await nc.close()
+        # The same data directory keeps its token across restarts (workers, the CLI).
+        port = server.port
+        server.stop()
+        server = NatsServer(tmp_path / "nats", port=port).start()
+        assert server.credentials.token == token
+    finally:
+        server.stop()
 
 
 async def test_a_flood_is_bounded_by_the_concurrency_limit(
     tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
 ) -> None:
-    host = await serving(tmp_path / "small", nats_server.url, concurrency=2)
+    host = await serving(tmp_path / "small", nats_server, concurrency=2)
     try:
         subject = topic()
         await deploy(host, chain_graph("flood", triggers=[nats_trigger(subject)]))
+        auth = bearer(host, "flood")
         replies = await asyncio.gather(
             *(
-                request(client, subject, json.dumps({"text": str(i)}).encode(), timeout=30)
+                request(
+                    client, subject, json.dumps({"text": str(i)}).encode(), timeout=30, headers=auth
+                )
                 for i in range(120)
             )
         )
@@ -218,10 +295,16 @@ async def test_the_host_reconnects_after_nats_server_restarts_under_load(
     server = NatsServer(tmp_path / "nats").start()
     host: RunningHost | None = None
     try:
-        host = await serving(tmp_path / "host", server.url)
+        host = await serving(tmp_path / "host", server)
         subject = topic()
         await deploy(host, chain_graph("sturdy", nodes=1, triggers=[nats_trigger(subject)]))
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)  # type: ignore[arg-type]
+        auth = bearer(host, "sturdy")
+        nc = await nats.connect(
+            server.url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.1,  # type: ignore[arg-type]
+            **server.connect_options(),
+        )
         results: list[Any] = []
 
         async def load() -> None:
@@ -229,7 +312,7 @@ async def test_the_host_reconnects_after_nats_server_restarts_under_load(
             while True:
                 try:
                     r = await nc.request(
-                        subject, json.dumps({"text": str(i)}).encode(), timeout=0.5
+                        subject, json.dumps({"text": str(i)}).encode(), timeout=0.5, headers=auth
                     )
                     results.append(json.loads(r.data)["overall_status"])
                 except (nats.errors.Error, TimeoutError):

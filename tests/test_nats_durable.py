@@ -33,31 +33,35 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 @pytest.fixture
 async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     yield nc
     await nc.close()
 
 
-def host_config(data_dir: Path, nats_url: str, *, concurrency: int = 4) -> Config:
+def host_config(data_dir: Path, server: NatsServer, *, concurrency: int = 4) -> Config:
     config = make_config(data_dir)
     return config.model_copy(
         update={
-            "nats": config.nats.model_copy(update={"url": nats_url}),
+            "nats": config.nats.model_copy(
+                update={"url": server.url, "token": server.credentials.token}
+            ),
             "graph": config.graph.model_copy(update={"concurrency": concurrency}),
         }
     )
 
 
-def durable(subject: str, ack_wait: str = "30s") -> str:
+def durable(subject: str, ack_wait: str = "30s", auth: str = "none") -> str:
+    """A durable trigger; open (``authentication_method: none``) unless ``auth``: the
+    hosts of a test have an IONWALL each, and a token one issued the other refuses."""
     return (
         f"{{type: event_driven, config: {{topic: {subject}, delivery: jetstream, "
-        f"ack_wait: {ack_wait}}}}}"
+        f"ack_wait: {ack_wait}, authentication_method: {auth}}}}}"
     )
 
 
-async def serving(data_dir: Path, url: str, concurrency: int = 4) -> RunningHost:
+async def serving(data_dir: Path, server: NatsServer, concurrency: int = 4) -> RunningHost:
     running = await start_host(
-        host_config(data_dir, url, concurrency=concurrency), serve_http=False
+        host_config(data_dir, server, concurrency=concurrency), serve_http=False
     )
     publish_wasm(running.host, "echo", TESTING / "echo.wasm")
     return running
@@ -79,14 +83,18 @@ async def test_a_flood_waits_in_the_stream_and_every_message_runs_once(
     tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
 ) -> None:
     subject = f"d.{uuid.uuid4().hex[:10]}"
-    host = await serving(tmp_path / "host", nats_server.url, concurrency=2)
+    host = await serving(tmp_path / "host", nats_server, concurrency=2)
     try:
-        await deploy(host, chain_graph("dflood", nodes=1, triggers=[durable(subject)]))
+        trigger = durable(subject, auth="ionwall_jwt")
+        await deploy(host, chain_graph("dflood", nodes=1, triggers=[trigger]))
         completions = await client.subscribe(f"{subject}.completion")
         js = client.jetstream()
+        token = host.ionwall.issue_token(["execute_graph:dflood"]).token
         for i in range(150):
             await js.publish(
-                subject, json.dumps({"text": str(i)}).encode(), headers={"Nats-Msg-Id": f"m{i}"}
+                subject,
+                json.dumps({"text": str(i)}).encode(),
+                headers={"Nats-Msg-Id": f"m{i}", "Authorization": f"Bearer {token}"},
             )
         # the same id again, within the duplicate window: JetStream drops it
         ack = await js.publish(subject, b'{"text": "0"}', headers={"Nats-Msg-Id": "m0"})
@@ -111,7 +119,7 @@ async def test_a_processed_message_id_is_not_run_again_after_the_window(
     await js.add_stream(
         StreamConfig(name=stream_name(subject), subjects=[subject], duplicate_window=0.5)
     )
-    host = await serving(tmp_path / "host", nats_server.url)
+    host = await serving(tmp_path / "host", nats_server)
     try:
         await deploy(host, chain_graph("donce", nodes=1, triggers=[durable(subject)]))
         completions = await client.subscribe(f"{subject}.completion")
@@ -134,12 +142,66 @@ async def test_a_processed_message_id_is_not_run_again_after_the_window(
         await host.aclose(5)
 
 
-def prepare(data_dir: Path, nats_url: str, text: str) -> None:
+async def test_a_message_without_a_valid_token_is_refused_once_and_terminated(
+    tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
+) -> None:
+    subject = f"d.{uuid.uuid4().hex[:10]}"
+    host = await serving(tmp_path / "host", nats_server)
+    try:
+        # No authentication_method: a durable trigger needs a token by default.
+        trigger = f"{{type: event_driven, config: {{topic: {subject}, delivery: jetstream}}}}"
+        await deploy(host, chain_graph("dauth", nodes=1, triggers=[trigger]))
+        completions = await client.subscribe(f"{subject}.completion")
+        js = client.jetstream()
+        wrong = host.ionwall.issue_token(["execute_graph:other"]).token
+        await js.publish(subject, b'{"text": "a"}', headers={"Nats-Msg-Id": "no-token"})
+        await js.publish(
+            subject,
+            b'{"text": "b"}',
+            headers={"Nats-Msg-Id": "bad-token", "Authorization": "Bearer forged"},
+        )
+        await js.publish(
+            subject,
+            b'{"text": "c"}',
+            headers={"Nats-Msg-Id": "wrong-scope", "Authorization": f"Bearer {wrong}"},
+        )
+        good = host.ionwall.issue_token(["execute_graph:dauth"]).token
+        await js.publish(
+            subject,
+            b'{"text": "d"}',
+            headers={"Nats-Msg-Id": "good", "Authorization": f"Bearer {good}"},
+        )
+        events = await collect(completions, 4, timeout=10)
+        kinds = {e["msg_id"]: (e["error_details"] or [{}])[0].get("kind") for e in events}
+        assert kinds == {
+            "no-token": "unauthorized",
+            "bad-token": "token_invalid",
+            "wrong-scope": "permission_denied",
+            "good": None,
+        }, events
+        runs = host.engine.history.list_runs(graph="dauth")
+        assert [r.trigger_details["msg_id"] for r in runs] == ["good"]  # type: ignore[index]
+        # Terminated, not left for redelivery: nothing stays pending (the last run's
+        # ack follows its completion event) and nothing comes again.
+        for _ in range(100):
+            info = await js.consumer_info(stream_name(subject), consumer_name("dauth"))
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0
+        assert await collect(completions, 1, timeout=0.5) == []
+    finally:
+        await host.aclose(5)
+
+
+def prepare(data_dir: Path, server: NatsServer, text: str) -> None:
     """A data directory with the transforms published and ``text`` deployed."""
     data_dir.mkdir(parents=True, exist_ok=True)
     # Fuel enough for spin to run into its 1.5 s deadline: a slow run.
-    (data_dir / "ionflux.yaml").write_text("limits: {fuel: 1000000000000}\n")
-    config = host_config(data_dir, nats_url)
+    (data_dir / "ionflux.yaml").write_text(
+        f"limits: {{fuel: 1000000000000}}\nnats: {{token: {server.credentials.token}}}\n"
+    )
+    config = host_config(data_dir, server)
     host = Host(config)
     publish_wasm(host, "echo", TESTING / "echo.wasm")
     publish_wasm(host, "spin", TESTING / "spin.wasm", limits={"timeout_ms": 1500})
@@ -155,8 +217,8 @@ async def test_a_host_killed_mid_run_hands_the_message_to_another_once(
 ) -> None:
     subject = f"d.{uuid.uuid4().hex[:10]}"
     text = chain_graph("dslow", nodes=1, slow="spin", triggers=[durable(subject, "2s")])
-    prepare(tmp_path / "a", nats_server.url, text)
-    prepare(tmp_path / "b", nats_server.url, text)
+    prepare(tmp_path / "a", nats_server, text)
+    prepare(tmp_path / "b", nats_server, text)
     completions = await client.subscribe(f"{subject}.completion")
     a = UpProcess(tmp_path / "a", nats_url=nats_server.url).start()
     b = UpProcess(tmp_path / "b", nats_url=nats_server.url)
@@ -200,8 +262,13 @@ async def test_durable_messages_survive_a_nats_server_restart_under_load(
 ) -> None:
     server = NatsServer(tmp_path / "nats").start()
     subject = f"d.{uuid.uuid4().hex[:10]}"
-    host = await serving(tmp_path / "host", server.url, concurrency=2)
-    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)  # type: ignore[arg-type]
+    host = await serving(tmp_path / "host", server, concurrency=2)
+    nc = await nats.connect(
+        server.url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.1,  # type: ignore[arg-type]
+        **server.connect_options(),
+    )
     try:
         await deploy(host, chain_graph("drestart", nodes=1, triggers=[durable(subject, "3s")]))
         completions = await nc.subscribe(f"{subject}.completion")
@@ -251,12 +318,13 @@ async def test_soak_two_hosts_a_long_flood_and_two_restarts_every_id_once(
     server = NatsServer(tmp_path / "nats").start()
     subject = f"d.{uuid.uuid4().hex[:10]}"
     text = chain_graph("dsoak", nodes=3, triggers=[durable(subject, "5s")])
-    a = await serving(tmp_path / "a", server.url, concurrency=4)
-    b = await serving(tmp_path / "b", server.url, concurrency=4)
+    a = await serving(tmp_path / "a", server, concurrency=4)
+    b = await serving(tmp_path / "b", server, concurrency=4)
     nc = await nats.connect(
         server.url,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.1,  # type: ignore[arg-type]
+        **server.connect_options(),
     )
     total = 5000
     try:

@@ -27,9 +27,12 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.stop()
 
 
-async def serving(data_dir: Path, url: str) -> RunningHost:
+async def serving(data_dir: Path, server: NatsServer) -> RunningHost:
     config = make_config(data_dir)
-    config = config.model_copy(update={"nats": config.nats.model_copy(update={"url": url})})
+    nats_settings = config.nats.model_copy(
+        update={"url": server.url, "token": server.credentials.token}
+    )
+    config = config.model_copy(update={"nats": nats_settings})
     running = await start_host(config, serve_http=False)
     publish_wasm(running.host, "echo", TESTING / "echo.wasm")
     return running
@@ -47,8 +50,8 @@ async def test_a_schedule_runs_the_graph_on_time_once_across_hosts(
 ) -> None:
     name = f"s{uuid.uuid4().hex[:8]}"
     text = chain_graph(name, nodes=1, triggers=[schedule("* * * * * *", "Asia/Kolkata")])
-    a = await serving(tmp_path / "a", nats_server.url)
-    b = await serving(tmp_path / "b", nats_server.url)
+    a = await serving(tmp_path / "a", nats_server)
+    b = await serving(tmp_path / "b", nats_server)
     try:
         await deploy(a, text)
         await deploy(b, text)
@@ -75,8 +78,8 @@ async def test_runs_missed_while_down_are_reported(
     # while the test runs (a run at 08:00 once made "reported" see one run).
     now = int(time.time() // 60) % 10
     cron = f"{(now + 5) % 10}-59/10 * * * *"
-    host = await serving(tmp_path / "h", nats_server.url)
-    nc = await nats.connect(nats_server.url)
+    host = await serving(tmp_path / "h", nats_server)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     try:
         missed_events = await nc.subscribe(MISSED_SUBJECT)
         # The host was last up two hours ago: twelve fires went by.

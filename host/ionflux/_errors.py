@@ -23,6 +23,8 @@
     │   ├── OutputTooLarge           the output is past the size limit
     │   ├── InvalidOutput            the output is not JSON
     │   └── TransformFailed          the guest returned its own error
+    ├── GraphError                   a graph that does not load, or a run that cannot go on
+    │   └── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
     └── ConsentRequired              nothing runs until the owner answers a consent request
                                      (also an ``ionwall.ConsentRequired``)
@@ -268,3 +270,26 @@ class SchemaViolation(GraphError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "which": self.which, "path": self.path}
+
+
+class RunBudgetExceeded(GraphError):
+    """A run, its sub-graphs' runs included, used up one of its budgets: ``budget``
+    is ``max_nodes`` or ``max_fuel``, ``limit`` its value, ``used`` what was spent."""
+
+    kind = "run_budget_exceeded"
+
+    def __init__(self, budget: str, limit: int, used: int, source: str):
+        self.budget = budget
+        self.limit = limit
+        self.used = used
+        self.source = source
+        what = "node calls" if budget == "max_nodes" else "fuel"
+        super().__init__(
+            f"run budget exceeded: {budget} = {limit} ({used} {what} used) for the whole "
+            f"run, sub-graphs included (from {source}); no further node starts. Raise "
+            f"graph.{budget}_per_run in the configuration or the graph's budget.{budget} "
+            "(bounded by the configuration)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "budget": self.budget, "limit": self.limit, "used": self.used}

@@ -20,6 +20,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from .triggers._errors import BusUnavailable
+from .triggers._nats_server import NatsCredentials
 
 log = logging.getLogger("ionflux.bus")
 
@@ -34,7 +35,12 @@ class NatsBus:
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str = "ionflux-host", timeout: float = 5.0
+        cls,
+        url: str,
+        *,
+        name: str = "ionflux-host",
+        timeout: float = 5.0,
+        credentials: NatsCredentials | None = None,
     ) -> NatsBus:
         async def disconnected() -> None:
             if not nc.is_closed and not nc.is_draining:
@@ -60,6 +66,7 @@ class NatsBus:
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,
+                **(credentials.options() if credentials else {}),
             )
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BusUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc

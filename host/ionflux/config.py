@@ -57,6 +57,14 @@ class StoreSettings(_Section):
 class NatsSettings(_Section):
     url: str | None = Field(default=None, description="None: the host starts its own nats-server")
     queue_group: str = "ionflux-hosts"
+    # Credentials for an external server (``nats.url``); the server the host
+    # starts makes its own token (``<data_dir>/nats/token``, mode 0600).
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    credentials_file: Path | None = Field(
+        default=None, description="a NATS .creds file (user JWT and nkey seed)"
+    )
 
 
 class HttpSettings(_Section):
@@ -73,6 +81,16 @@ class HttpSettings(_Section):
 class GraphSettings(_Section):
     concurrency: int = Field(default=8, gt=0)
     max_subgraph_depth: int = Field(default=3, ge=1)
+    # One budget for a whole run, its sub-graphs' runs included; a graph's
+    # ``budget:`` may ask for less, never more.
+    max_nodes_per_run: int = Field(
+        default=1_000, gt=0, description="node calls (each attempt) per run, sub-graphs included"
+    )
+    max_fuel_per_run: int = Field(
+        default=5_000_000_000,
+        gt=0,
+        description="fuel per run, sub-graphs included (default 100 x limits.fuel)",
+    )
     transform_names: dict[str, str] = Field(
         default_factory=dict, description="maps names used in graphs to published transforms"
     )

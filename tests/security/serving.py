@@ -53,7 +53,10 @@ async def running(
     config = make_config(tmp_path / "data")
     config = config.model_copy(
         update={
-            "nats": config.nats.model_copy(update={"url": nats_server.url}),
+            # The module's nats-server wants its token, as the host's own does.
+            "nats": config.nats.model_copy(
+                update={"url": nats_server.url, "token": nats_server.credentials.token}
+            ),
             "http": config.http.model_copy(update={"port": 0}),
         }
     )

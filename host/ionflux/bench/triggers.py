@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -102,24 +103,28 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _latency(nc: Client, subject: str, n: int) -> list[float]:
+async def _latency(
+    nc: Client, subject: str, n: int, headers: dict[str, str] | None = None
+) -> list[float]:
     for _ in range(50):
-        await nc.request(subject, PAYLOAD, timeout=10)
+        await nc.request(subject, PAYLOAD, timeout=10, headers=headers)
     out = []
     for _ in range(n):
         start = time.perf_counter()
-        await nc.request(subject, PAYLOAD, timeout=10)
+        await nc.request(subject, PAYLOAD, timeout=10, headers=headers)
         out.append(time.perf_counter() - start)
     return out
 
 
-async def _throughput(nc: Client, subject: str, total: int, window: int) -> float:
+async def _throughput(
+    nc: Client, subject: str, total: int, window: int, headers: dict[str, str] | None = None
+) -> float:
     """Requests/s with ``window`` requests outstanding at all times."""
     sem = asyncio.Semaphore(window)
 
     async def one() -> None:
         async with sem:
-            reply = await nc.request(subject, PAYLOAD, timeout=30)
+            reply = await nc.request(subject, PAYLOAD, timeout=30, headers=headers)
             if reply.headers and reply.headers.get("Ionflux-Status", "200") != "200":
                 raise RuntimeError(reply.data.decode())
 
@@ -132,9 +137,11 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
     echo = repo / "build" / "transforms" / "testing" / "echo.wasm"
     rows: list[Row] = []
     server = NatsServer(workdir / "nats").start()
+    # The hosts join the server with its token, as any external server's client would.
+    env = {"IONFLUX_NATS__TOKEN": server.credentials.token or ""}
     hosts: list[UpProcess] = []
     try:
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(server.url, **server.connect_options())
 
         async def responder(msg: Any) -> None:
             await msg.respond(msg.data)
@@ -151,26 +158,35 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
             )
         )
 
-        for name in ("a", "b"):
-            _prepare(workdir / name, echo)
-        a = UpProcess(workdir / "a", nats_url=server.url).start()
+        _prepare(workdir / "a", echo)
+        # Hosts in one queue group verify the same tokens: one IONWALL key.
+        (workdir / "b" / "ionwall").mkdir(parents=True, mode=0o700, exist_ok=True)
+        key = workdir / "a" / "ionwall" / "signing_key.pem"
+        shutil.copy2(key, workdir / "b" / "ionwall" / key.name)
+        _prepare(workdir / "b", echo)
+        from ionwall import Ionwall
+
+        with Ionwall(workdir / "a" / "ionwall") as wall:
+            token = wall.issue_token(["execute_graph:graph3"]).token
+        auth = {"Authorization": f"Bearer {token}"}
+        a = UpProcess(workdir / "a", nats_url=server.url, env=env).start()
         hosts.append(a)
-        graph = await _latency(nc, SUBJECT, 1000)
+        graph = await _latency(nc, SUBJECT, 1000, auth)
         rows.append(Row("3-node graph over NATS p50 (1 host)", _pct(graph, 0.5) * 1e3, "ms"))
         rows.append(Row("3-node graph over NATS p99 (1 host)", _pct(graph, 0.99) * 1e3, "ms"))
         with _CpuMeter(a) as one_cpu:
-            one = await _throughput(nc, SUBJECT, 1500, 32)
+            one = await _throughput(nc, SUBJECT, 1500, 32, auth)
         rows.append(Row("3-node graph throughput, 1 host process", one, "runs/s"))
         # A host runs guests outside the GIL on its worker threads: at saturation
         # it uses more than one core, which bounds what a second host on this
         # machine's two cores can add.
         rows.append(Row("  CPU cores that host uses at that rate", one_cpu.hosts, "cores"))
         rows.append(Row("  CPU cores the whole machine uses", one_cpu.machine, "cores"))
-        b = UpProcess(workdir / "b", nats_url=server.url).start()
+        b = UpProcess(workdir / "b", nats_url=server.url, env=env).start()
         hosts.append(b)
-        await _latency(nc, SUBJECT, 100)
+        await _latency(nc, SUBJECT, 100, auth)
         with _CpuMeter(a, b) as two_cpu:
-            two = await _throughput(nc, SUBJECT, 3000, 64)
+            two = await _throughput(nc, SUBJECT, 3000, 64, auth)
         rows.append(Row("3-node graph throughput, 2 host processes (queue group)", two, "runs/s"))
         rows.append(Row("2 hosts / 1 host", two / one, "x (target >= 1.6)"))
         rows.append(Row("  CPU cores the two hosts use", two_cpu.hosts, "cores"))
@@ -189,10 +205,6 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
         hosts.remove(b)
         await nc.close()
 
-        from ionwall import Ionwall
-
-        with Ionwall(workdir / "a" / "ionwall") as wall:
-            token = wall.issue_token(["execute_graph:graph3"]).token
         half = _http_load(a.url + HOOK, token, rate=100, seconds=5)
         rows.append(Row("HTTP webhook at 100 req/s: p50", half["p50_ms"], "ms"))
         rows.append(Row("HTTP webhook at 100 req/s: p99", half["p99_ms"], "ms"))
@@ -200,7 +212,9 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
         a.terminate(30)
         hosts.remove(a)
         # The same data directory served by `ionflux up --workers 2`.
-        w = UpProcess(workdir / "a", nats_url=server.url, extra=["--workers", "2"]).start(60)
+        w = UpProcess(workdir / "a", nats_url=server.url, extra=["--workers", "2"], env=env).start(
+            60
+        )
         hosts.append(w)
         _http_load(w.url + HOOK, token, rate=100, seconds=1)  # warm both processes
         rows += _paced_and_saturated(w.url + HOOK, token, "HTTP, --workers 2,")

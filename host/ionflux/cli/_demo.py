@@ -124,12 +124,24 @@ async def _serve_once(app: App) -> None:
     running = await start_host(app.config, serve_http=False)
     try:
         click.echo(f"  nats-server started by the host at {running.nats_url}")
-        nc = await nats.connect(running.nats_url)
+        # Its token (<data-dir>/nats/token): the host's server refuses anonymous clients.
+        assert running.nats_server is not None
+        nc = await nats.connect(running.nats_url, **running.nats_server.connect_options())
         try:
             events = await nc.subscribe("ionflux.digest.requested.completion")
             body = {"title": "weekly notes", "text": "one two three\nfour", "tags": ["ops"]}
-            click.echo(f"$ nats request ionflux.digest.requested '{json.dumps(body)}'")
-            reply = await nc.request("ionflux.digest.requested", json.dumps(body).encode(), 10)
+            # A NATS trigger needs an IONWALL token for the graph, as a webhook does.
+            token = running.ionwall.issue_token(["execute_graph:digest"]).token
+            click.echo(
+                f"$ nats request ionflux.digest.requested '{json.dumps(body)}' "
+                "-H 'Authorization: Bearer <token>'"
+            )
+            reply = await nc.request(
+                "ionflux.digest.requested",
+                json.dumps(body).encode(),
+                10,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             answer = json.loads(reply.data)
             click.echo(json.dumps(answer.get("output", answer), indent=2))
             event = json.loads((await events.next_msg(timeout=10)).data)

@@ -11,6 +11,7 @@ that does not validate raises ``GraphValidationError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import threading
@@ -25,8 +26,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ionwall import CallContext, Gate, Masker
 
-from .._errors import GraphError, IonfluxError, SchemaViolation, TemplateError
+from .._errors import (
+    GraphError,
+    GuestError,
+    IonfluxError,
+    RunBudgetExceeded,
+    SchemaViolation,
+    TemplateError,
+)
 from ..config import Config
+from ._budget import RunBudget
 from ._history import RunHistory, new_run_id
 from ._plan import Plan, PlannedNode, Planner, TransformInfo
 from ._recorder import RunRecorder, ValuePod, ValueWriter, json_text
@@ -83,6 +92,9 @@ class _Context:
     scope: dict[str, Any]
     debugger: Debugger | None
     recorder: RunRecorder
+    budget: RunBudget
+    # Set when this run stopped because the whole run's budget ran out.
+    stopped_by: RunBudgetExceeded | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,8 +291,16 @@ class Engine:
         parent: tuple[str, str] | None = None,
         run_id: str | None = None,
         input_checked: bool = False,
+        budget: RunBudget | None = None,
     ) -> RunResult:
         run_id = run_id or new_run_id()
+        budget = RunBudget.for_run(
+            self.config.graph.max_nodes_per_run,
+            self.config.graph.max_fuel_per_run,
+            plan.name,
+            plan.graph.budget,
+            parent=budget,
+        )
         started = time.time()
         recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
         value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
@@ -327,7 +347,7 @@ class Engine:
             )
             to_ask = list(auth.missing)
             ctx = _Context(
-                plan, run_id, mode, depth, chain, trigger, auth, scope, debugger, recorder
+                plan, run_id, mode, depth, chain, trigger, auth, scope, debugger, recorder, budget
             )
             if mode == "dry_run_validate_only":
                 steps = _dry_run(plan, scope)
@@ -335,6 +355,9 @@ class Engine:
             else:
                 status, steps = await self._execute(ctx)
             errors = [s.error for s in steps.values() if s.error is not None]
+            if ctx.stopped_by is not None:
+                status = RunStatus.FAILURE  # not a cancellation: the run was refused more work
+                errors.append(error_dict(ctx.stopped_by))
             if status in (RunStatus.SUCCESS, RunStatus.PARTIAL) and mode != "dry_run_validate_only":
                 output = _output(plan, scope)
                 check("output", plan.output_validator, output)
@@ -462,6 +485,7 @@ class Engine:
                     if scheduler.failed or scheduler.aborted:
                         for other in tasks:
                             other.cancel()
+                self._stop_past_budget(ctx, scheduler, tasks)
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
@@ -488,6 +512,24 @@ class Engine:
                     self._record(ctx, steps[node_id])
                     states[node_id]["status"] = steps[node_id].status
         return scheduler.run_status(), steps
+
+    def _stop_past_budget(
+        self,
+        ctx: _Context,
+        scheduler: Scheduler,
+        tasks: Mapping[asyncio.Task[Outcome | None], _Running],
+    ) -> None:
+        """Once the whole run's budget ran out (here or in any run of the tree), no
+        node of this run starts: pending nodes are cancelled, running ones stopped."""
+        if ctx.stopped_by is not None:
+            return
+        exceeded = ctx.budget.exceeded
+        if exceeded is None:
+            return
+        ctx.stopped_by = exceeded
+        scheduler.abort(f"stopped: {exceeded.budget} of the run's budget used up")
+        for task in tasks:
+            task.cancel()
 
     async def _start(
         self,
@@ -747,14 +789,20 @@ class Engine:
         gate: Gate | None = ctx.authorization.gate
 
         costs, key = self._costs, _cost_key(planned)
+        budget = ctx.budget
 
         def call(inputs: Any) -> Called:
+            budget.start_node()  # raises, and nothing runs, once the run's budget is spent
             # A guest computes or waits in an import: the thread's CPU time is the
             # first (the wait for the GIL is not in it), the imports' time the second.
             cpu, wait = time.thread_time(), 0.0
             try:
                 done = self.invoker.invoke(transform, inputs, ctx=call_ctx, gate=gate)
                 wait = done.wait_s
+            except GuestError as exc:  # a failed call burnt fuel too (all of it, if exhausted)
+                with contextlib.suppress(RunBudgetExceeded):
+                    budget.spend_fuel(getattr(exc, "fuel_used", 0) or 0)
+                raise
             finally:  # a failed call is measured too, as all compute
                 cpu = time.thread_time() - cpu
                 before = costs.get(key)
@@ -762,6 +810,7 @@ class Engine:
                     cpu = before[0] + _COST_WEIGHT * (cpu - before[0])
                     wait = before[1] + _COST_WEIGHT * (wait - before[1])
                 costs[key] = (cpu, wait)
+            budget.spend_fuel(done.fuel_used)
             return Called(done.value, done.fuel_used)
 
         return call
@@ -782,6 +831,7 @@ class Engine:
             return await self._call_transform(ctx, planned, planned.transform, inputs)
         assert planned.subgraph is not None
         ref = planned.subgraph
+        ctx.budget.start_node()
         if len(ctx.chain) > self.config.graph.max_subgraph_depth:
             raise GraphError(
                 f"sub-graph nesting deeper than graph.max_subgraph_depth "
@@ -803,6 +853,7 @@ class Engine:
             depth=ctx.depth + 1,
             chain=(*ctx.chain, ref.name),
             parent=(ctx.run_id, planned.id),
+            budget=ctx.budget,
         )
         if result.overall_status not in (RunStatus.SUCCESS, RunStatus.PARTIAL):
             raise ChildRunFailed(result.execution_id, result.overall_status, result.error_details)

@@ -105,6 +105,15 @@ class Node(_Strict):
         return list(self.outputs)
 
 
+class Budget(_Strict):
+    """What one run of the graph may spend, its sub-graphs' runs included; each
+    at most the configuration's ``graph.max_nodes_per_run``/``max_fuel_per_run``
+    (a larger value is bounded by it). Unset: the configuration's."""
+
+    max_nodes: int | None = Field(default=None, gt=0, description="node calls, each attempt")
+    max_fuel: int | None = Field(default=None, gt=0, description="fuel of every call together")
+
+
 class FluxGraph(_Strict):
     name: str = Field(pattern=GRAPH_NAME.pattern)
     version: str = "0.0.0"
@@ -114,6 +123,7 @@ class FluxGraph(_Strict):
     output_schema: dict[str, Any] = Field(default_factory=dict)
     graph: list[Node] = Field(min_length=1)
     output: Any = None
+    budget: Budget = Budget()
 
     @property
     def nodes(self) -> dict[str, Node]:

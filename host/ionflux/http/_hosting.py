@@ -21,6 +21,7 @@ from ..graph import Engine
 from ..host import Host
 from ..triggers import EngineRunner, Metrics, NatsServer, TriggerService
 from ..triggers._gate import CountingAuthorizer
+from ..triggers._nats_server import credentials_for
 from ._app import create_app
 from ._context import ApiContext
 from ._server import HttpServer
@@ -88,7 +89,13 @@ async def start_host(
             url = server.url
             watchdog = asyncio.get_running_loop().create_task(_watch_server(server))
             stack.callback(watchdog.cancel)
-        bus = await NatsBus.connect(url, name=f"ionflux-host:{config.data_dir.name}")
+        # The server we started: its token; one given by nats.url: the configured
+        # credentials (or, for a worker, the token of the server its group started).
+        bus = await NatsBus.connect(
+            url,
+            name=f"ionflux-host:{config.data_dir.name}",
+            credentials=server.credentials if server is not None else credentials_for(config),
+        )
         stack.push_async_callback(bus.close)
         settings = config.ionwall
         wall = Ionwall(

@@ -17,8 +17,9 @@ the stream, and work spreads to whichever host is free.
   whose ack was lost, the processed bucket (kept 24 hours) says the id ran
   already: the message is acknowledged and not run again. Messages without
   an id are known by their stream sequence.
-- A body that is not JSON is refused once (error completion event) and
-  acknowledged: redelivering it would not make it JSON.
+- A body that is not JSON, or a message without a valid IONWALL token, is
+  refused once (error completion event) and terminated (``term``):
+  redelivering it would not make it JSON or authorised.
 """
 
 from __future__ import annotations
@@ -257,9 +258,9 @@ class DurableTriggers:
                 await msg.ack()
                 return
             try:
-                value = parse_input(msg.data)
                 if trigger.auth == "ionwall_jwt":
                     authorize(self.verifier, headers.get("Authorization"), graph)
+                value = parse_input(msg.data)
             except Exception as exc:
                 error = (
                     {
@@ -273,7 +274,7 @@ class DurableTriggers:
                 self.dispatcher.metrics.runs_rejected.labels(graph, str(error["kind"])).inc()
                 event = await self.dispatcher.reject(request, error)
                 await kv.put(key, str(event["execution_id"]).encode())
-                await msg.ack_sync()
+                await msg.term()
                 return
             request = RunRequest(
                 graph, value, request.trigger, request.completion_subject, request.details

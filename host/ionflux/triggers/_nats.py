@@ -6,6 +6,11 @@ before it returns, so a flooded host stops reading and the rest of the flood
 waits in its subscription buffer (core NATS is at-most-once: for "nothing
 lost" use ``delivery: jetstream``). A request's reply subject gets the run
 result; an invalid body gets an error reply and an error completion event.
+
+A trigger needs an IONWALL token in the ``Authorization`` header (scope
+``execute_graph:<graph>``) unless its graph says ``authentication_method:
+none``; a message without a valid one runs nothing: it gets a typed error reply
+(401/403 in ``Ionflux-Status``) and is recorded as a refused event.
 """
 
 from __future__ import annotations
@@ -101,10 +106,11 @@ class NatsTriggers:
         held = True
         try:
             try:
-                value = parse_input(msg.data)
+                # Who asks comes first: a caller without a token learns nothing of the body.
                 if trigger.auth == "ionwall_jwt":
                     claims = authorize(self.verifier, headers.get("Authorization"), trigger.graph)
                     request = _with_caller(request, claims)
+                value = parse_input(msg.data)
             except ValueError as exc:
                 await self._refuse(request, msg, _not_json(exc), 422)
                 return

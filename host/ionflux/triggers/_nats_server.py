@@ -6,21 +6,101 @@ asked for; the port is read back from the ports file the server writes, so two
 hosts starting at once never race for the same port. JetStream keeps its
 streams under ``<data_dir>/nats``, so durable trigger messages survive a
 restart of the host.
+
+It requires a token (``authorization { token }``): without one, any local
+process could run graphs with their owners' grants, publish fake completion
+events and read every message. The token is made once per data directory,
+kept in ``<store_dir>/token`` (mode 0600, like the server's configuration file
+that carries it: never on the command line, which every local user can read),
+and read back by whoever is entitled to it (the host, its workers, the CLI)
+through ``NatsCredentials``. ``<store_dir>/url`` holds the bare URL.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from ._errors import BusUnavailable
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+TOKEN_FILE = "token"
+URL_FILE = "url"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsCredentials:
+    """How a client proves itself to NATS: a token, a user and password, or a
+    ``.creds`` file (a NATS user JWT with its nkey seed). Empty: no credentials."""
+
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    credentials_file: Path | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``."""
+        out: dict[str, Any] = {}
+        if self.token:
+            out["token"] = self.token
+        if self.user:
+            out["user"] = self.user
+            out["password"] = self.password or ""
+        if self.credentials_file is not None:
+            out["user_credentials"] = str(self.credentials_file)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.options())
+
+    def __repr__(self) -> str:  # never the secret itself, in a log or a traceback
+        shown = ", ".join(f"{k}=…" for k in self.options())
+        return f"NatsCredentials({shown})"
+
+    @classmethod
+    def stored(cls, store_dir: Path) -> NatsCredentials:
+        """The token of the nats-server a host started with this store directory
+        (``<data_dir>/nats``); empty when there is none or it cannot be read."""
+        try:
+            token = (store_dir / TOKEN_FILE).read_text().strip()
+        except OSError:
+            return cls()
+        return cls(token=token or None)
+
+
+def credentials_for(config: Config, url: str | None = None) -> NatsCredentials:
+    """The credentials for the NATS at ``url`` (default ``nats.url``).
+
+    Those configured (``nats.token``, ``nats.user``/``nats.password``,
+    ``nats.credentials_file``) win. Otherwise, when the URL is the one the host
+    of this data directory started (no ``nats.url``, or the URL its
+    ``<data_dir>/nats/url`` names: a worker of ``ionflux up --workers``, a CLI
+    command), that server's stored token."""
+    nats = config.nats
+    given = NatsCredentials(nats.token, nats.user, nats.password, nats.credentials_file)
+    if given:
+        return given
+    store_dir = config.data_dir / "nats"
+    url = url or nats.url
+    if url is None:
+        return NatsCredentials.stored(store_dir)
+    try:
+        own = (store_dir / URL_FILE).read_text().strip()
+    except OSError:
+        return given
+    return NatsCredentials.stored(store_dir) if own == url.strip() else given
 
 
 def nats_server_binary() -> str:
@@ -38,13 +118,39 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """One nats-server process. ``start()`` waits until it accepts clients."""
+    """One nats-server process. ``start()`` waits until it accepts clients.
 
-    def __init__(self, store_dir: Path, *, port: int = -1, host: str = "127.0.0.1") -> None:
+    ``auth`` (default): clients must present ``credentials`` (the store
+    directory's token, made at the first start). ``auth=False`` is for tests of
+    a bus that is open on purpose."""
+
+    def __init__(
+        self, store_dir: Path, *, port: int = -1, host: str = "127.0.0.1", auth: bool = True
+    ) -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
+        self.auth = auth
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def credentials(self) -> NatsCredentials:
+        return NatsCredentials.stored(self.store_dir) if self.auth else NatsCredentials()
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect(server.url, **…)``."""
+        return self.credentials.options()
+
+    def _write_auth_config(self) -> Path:
+        """The server's configuration file: the token, readable by the owner only."""
+        token_file = self.store_dir / TOKEN_FILE
+        token = NatsCredentials.stored(self.store_dir).token
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            _write_private(token_file, token + "\n")
+        conf = self.store_dir / "server.conf"
+        _write_private(conf, f'authorization {{\n  token: "{token}"\n}}\n')
+        return conf
 
     @property
     def url(self) -> str:
@@ -59,7 +165,7 @@ class NatsServer:
     def start(self, timeout: float = 10.0) -> NatsServer:
         if self._proc is not None:
             return self
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ports_dir = self.store_dir / "ports"
         ports_dir.mkdir(exist_ok=True)
         log = self.store_dir / "nats-server.log"
@@ -77,6 +183,8 @@ class NatsServer:
             "-l",
             str(log),
         ]
+        if self.auth:
+            args[1:1] = ["-c", str(self._write_auth_config())]
         self._proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -99,7 +207,7 @@ class NatsServer:
             port = _read_port(ports_file)
             if port is not None:
                 self.port = port
-                (self.store_dir / "url").write_text(self.url + "\n")
+                (self.store_dir / URL_FILE).write_text(self.url + "\n")
                 return self
             time.sleep(0.02)
         self.stop()
@@ -145,6 +253,14 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` with mode 0600 (an older file's mode too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _die_with_parent() -> None:

@@ -7,7 +7,7 @@ The seeds' shapes, with our optional additions (all under ``config``):
                completion_topic: ...,          # default: <subject>.completion
                delivery: jetstream,            # durable; default: core NATS
                ack_wait: 30s, max_deliver: 5,  # durable only
-               authentication_method: ionwall_jwt}   # default: none on NATS
+               authentication_method: ionwall_jwt}   # the default; 'none' opens it
     - type: webhook
       config: {path: /webhooks/invoke/x, method: POST, authentication_method: ionwall_jwt}
     - type: schedule                           # also: scheduled, cron
@@ -55,7 +55,7 @@ class NatsTrigger:
     topic: str
     durable: bool = False
     completion_topic: str | None = None
-    auth: AuthMethod = "none"
+    auth: AuthMethod = "ionwall_jwt"
     ack_wait_s: float = 30.0
     max_deliver: int = 5
 
@@ -175,7 +175,9 @@ def _nats(graph: str, where: str, config: Mapping[str, Any]) -> NatsTrigger:
         topic=topic,
         durable=durable,
         completion_topic=completion,
-        auth=_auth(graph, where, config, default="none"),
+        # Anyone who can reach the bus could otherwise run the graph with its
+        # owner's grants: a token unless the graph opens the trigger explicitly.
+        auth=_auth(graph, where, config, default="ionwall_jwt"),
         ack_wait_s=_seconds(graph, f"{where}.config.ack_wait", config.get("ack_wait", 30.0)),
         max_deliver=max_deliver,
     )
