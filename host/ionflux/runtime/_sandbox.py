@@ -21,15 +21,11 @@ import wasmtime
 from wasmtime.component import Component, ExportIndex, Linker, Variant
 
 from .._errors import (
-    DeadlineExceeded,
-    FuelExhausted,
     GuestError,
     GuestTrap,
     InvalidInput,
     InvalidOutput,
-    MemoryLimitExceeded,
     ModuleError,
-    OutputTooLarge,
     StackOverflow,
     TransformFailed,
 )
@@ -38,6 +34,7 @@ from ._cache import CompileCache
 from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
 from ._gil import keep_gil_for_short_calls
+from ._guest_errors import STACK_OVERFLOW, deadline_exceeded, fuel_exhausted, memory_exceeded
 from ._imports import ImportEnv, LogLine, define_imports, set_env
 from ._world import check_world, compile_component
 
@@ -81,6 +78,11 @@ class CallResult:
 # name section is kept for this), other Rust guests in the std handlers.
 _OOM_MARKERS = ("out_of_memory", "alloc_error", "rust_oom", "handle_alloc_error")
 _INSTANTIATE_MEMORY = re.compile(r"memory minimum size|exceeds memory limits|resource limit", re.I)
+# wasmtime names the memory's size in an out-of-bounds trap.
+_MEMORY_FAULT = re.compile(
+    r"memory fault at wasm address (0x[0-9a-f]+) in linear memory of size (0x[0-9a-f]+)"
+)
+_PAGE = 65536
 
 
 class Runtime:
@@ -168,7 +170,7 @@ class Runtime:
             instance = self.linker.instantiate(store, loaded.component)
             run = instance.get_func(store, loaded.run)
             assert run is not None
-            result = call_run(run, store, input_text)
+            result = call_run(run, store, input_text, limits.max_output_bytes)
             fuel_used = limits.fuel - store.get_fuel()
         except wasmtime.WasmtimeError as exc:
             # Raised below, outside this block: a raise here would keep the
@@ -186,13 +188,7 @@ class Runtime:
             raise TransformFailed(result.tag, str(result.payload))
         if not isinstance(result, str):
             raise InvalidOutput(f"run returned {type(result).__name__}, expected a string")
-        if len(result) > limits.max_output_bytes or (
-            len(result.encode("utf-8")) > limits.max_output_bytes
-        ):
-            raise OutputTooLarge(
-                f"output is {len(result.encode('utf-8'))} bytes, over the "
-                f"{limits.max_output_bytes}-byte limit"
-            )
+        # Its UTF-8 size was checked against max_output_bytes before it was copied (call_run).
         return CallResult(result, fuel_used, duration, env.logs, env.calls, env.import_s)
 
 
@@ -200,14 +196,21 @@ def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError
     text = str(exc)
     reason = _trap_reason(text)
     if "all fuel consumed" in text:
-        return FuelExhausted(f"ran out of fuel ({limits.fuel} units)")
+        return fuel_exhausted(limits)
     if "wasm trap: interrupt" in text:
-        return DeadlineExceeded(f"ran past its {limits.timeout_ms} ms time limit")
+        return deadline_exceeded(limits)
     if "call stack exhausted" in text:
-        return StackOverflow("exhausted its call stack")
+        return StackOverflow(STACK_OVERFLOW)
     if any(marker in text for marker in _OOM_MARKERS) or _INSTANTIATE_MEMORY.search(text):
-        return MemoryLimitExceeded(
-            f"needed more memory than its {limits.memory_bytes}-byte limit ({reason})"
+        return memory_exceeded(limits, reason)
+    fault = _MEMORY_FAULT.search(text)
+    if fault is not None and int(fault[2], 16) + _PAGE > limits.memory_bytes:
+        # Its memory had grown to the limit and it reached past the end: the
+        # memory.grow that would have made room was refused.
+        return memory_exceeded(
+            limits,
+            f"its memory was at {int(fault[2], 16)} bytes, a memory.grow was refused, "
+            f"then it accessed address {fault[1]}: {reason}",
         )
     return GuestTrap(f"trapped: {reason}")
 
