@@ -15,8 +15,16 @@ UTF-8) of the entry without ``hash``; ``prev`` is the previous entry's hash
 removing or reordering an entry breaks the chain at that entry. Cutting
 entries off the end does not break a chain, so ``audit.head`` records the
 count and last hash after every append; ``verify`` compares the log with it.
-(This makes tampering evident, not impossible: whoever can rewrite both files
-can forge a history. Ship the head elsewhere if that matters.)
+
+Neither file needs a secret, so whoever can write both could re-hash a
+history. ``audit.checkpoints`` holds the chain's state signed with IONWALL's
+Ed25519 key every ``CHECKPOINT_EVERY`` entries, ``CHECKPOINT_AFTER_S`` after
+an append left entries unsigned, and at close (see ``_checkpoint``): a
+re-hashed chain no longer matches them, and ``verify`` names the first entry
+after the last checkpoint that still holds. What comes after the last
+checkpoint is only hash-chained, and ``verify`` says so. (Whoever can read
+the key can still forge: it lives beside the log. Verify a copy of the log
+elsewhere with ``--public-key`` if that matters.)
 
 Appends take ``audit.head`` as an ``fcntl.flock`` lock (processes) and a
 thread lock (threads), and re-read the log's end when another writer moved
@@ -44,6 +52,7 @@ import atexit
 import errno
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -55,9 +64,15 @@ from json.encoder import encode_basestring as _encode_str  # what json.dumps use
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from . import _checkpoint
 from ._errors import AuditError
+from ._keys import key_id, load_or_create_key
 from ._mask import Masker
 from ._shared import SharedFile
+
+log = logging.getLogger("ionwall.audit")
 
 GENESIS = "0" * 64
 
@@ -74,7 +89,14 @@ _FIELDS = (
     "index", "time", "subject", "transform", "run_id", "node_id",
     "scope", "decision", "reason", "grant_id", "prev",
 )  # fmt: skip
-_HEAD_SIZE = 86  # "%020d %s\n" % (count, sha256 hex)
+# "%020d %s %020d\n" % (count, last hash, count the last checkpoint covers); the
+# third field only tells writers when to sign: ``verify`` never trusts it.
+_HEAD_SIZE = 107
+CHECKPOINT_EVERY = 256
+"""Entries between two signed checkpoints: one Ed25519 signature (about 30 µs)
+per this many gate decisions."""
+CHECKPOINT_AFTER_S = 2.0
+"""A log left with unsigned entries is signed this long after the first of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +120,51 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
-    """The outcome of ``AuditLog.verify``: ``index`` is the first bad entry."""
+    """The outcome of ``AuditLog.verify``: ``index`` is the first bad entry.
+
+    ``signed``: how many entries (from the first) the last valid signed
+    checkpoint covers (before the damage, if any), ``signed_at`` when it was
+    signed and ``key_id`` the key it was checked against. Entries from
+    ``signed`` on are only hash-chained."""
 
     ok: bool
     entries: int
     index: int | None = None
     problem: str | None = None
+    signed: int = 0
+    signed_at: str | None = None
+    key_id: str | None = None
 
     def __str__(self) -> str:
         if self.ok:
-            return f"audit log intact: {self.entries} entries, chain and head verified"
-        return f"audit log damaged: {self.problem}"
+            return (
+                f"audit log intact: {self.entries} entries, chain and head verified; "
+                + self.coverage()
+            )
+        return f"audit log damaged: {self.problem}; {self.coverage()}"
+
+    def coverage(self) -> str:
+        """What a signature vouches for, and what only the hash chain does."""
+        if not self.ok:
+            if self.signed == 0:
+                return "no valid signed checkpoint precedes the damage"
+            return (
+                f"the last valid signed checkpoint before it covers entries 0-{self.signed - 1} "
+                f"(signed {self.signed_at}, key {self.key_id})"
+            )
+        if self.signed == 0:
+            covered = "no entry is covered by a signed checkpoint yet"
+        else:
+            covered = (
+                f"entries 0-{self.signed - 1} are covered by the signed checkpoint of "
+                f"{self.signed_at} (key {self.key_id})"
+            )
+        if self.signed == self.entries:
+            return covered
+        return (
+            f"{covered}; entries {self.signed}-{self.entries - 1} are only hash-chained "
+            "(signed at the next checkpoint)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,32 +274,61 @@ class AuditLog:
     write the rest.
     """
 
-    def __init__(self, directory: Path, masker: Masker | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        masker: Masker | None = None,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_after_s: float = CHECKPOINT_AFTER_S,
+    ) -> None:
+        """``key`` signs the checkpoints (default: IONWALL's key in ``directory``)."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "audit.jsonl"
         self.head_path = directory / "audit.head"
+        self.checkpoints_path = directory / _checkpoint.CHECKPOINTS_FILE
+        self._key = key or load_or_create_key(directory)
+        self._kid = key_id(self._key.public_key())
+        self._every = checkpoint_every
+        self._after_s = checkpoint_after_s
         self._masker = masker or Masker()
         self._lock = threading.Lock()  # held while writing; guards the chain state
         flags = os.O_CREAT | os.O_CLOEXEC
         self._log_fd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
-        self._head = SharedFile(self.head_path, _HEAD_SIZE)
+        try:
+            self._ckpt_fd = os.open(self.checkpoints_path, flags | os.O_RDWR | os.O_APPEND, 0o600)
+            self._head = SharedFile(self.head_path, _HEAD_SIZE)
+        except BaseException:
+            os.close(self._log_fd)
+            raise
         # The head as this process last wrote it; another value means another
         # writer moved the log (or nothing is known yet): read its end first.
         self._head_seen = b""
         self._count = 0
         self._last = GENESIS
+        self._signed = 0  # entries the last checkpoint covers, as the head says
         self._templates: dict[tuple[Any, ...], _Template] = {}
         self._queue: deque[_Pending] = deque()
+        # The signer thread: started by the first append that leaves entries
+        # unsigned, woken (once) per unsigned stretch, signs ``_after_s`` later.
+        self._armed = False
+        self._wake = threading.Event()
+        self._signer: threading.Thread | None = None
+        self._signer_pid = 0
         _open_logs.add(self)
 
     def close(self) -> None:
-        """Writes what is queued and closes the files."""
+        """Writes what is queued, signs a checkpoint over it and closes the files."""
         with self._lock:
             self._drain()
             if self._log_fd >= 0:
+                self._checkpoint_locked()
                 os.close(self._log_fd)
+                os.close(self._ckpt_fd)
                 self._head.close()
             self._log_fd = -1
+        self._wake.set()  # the signer sees the log closed and ends
 
     def append(
         self,
@@ -380,7 +465,7 @@ class AuditLog:
         try:
             seen = head.read()
             if seen != self._head_seen:
-                self._count, self._last = self._read_end(os.fstat(self._log_fd).st_size)
+                self._refresh(seen)
             count, last = self._count, self._last
             lines = []
             for pending in batch:
@@ -397,7 +482,7 @@ class AuditLog:
                 count += 1
                 last = digest
             data = lines[0] if len(lines) == 1 else b"".join(lines)
-            new_head = b"%020d %s\n" % (count, last.encode())
+            new_head = b"%020d %s %020d\n" % (count, last.encode(), self._signed)
             head.write(new_head)  # first: see the module's docstring
             try:
                 if os.write(self._log_fd, data) != len(data):
@@ -407,10 +492,106 @@ class AuditLog:
                 raise
             self._count, self._last = count, last
             self._head_seen = new_head
+            if count - self._signed >= self._every:
+                self._sign_quietly(len(batch))
+            elif not self._armed:
+                self._arm()
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot append to the audit log: {exc}") from exc
         finally:
             head.unlock()
+
+    def _refresh(self, seen: bytes) -> None:
+        """Another writer moved the log: its end from the log, the head's hint."""
+        self._count, self._last = self._read_end(os.fstat(self._log_fd).st_size)
+        try:
+            self._signed = min(int(seen[86:106]), self._count)
+        except ValueError:  # no hint (an older head, or none yet): sign soon
+            self._signed = 0
+
+    # -- signed checkpoints (see ``_checkpoint``) ------------------------------
+
+    def checkpoint(self) -> None:
+        """Writes what is queued and signs the chain as it stands now."""
+        with self._lock:
+            self._drain()
+            if self._log_fd >= 0:
+                self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
+        self._head.lock()
+        try:
+            seen = self._head.read()
+            if seen != self._head_seen:
+                self._refresh(seen)
+            self._sign_quietly()
+        except (OSError, AuditError) as exc:
+            log.warning("%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
+        finally:
+            self._head.unlock()
+
+    def _sign_quietly(self, batch: int = 0) -> None:
+        """``_sign``; a failure is logged, and ``verify`` reports the unsigned entries."""
+        try:
+            self._sign(batch)
+        except (OSError, AuditError) as exc:
+            log.warning("%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
+
+    def _sign(self, batch: int = 0) -> None:
+        """Signs (count, last hash) unless nothing is unsigned. Caller holds
+        ``_lock`` and the head's lock, with ``_count``/``_last`` current, and
+        has just written ``batch`` entries.
+
+        Where the last checkpoint is comes from the checkpoints file, not from
+        the head: a writer never signs a stretch of entries longer than
+        writers leave unsigned, which is what a chain re-hashed after its
+        checkpoints were cut off looks like (``verify`` then names it)."""
+        count, last = self._count, self._last
+        if count == 0 or count <= self._signed:
+            return
+        before = _checkpoint.last_count(self._ckpt_fd) or 0
+        unsigned = count - before
+        if unsigned <= 0:  # signed by another writer already (or the log was cut back)
+            self._set_signed(count if unsigned == 0 else self._signed)
+            return
+        if unsigned - batch > unsigned_max(self._every):
+            self._set_signed(count)  # back off: try again ``every`` entries later
+            raise AuditError(
+                f"{count - before} entries follow the last signed checkpoint, more than "
+                "writers leave unsigned: checkpoints were removed or the log rewritten; "
+                "run `ionflux audit verify`"
+            )
+        signed = _checkpoint.sign(self._key, count, last, _now_text(), self._every, self._kid)
+        data = signed.line()
+        if os.write(self._ckpt_fd, data) != len(data):
+            raise OSError(errno.EIO, f"{self.checkpoints_path}: short write")
+        self._set_signed(count)
+
+    def _set_signed(self, signed: int) -> None:
+        self._signed = signed
+        self._head_seen = b"%020d %s %020d\n" % (self._count, self._last.encode(), signed)
+        self._head.write(self._head_seen)
+
+    def _arm(self) -> None:
+        """Wakes the signer: it signs what is unsigned ``_after_s`` from now."""
+        self._armed = True
+        if self._signer is None or self._signer_pid != os.getpid():  # none yet, or forked
+            self._signer_pid = os.getpid()
+            self._signer = threading.Thread(
+                target=self._sign_later, name="ionwall-audit-signer", daemon=True
+            )
+            self._signer.start()
+        self._wake.set()
+
+    def _sign_later(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._log_fd < 0:
+                return
+            time.sleep(self._after_s)  # a batching delay, not a synchronisation
+            self._armed = False  # appends from now on wake it again
+            self.checkpoint()
 
     def _read_end(self, size: int) -> tuple[int, str]:
         """(entry count, last hash) from the last line of the log."""
@@ -442,20 +623,14 @@ class AuditLog:
                 ) from exc
         return out
 
-    def verify(self) -> AuditReport:
-        """Checks every entry and the head; names the first bad entry."""
+    def verify(self, public_key: Ed25519PublicKey | None = None) -> AuditReport:
+        """Checks every entry, the signed checkpoints (against ``public_key``,
+        default IONWALL's own) and the head; names the first bad entry."""
         self.flush()
-        prev = GENESIS
-        count = 0
-        for i, raw in enumerate(_lines(self.path)):
-            count = i + 1
-            problem = _check_line(i, raw, prev)
-            if problem is not None:
-                return AuditReport(False, i, i, problem)
-            prev = json.loads(raw)["hash"]
-        return self._check_head(count, prev)
+        key = public_key or self._key.public_key()
+        return _Verifier(self, key).run()
 
-    def _check_head(self, count: int, last: str) -> AuditReport:
+    def _check_head(self, count: int, last: str) -> tuple[int | None, str] | None:
         try:
             # zero bytes: the head is mapped at its full size before the first append
             head = self.head_path.read_text(encoding="ascii").strip("\0")
@@ -463,37 +638,129 @@ class AuditLog:
             head = ""
         if not head:
             if count == 0:
-                return AuditReport(True, 0)
-            return AuditReport(False, count, 0, "the head record (audit.head) is missing or empty")
+                return None
+            return 0, "the head record (audit.head) is missing or empty"
         try:
-            written_s, head_hash = head[:_HEAD_SIZE].split()
+            written_s, head_hash = head[:_HEAD_SIZE].split()[:2]
             written = int(written_s)
         except ValueError:
-            return AuditReport(False, count, 0, "the head record (audit.head) does not parse")
+            return 0, "the head record (audit.head) does not parse"
         if count < written:
-            return AuditReport(
-                False,
-                count,
-                count,
+            return count, (
                 f"the log is truncated: entry {count} is missing "
-                f"({written} entries were written, {count} remain)",
+                f"({written} entries were written, {count} remain)"
             )
         if count > written:
-            return AuditReport(
-                False,
-                count,
-                written,
+            return written, (
                 f"entry {written} was appended outside IONWALL "
-                f"(the head record counts {written} entries, the log has {count})",
+                f"(the head record counts {written} entries, the log has {count})"
             )
         if last != head_hash:
-            return AuditReport(
-                False,
-                count,
-                max(0, count - 1),
-                f"entry {count - 1} does not match the head record (the log's end was rewritten)",
+            return max(0, count - 1), (
+                f"entry {count - 1} does not match the head record (the log's end was rewritten)"
             )
-        return AuditReport(True, count)
+        return None
+
+
+def unsigned_max(every: int) -> int:
+    """The most entries a log may hold after its last signed checkpoint: writers
+    sign once ``every`` are unsigned; one that died before signing leaves up to
+    one batch more for the next one to sign."""
+    return every + _QUEUE_MAX + 1
+
+
+class _Verifier:
+    """One pass over the log, the checkpoints and the head (``AuditLog.verify``)."""
+
+    def __init__(self, audit: AuditLog, key: Ed25519PublicKey) -> None:
+        self.audit = audit
+        self.key = key
+        self.kid = key_id(key)
+        self.signed = 0
+        self.signed_at: str | None = None
+        self.every = audit._every
+
+    def report(
+        self, entries: int, index: int | None = None, problem: str | None = None
+    ) -> AuditReport:
+        return AuditReport(
+            problem is None, entries, index, problem, self.signed, self.signed_at, self.kid
+        )
+
+    def run(self) -> AuditReport:
+        checkpoints: list[_checkpoint.Checkpoint] = []
+        name = _checkpoint.CHECKPOINTS_FILE
+        for n, raw in _checkpoint.read_all(self.audit.checkpoints_path):
+            found = _checkpoint.parse(raw)
+            if found is None:
+                return self.report(
+                    0, 0, f"line {n + 1} of {name} is not a checkpoint: it was edited"
+                )
+            if not found.valid(self.key):
+                return self.report(
+                    0, 0,
+                    f"the checkpoint on line {n + 1} of {name} does not carry a valid signature "
+                    f"by key {self.kid}: it was forged or edited",
+                )  # fmt: skip
+            if checkpoints and found.count < checkpoints[-1].count:
+                return self.report(
+                    0, 0, f"the checkpoints on lines {n} and {n + 1} of {name} are out of order"
+                )
+            checkpoints.append(found)
+        pending = deque(checkpoints)
+        prev = GENESIS
+        count = 0
+        for i, raw in enumerate(_lines(self.audit.path)):
+            mismatch = self._reach(pending, i, prev)
+            if mismatch is not None:
+                return mismatch
+            problem = _check_line(i, raw, prev)
+            if problem is not None:
+                return self.report(i, i, problem)
+            prev = json.loads(raw)["hash"]
+            count = i + 1
+        mismatch = self._reach(pending, count, prev)
+        if mismatch is not None:
+            return mismatch
+        if pending:
+            beyond = pending[-1]
+            return self.report(
+                count,
+                count,
+                f"the log is truncated: entry {count} is missing (the checkpoint signed at "
+                f"{beyond.time} covers {beyond.count} entries, {count} remain)",
+            )
+        limit = unsigned_max(self.every)
+        if count - self.signed > limit:
+            return self.report(
+                count,
+                self.signed,
+                f"entries {self.signed}-{count - 1} follow the last signed checkpoint, more than "
+                f"the {limit} writers may leave unsigned: the checkpoints after entry "
+                f"{self.signed - 1 if self.signed else 0} were removed and the chain rewritten "
+                f"(entry {self.signed} is the first not covered by a signature)",
+            )
+        head = self.audit._check_head(count, prev)
+        if head is not None:
+            return self.report(count, *head)
+        return self.report(count)
+
+    def _reach(
+        self, pending: deque[_checkpoint.Checkpoint], count: int, last: str
+    ) -> AuditReport | None:
+        """Checks the checkpoints taken at ``count`` entries against ``last``."""
+        while pending and pending[0].count == count:
+            c = pending.popleft()
+            if c.hash != last:
+                return self.report(
+                    count,
+                    self.signed,
+                    f"entries {self.signed}-{count - 1} are not the ones the checkpoint signed "
+                    f"at {c.time} covers: one of them was altered and the chain re-hashed "
+                    f"(entry {self.signed} is the first after the last valid signed checkpoint)",
+                )
+            self.signed, self.signed_at, self.every = count, c.time, c.every
+        return None
 
 
 _open_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
@@ -501,9 +768,9 @@ _open_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 
 @atexit.register
 def _flush_open_logs() -> None:
-    """Entries still queued when the interpreter exits are written here."""
-    for log in list(_open_logs):
-        log.flush()
+    """Entries still queued when the interpreter exits are written (and signed) here."""
+    for audit in list(_open_logs):
+        audit.checkpoint()
 
 
 def _check_line(i: int, raw: bytes, prev: str) -> str | None:

@@ -2,7 +2,7 @@
 
 The data directory holds ``signing_key.pem`` (0600), ``ionwall.db`` (consents
 and grants, SQLite WAL), ``revocations.counter`` (see ``_store``),
-``audit.jsonl`` and ``audit.head``. Several processes may share it.
+``audit.jsonl``, ``audit.head`` and ``audit.checkpoints``. Several processes may share it.
 
 The gate re-checks the grant on every call: revocation through a counter
 that every process maps from one file (a memory read; a revocation in any
@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._audit import (
     CONSENT_APPROVED,
@@ -101,7 +103,7 @@ class Ionwall:
         self._verified_tokens: dict[str, Claims] = {}
         self.public_key = encode_public_key(self._public)
         self._store = GrantStore(self.data_dir)
-        self.audit = AuditLog(self.data_dir, self.masker)
+        self.audit = AuditLog(self.data_dir, self.masker, key=self._key)
         self._states: dict[str, _GrantState] = {}
         self._states_stamp = b""  # no stamp reads as empty: the first call loads
         self._states_lock = threading.Lock()
@@ -564,8 +566,10 @@ class Ionwall:
     def audit_tail(self, n: int = 20) -> list[AuditEntry]:
         return self.audit.tail(n)
 
-    def audit_verify(self) -> AuditReport:
-        return self.audit.verify()
+    def audit_verify(self, public_key: Ed25519PublicKey | None = None) -> AuditReport:
+        """The audit log checked: chain, signed checkpoints (against ``public_key``,
+        default this IONWALL's own key) and head."""
+        return self.audit.verify(public_key)
 
 
 class _GrantGate:

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -230,8 +232,9 @@ def test_a_writer_that_died_between_head_and_log_leaves_one_chain(tmp_path: Path
     # writer must notice that the head is not the one it wrote, re-read the
     # log's true end and chain onto that (not onto the head's count).
     log = _log(tmp_path, 3)
-    count, _ = log.head_path.read_text().split()
-    log.head_path.write_text(f"{int(count) + 1:020d} {'f' * 64}\n")  # the dead writer's head
+    count, _, signed = log.head_path.read_text().split()
+    dead = f"{int(count) + 1:020d} {'f' * 64} {signed}\n"  # the dead writer's head
+    log.head_path.write_text(dead)
     assert not log.verify().ok  # an entry the head counts is missing, until the next append
     _append(log, "after the dead writer")
     report = log.verify()
@@ -272,3 +275,157 @@ def test_a_log_that_never_had_an_entry_verifies(tmp_path: Path) -> None:
     assert log.head_path.stat().st_size > 0
     report = log.verify()
     assert report.ok and report.entries == 0, report
+
+
+# -- signed checkpoints: a re-hashed chain fails ---------------------------------
+
+
+def _rehash(lines: list[bytes]) -> tuple[list[bytes], int, str]:
+    """What an attacker without the key can do: renumber, re-chain, re-hash."""
+    prev = "0" * 64
+    out = []
+    for i, raw in enumerate(lines):
+        obj = json.loads(raw)
+        obj.pop("hash")
+        obj["index"], obj["prev"] = i, prev
+        prev = hashlib.sha256(_canonical(obj)).hexdigest()
+        out.append(_canonical({**obj, "hash": prev}) + b"\n")
+    return out, len(out), prev
+
+
+def _checkpoint_counts(directory: Path) -> list[int]:
+    return [
+        json.loads(x)["count"] for x in (directory / "audit.checkpoints").read_bytes().splitlines()
+    ]
+
+
+def _forge(log: AuditLog, lines: list[bytes]) -> None:
+    forged, count, last = _rehash(lines)
+    _rewrite(log, forged)
+    log.head_path.write_text(f"{count:020d} {last} {count:020d}\n")
+
+
+def _rehash_attack(log: AuditLog, at: int = 300, drop: int = 100) -> None:
+    """The issue's attack: edit an entry, drop ``drop`` after it, re-hash, rewrite the head."""
+    lines = _lines(log)
+    lines[at] = lines[at].replace(b'"deny"', b'"allow"').replace(b'"no grant"', b'"granted"')
+    del lines[at + 1 : at + 1 + drop]
+    _forge(log, lines)
+
+
+def test_a_closed_log_is_covered_by_a_signature(tmp_path: Path) -> None:
+    log = _log(tmp_path, 600)
+    log.close()
+    report = AuditLog(tmp_path / "audit").verify()
+    assert report.ok and report.entries == 600 and report.signed == 600, report
+    assert "entries 0-599 are covered by the signed checkpoint" in str(report)
+    # every 256 entries, and at close
+    counts = _checkpoint_counts(tmp_path / "audit")
+    assert counts == [256, 512, 600]
+
+
+def test_entries_after_the_last_checkpoint_are_reported_as_only_hash_chained(
+    tmp_path: Path,
+) -> None:
+    log = _log(tmp_path, 300)  # still open: 256 signed, 44 not yet
+    report = log.verify()
+    assert report.ok and report.signed == 256, report
+    assert "entries 256-299 are only hash-chained" in str(report)
+
+
+def test_the_rehash_attack_fails_naming_the_first_entry_after_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    log = _log(tmp_path, 1000)
+    log.close()
+    assert AuditLog(tmp_path / "audit").verify().ok
+    _rehash_attack(log, at=300, drop=100)
+    # the forged chain is consistent: only the signature can tell
+    report = AuditLog(tmp_path / "audit").verify()
+    assert not report.ok, report
+    assert report.index == 256 and report.signed == 256, report
+    assert "re-hashed" in str(report) and "entry 256 is the first" in str(report)
+
+
+def test_the_rehash_attack_with_the_checkpoints_after_it_removed_fails(tmp_path: Path) -> None:
+    log = _log(tmp_path, 1000)
+    log.close()
+    _rehash_attack(log, at=300, drop=100)
+    checkpoints = tmp_path / "audit" / "audit.checkpoints"
+    checkpoints.write_bytes(checkpoints.read_bytes().splitlines(keepends=True)[0])  # keep 256
+    fresh = AuditLog(tmp_path / "audit")
+    report = fresh.verify()
+    assert not report.ok and report.index == 256, report
+    assert "were removed" in str(report)
+    # and the host does not sign the forged chain when it writes on
+    for i in range(300):
+        _append(fresh, f"later {i}")
+    fresh.close()
+    report = AuditLog(tmp_path / "audit").verify()
+    assert not report.ok and report.index == 256, report
+
+
+def test_a_checkpoint_signed_with_another_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ionwall import _checkpoint
+
+    log = _log(tmp_path, 1000)
+    log.close()
+    _rehash_attack(log)
+    forged = _checkpoint.sign(Ed25519PrivateKey.generate(), 900, "f" * 64, "now", 256)
+    (tmp_path / "audit" / "audit.checkpoints").write_bytes(forged.line())
+    report = AuditLog(tmp_path / "audit").verify()
+    assert not report.ok and "does not carry a valid signature" in str(report), report
+
+
+def test_a_tail_cut_off_after_the_last_checkpoint_is_reported(tmp_path: Path) -> None:
+    log = _log(tmp_path, 600)
+    log.close()
+    lines = _lines(log)[:550]  # cut back below the close checkpoint, head rewritten to match
+    _forge(log, lines)
+    report = AuditLog(tmp_path / "audit").verify()
+    assert not report.ok and report.index == 550, report
+    assert "truncated" in str(report)
+
+
+def test_a_quiet_log_is_signed_shortly_after_its_last_append(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a", checkpoint_after_s=0.05)
+    for i in range(3):
+        _append(log, str(i))
+    checkpoints = tmp_path / "a" / "audit.checkpoints"
+    _wait_for(lambda: checkpoints.stat().st_size > 0)
+    report = log.verify()
+    assert report.ok and report.signed == 3, report
+
+
+def _wait_for(condition: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.01)  # polling a condition with a generous bound
+
+
+def test_two_writer_processes_share_one_signed_chain(tmp_path: Path) -> None:
+    directory = tmp_path / "a"
+    log = AuditLog(directory, checkpoint_every=16)
+    script = (
+        "import sys; from pathlib import Path; from ionwall import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]), checkpoint_every=16)\n"
+        "for i in range(200): log.append(subject='p', transform='t', scope='emit_log:info',"
+        " allowed=True, reason=str(i))\n"
+        "log.close()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(directory)]) for _ in range(2)]
+    for i in range(200):
+        _append(log, f"parent {i}")
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    log.close()
+    report = AuditLog(directory, checkpoint_every=16).verify()
+    assert report.ok and report.entries == 600 and report.signed == 600, report
+    counts = _checkpoint_counts(directory)
+    assert counts == sorted(set(counts)) and len(counts) >= 600 // 16 - 2
+    _rehash_attack(AuditLog(directory, checkpoint_every=16), at=100, drop=100)
+    report = AuditLog(directory, checkpoint_every=16).verify()
+    assert not report.ok and report.index is not None and report.index <= 100, report

@@ -21,6 +21,7 @@ from ionwall import (
     Masker,
     ScopeError,
     TokenError,
+    decode_public_key,
     load_policy,
     parse_duration,
     parse_scope,
@@ -225,10 +226,23 @@ def audit_tail(app: App, count: int, as_json: bool) -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--public-key",
+    help="Check the signed checkpoints against this key (ed25519:…) instead of the "
+    "data directory's own: for a copy of the log, or a key that may have been replaced.",
+)
 @pass_app
-def audit_verify(app: App) -> None:
-    """Checks the hash chain; exits non-zero naming the first bad entry."""
-    report = ionwall_for(app).audit_verify()
+def audit_verify(app: App, public_key: str | None) -> None:
+    """Checks the hash chain and its signed checkpoints; exits non-zero naming the
+    first bad entry. Says which entries a signature covers and which (the last
+    ones, not yet signed) only the hash chain protects."""
+    key = None
+    if public_key is not None:
+        try:
+            key = decode_public_key(public_key)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--public-key") from None
+    report = ionwall_for(app).audit_verify(key)
     if not report.ok:
         click.echo(str(report), err=True)
         sys.exit(1)
