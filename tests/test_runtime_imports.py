@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, GuestPublisher
+from conftest import REPO, GuestPublisher, make_config
 from ionflux import _errors as e
 from ionflux.host import Host
+from ionflux.runtime._imports import MAX_LOG_LINE_BYTES
 
 from ionwall import AllowListGate
 
@@ -155,3 +157,175 @@ def test_extism_plugin_runs_and_is_confined(host: Host, publish_guest: GuestPubl
         )
     with pytest.raises(e.ModuleError, match="core module"):
         publish_guest(host, "wrong-abi", path=build / "testing" / "echo.wasm", abi="extism")
+
+
+# --- per-call budgets ---------------------------------------------------------
+
+
+def _config_loop(repeat: int, key: str = "greeting") -> dict[str, Any]:
+    return {"call": "config", "key": key, "repeat": repeat}
+
+
+def test_import_calls_are_bounded_per_call(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "all-imports", config={"greeting": "hello"})
+    gate = AllowListGate(["read_config:greeting"])
+    limit = host.config.limits.max_import_calls
+    assert host.invoke("all-imports", _config_loop(limit), gate=gate).value == {"ok": "hello"}
+    with pytest.raises(e.ImportBudgetExceeded) as info:
+        host.invoke("all-imports", _config_loop(100_000), gate=gate)
+    assert info.value.budget == "max_import_calls" and info.value.limit == limit
+    assert f"limits.max_import_calls = {limit}" in str(info.value)
+    assert info.value.to_dict()["kind"] == "import_budget_exceeded"
+    # The counter is the call's own: the next call starts from zero.
+    assert host.invoke("all-imports", _config_loop(limit), gate=gate).value == {"ok": "hello"}
+
+
+def test_the_guest_sees_too_large_and_the_call_still_fails(
+    host: Host, publish_guest: GuestPublisher
+) -> None:
+    # all-imports stops at the first error and returns it as data (a success of
+    # `run`): the host fails the call anyway, the guest cannot launder the budget.
+    publish_guest(host, "all-imports", limits={"max_import_calls": 5})
+    gate = AllowListGate(["read_config:*"])
+    with pytest.raises(e.ImportBudgetExceeded, match="more than 5 import calls"):
+        host.invoke("all-imports", _config_loop(6), gate=gate)
+    assert host.invoke("all-imports", _config_loop(5), gate=gate).value == {"ok": None}
+
+
+def test_a_manifest_raises_a_budget_only_up_to_the_ceiling(
+    tmp_path: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    h = Host(make_config(tmp_path, max_import_calls=10, ceiling_factor=3))
+    try:
+        publish_guest(h, "all-imports", limits={"max_import_calls": 1_000_000})
+        gate = AllowListGate(["read_config:*"])
+        assert h.invoke("all-imports", _config_loop(30), gate=gate).value == {"ok": None}
+        with pytest.raises(e.ImportBudgetExceeded) as info:
+            h.invoke("all-imports", _config_loop(31), gate=gate)
+        assert info.value.limit == 30
+    finally:
+        h.close()
+
+
+def test_concurrent_calls_do_not_share_a_budget(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "all-imports", limits={"max_import_calls": 300})
+    gate = AllowListGate(["read_config:*"])
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(5):
+                host.invoke("all-imports", _config_loop(300), gate=gate)
+        except BaseException as exc:  # a shared counter would pass 300 here
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_audit_bytes_are_bounded_per_call(
+    tmp_path: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    budget = 16 * 1024
+    h = Host(make_config(tmp_path, max_audit_bytes=budget, max_import_calls=100_000))
+    try:
+        publish_guest(h, "all-imports", scopes=["read_config:*"])
+        log = h.config.data_dir / "ionwall" / "audit.jsonl"
+        with pytest.raises(e.ConsentRequired) as consent:
+            h.invoke("all-imports", _config_loop(1))
+        h.ionwall.approve(consent.value.request.id)  # the real gate, audit and all
+        before = log.stat().st_size
+        key = "k" * 200  # long scopes: each entry ~ 0.8 KB
+        with pytest.raises(e.ImportBudgetExceeded) as info:
+            h.invoke("all-imports", _config_loop(100_000, key))
+        assert info.value.budget == "max_audit_bytes"
+        written = log.stat().st_size - before
+        assert 0 < written <= budget
+        assert h.ionwall.audit_verify().ok
+    finally:
+        h.close()
+
+
+def test_log_bytes_are_bounded_per_call(host: Host, publish_guest: GuestPublisher) -> None:
+    publish_guest(host, "all-imports")
+    gate = AllowListGate(["emit_log:*"])
+    line = {"call": "log", "level": "info", "message": "x" * 8000}
+    fits = host.config.limits.max_log_bytes // 8000
+    out = host.invoke("all-imports", {**line, "repeat": fits}, gate=gate)
+    assert sum(len(x.message) for x in out.logs) == fits * 8000
+    with pytest.raises(e.ImportBudgetExceeded) as info:
+        host.invoke("all-imports", {**line, "repeat": fits + 1}, gate=gate)
+    assert info.value.budget == "max_log_bytes"
+    # A line longer than MAX_LOG_LINE_BYTES is cut, and what is kept is what counts.
+    huge = host.invoke("all-imports", {**line, "message": "y" * 100_000}, gate=gate)
+    assert len(huge.logs[0].message) == MAX_LOG_LINE_BYTES + 1
+
+
+# --- the bus import and the host's subjects -----------------------------------
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        self.sent.append((subject, payload))
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "ionflux.digest.requested.completion",
+        "orders.completion",
+        "completion",
+        "ionflux.graph.digest.completion",
+        "ionflux.graph.digest.anything",
+        "ionflux.schedule.missed",
+        "_INBOX.abc.def",
+        "$JS.API.STREAM.DELETE.runs",
+        "$SYS.REQ.SERVER.PING",
+        "$KV.ionflux.x",
+    ],
+)
+def test_host_subjects_are_never_publishable(
+    tmp_path: Path, built: Path, publish_guest: GuestPublisher, subject: str
+) -> None:
+    bus = RecordingBus()
+    h = Host(make_config(tmp_path), bus=bus)
+    try:
+        publish_guest(h, "all-imports")
+        gate = AllowListGate(["publish_nats_topic:**"])  # whatever the grant says
+        out = h.invoke(
+            "all-imports", {"call": "bus", "subject": subject, "payload": "{}"}, gate=gate
+        )
+        assert out.value["error"]["case"] == "denied"
+        assert f"publish_nats_topic:{subject}" in out.value["error"]["message"]
+        assert subject in out.value["error"]["message"].partition(": ")[2]
+        assert bus.sent == []
+        entry = h.ionwall.audit_tail(1)[0]
+        assert entry.decision == "deny" and entry.scope == f"publish_nats_topic:{subject}"
+        ok = {"call": "bus", "subject": "ionflux.digest.requested", "payload": "{}"}
+        assert h.invoke("all-imports", ok, gate=gate).value == {"ok": None}
+        assert bus.sent == [("ionflux.digest.requested", b"{}")]
+    finally:
+        h.close()
+
+
+async def test_a_deployments_completion_topics_are_reserved_on_the_bus() -> None:
+    import asyncio
+
+    from ionflux.bus import NatsBus
+    from nats.aio.client import Client
+
+    bus = NatsBus(Client(), asyncio.get_running_loop())  # never connected: nothing is sent
+    assert bus.reserved("reports.done") is None
+    bus.reserve(["reports.done"])
+    assert "completion topic" in (bus.reserved("reports.done") or "")
+    assert "completion subject" in (bus.reserved("a.completion") or "")
+    with pytest.raises(e.SubjectReserved) as info:
+        bus.publish("reports.done", b"{}")
+    assert info.value.scope == "publish_nats_topic:reports.done"

@@ -8,6 +8,7 @@ every capability gated by IONWALL.
 """
 
 from ._errors import (
+    AddressRefused,
     BackendUnavailable,
     CidMismatch,
     ConfigError,
@@ -18,6 +19,7 @@ from ._errors import (
     GuestTrap,
     ImportOutsideWorld,
     InvalidCid,
+    ImportBudgetExceeded,
     InvalidInput,
     InvalidOutput,
     IonfluxError,
@@ -35,6 +37,7 @@ from ._errors import (
     TransformFailed,
     UnknownTransform,
 )
+    SubjectReserved,
 from .config import Config, load_config
 from .host import Host, Invocation
 from .manifest import Manifest, load_manifest
@@ -45,6 +48,7 @@ __all__ = [
     "CidMismatch",
     "Config",
     "ConfigError",
+    "AddressRefused",
     "ConsentRequired",
     "DeadlineExceeded",
     "FuelExhausted",
@@ -57,6 +61,7 @@ __all__ = [
     "InvalidOutput",
     "Invocation",
     "IonfluxError",
+    "ImportBudgetExceeded",
     "Manifest",
     "ManifestError",
     "MemoryLimitExceeded",
@@ -75,3 +80,4 @@ __all__ = [
     "load_config",
     "load_manifest",
 ]
+    "SubjectReserved",

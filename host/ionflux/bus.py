@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
+from ._errors import SubjectReserved
+from .runtime._imports import reserved_subject
 from .triggers._errors import BusUnavailable
 from .triggers._nats_server import NatsCredentials
 
@@ -32,6 +34,9 @@ class NatsBus:
         self.nc = nc
         self.loop = loop
         self.timeout = timeout
+        # Subjects of this deployment no guest may publish to (a graph's custom
+        # completion topic), beside the ones every host reserves.
+        self._reserved: frozenset[str] = frozenset()
 
     @classmethod
     async def connect(
@@ -84,8 +89,24 @@ class NatsBus:
         except nats.errors.Error as exc:
             raise BusUnavailable(f"publish to {subject!r} failed: {exc}") from exc
 
+    def reserve(self, subjects: Iterable[str]) -> None:
+        """Sets the subjects of this deployment guests may never publish to
+        (the deployed graphs' completion topics); replaces the previous set."""
+        self._reserved = frozenset(subjects)
+
+    def reserved(self, subject: str) -> str | None:
+        """Why a guest may not publish to ``subject``, or None."""
+        reason = reserved_subject(subject)
+        if reason is None and subject in self._reserved:
+            reason = f"{subject} is a graph's completion topic, published by the host only"
+        return reason
+
     def publish(self, subject: str, payload: bytes) -> None:
-        """Publishes from any thread; the guest's ``bus`` import calls this."""
+        """Publishes from any thread; the guest's ``bus`` import calls this.
+        Raises ``SubjectReserved`` for a subject the host keeps to itself."""
+        reason = self.reserved(subject)
+        if reason is not None:  # the import refused it already: a second lock
+            raise SubjectReserved(subject, reason)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -41,6 +41,16 @@ class Limits(_Section):
     max_wasm_stack_bytes: int = Field(default=512 * 1024, gt=0)
     http_timeout_ms: int = Field(default=10_000, gt=0)
     http_max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Per guest call, for the imports (ImportBudgetExceeded past one of them).
+    max_import_calls: int = Field(
+        default=1_000, gt=0, description="import calls one guest call may make"
+    )
+    max_audit_bytes: int = Field(
+        default=512 * 1024, gt=0, description="audit log bytes one call's imports may write"
+    )
+    max_log_bytes: int = Field(
+        default=64 * 1024, gt=0, description="guest log bytes one call may write (kept text)"
+    )
     ceiling_factor: int = Field(default=4, ge=1)
     sandboxes: int = Field(
         default=64, gt=0, description="calls running at once per host process; more wait"
@@ -104,6 +114,25 @@ class IonwallSettings(_Section):
     )
 
 
+class EgressSettings(_Section):
+    """Where the ``http`` import may connect beyond the public internet."""
+
+    allow_addresses: list[str] = Field(
+        default_factory=list,
+        description="internal addresses transforms may reach (a grant must still name the "
+        "host): 10.0.0.0/8, 127.0.0.1:8080, [::1]:8080; empty: public addresses only",
+    )
+
+    @field_validator("allow_addresses")
+    @classmethod
+    def _parse(cls, value: list[str]) -> list[str]:
+        from .runtime._egress import parse_allowed
+
+        for entry in value:
+            parse_allowed(entry)  # its ValueError names the entry
+        return value
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IONFLUX_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -116,6 +145,7 @@ class Config(BaseSettings):
     http: HttpSettings = HttpSettings()
     graph: GraphSettings = GraphSettings()
     ionwall: IonwallSettings = IonwallSettings()
+    egress: EgressSettings = EgressSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,7 @@ from ionwall import CallContext, Decision, Gate, Ionwall, Masker, load_policy
 from ._errors import (
     CidMismatch,
     ConsentRequired,
+    GuestError,
     InvalidInput,
     InvalidOutput,
     IonfluxError,
@@ -37,6 +38,8 @@ from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
 from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, Runtime, wasm_kind
 from .runtime.extism import ExtismLoaded, check_plugin
+from .runtime._egress import EgressPolicy, endpoint, pinned_client
+from .runtime._imports import ImportBudget
 
 if TYPE_CHECKING:
     from .store import Pod
@@ -69,11 +72,27 @@ def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
 
 
 @dataclass(slots=True)
+def import_budget(defaults: Limits, overrides: LimitOverrides) -> ImportBudget:
+    """One call's import budgets, overridden by the manifest as ``effective_limits``."""
+
+    def pick(name: str) -> int:
+        default: int = getattr(defaults, name)
+        asked: int | None = getattr(overrides, name)
+        return default if asked is None else min(asked, default * defaults.ceiling_factor)
+
+    return ImportBudget(
+        max_import_calls=pick("max_import_calls"),
+        max_audit_bytes=pick("max_audit_bytes"),
+        max_log_bytes=pick("max_log_bytes"),
+    )
+
+
 class _Prepared:
     transform: PublishedTransform
     loaded: Loaded | ExtismLoaded
     limits: CallLimits
     input_validator: jsonschema.protocols.Validator | None
+    budget: ImportBudget
     output_validator: jsonschema.protocols.Validator | None
 
 
@@ -125,9 +144,26 @@ class Host:
         return open_pod(self.config)
 
     @cached_property
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        """Where the http import may connect (``egress.allow_addresses``); the
+        host's own API and NATS ports are refused on its own addresses."""
+        own_ports = [self.config.http.port] if self.config.http.port else []
+        nats = endpoint(self.config.nats.url, 4222)
+        if nats is not None:
+            own_ports.append(nats[1])
+        return EgressPolicy(self.config.egress.allow_addresses, own_ports=own_ports)
+
     def http(self) -> httpx.Client:
-        # No redirects (each hop must pass the gate), no proxies or netrc from the environment.
-        return httpx.Client(follow_redirects=False, trust_env=False)
+        # No redirects (each hop must pass the gate), no proxies or netrc from
+        # the environment, and each connection made to the address it checked.
+        return pinned_client(self.egress)
+
+    def _record_denial(self, ctx: CallContext, scope: str, reason: str) -> None:
+        self.ionwall.audit.append(
+            subject=ctx.subject, transform=ctx.transform, scope=scope, allowed=False,
+            reason=reason, run_id=ctx.run_id, node_id=ctx.node_id, grant_id=ctx.grant_id,
+        )  # fmt: skip
 
     @cached_property
     def _no_grant_gate(self) -> Gate:
@@ -269,6 +305,7 @@ class Host:
         this host's IPFS node): fetched from the store, verified block by block,
         checked against the world, and run with no manifest, hence no scopes:
         every import it calls is denied unless the caller passes a gate."""
+            import_budget(self.config.limits, m.limits),
         from .store import Cid
 
         try:
@@ -360,6 +397,8 @@ class Host:
             # leaves before its audit entries are on disk; if they cannot be
             # written, AuditError replaces whatever the run produced.
             if barrier is not None:
+            budget=p.budget,
+            record_denial=self._record_denial,
                 barrier()
         try:
             out = result.value
@@ -367,12 +406,16 @@ class Host:
             raise InvalidOutput(f"{t.name}: output is not JSON: {exc}") from None
         if p.output_validator is not None:
             _validate(p.output_validator, out, InvalidOutput, f"{t.name}: output")
+        except GuestError as exc:
+            env.raise_if_over_budget(exc)  # the budget, not what the guest did next
+            raise
         invocation = Invocation(
             result.output,
             result.fuel_used,
             result.duration_s,
             result.logs,
             result.import_calls,
+        env.raise_if_over_budget()
             result.import_s,
             transform=t,
         )

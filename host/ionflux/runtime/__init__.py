@@ -1,6 +1,6 @@
 """The sandbox runtime: wasmtime-py components, one fresh instance per call."""
 
-from ._imports import Bus, ImportEnv, LogLine, PodAccess, http_scope
+from ._imports import Bus, ImportBudget, ImportEnv, LogLine, PodAccess, http_scope
 from ._sandbox import CallLimits, CallResult, Loaded, Runtime, classify_trap
 from ._world import WORLD_IMPORTS, wasm_kind
 
@@ -9,6 +9,7 @@ __all__ = [
     "Bus",
     "CallLimits",
     "CallResult",
+    "ImportBudget",
     "ImportEnv",
     "Loaded",
     "LogLine",

@@ -9,29 +9,44 @@ call they belong to is found in a thread-local set by the sandbox for the
 duration of one ``run`` (a call runs start to finish on one thread). No
 exception may escape into wasmtime: each function answers ``error.failed``
 for anything unexpected.
+
+Each call has budgets (``ImportBudget``, in its own ``ImportEnv``, so no two
+calls share a counter): import calls, the audit bytes its decisions write,
+and the log bytes the host keeps. The import that crosses one answers
+``error.too-large``, every later import of the call answers the same without
+asking the gate (so nothing more is audited), and the call then fails with
+``ImportBudgetExceeded`` (``ImportEnv.raise_if_over_budget``) whatever the
+guest returned. Extism host functions reach the same ``_gated`` path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from wasmtime.component import Linker, Record, Variant
 
 from ionwall import CallContext, Gate
 
-from .._errors import IonfluxError, NotFound, TooLarge
+from .._errors import (
+    AddressRefused,
+    ImportBudgetExceeded,
+    IonfluxError,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+)
 from ._world import WORLD_VERSION
 
 guest_log = logging.getLogger("ionflux.guest")
 
-MAX_LOG_LINES = 1_000
 MAX_LOG_LINE_BYTES = 8 * 1024
 
 _CID_LIKE = re.compile(r"^(b[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{44})$")
@@ -67,15 +82,33 @@ class Bus(Protocol):
     def publish(self, subject: str, payload: bytes) -> None: ...
 
 
+@runtime_checkable
+class ReservingBus(Bus, Protocol):
+    """A bus that also knows subjects of its own deployment the host reserves
+    (a graph's custom ``completion_topic``): the reason, or None."""
+
+    def reserved(self, subject: str) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
     level: str
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ImportBudget:
+    """One call's budgets (``limits.max_import_calls`` …, after the manifest's overrides)."""
+
+    max_import_calls: int = 1_000
+    max_audit_bytes: int = 512 * 1024
+    max_log_bytes: int = 64 * 1024
+
+
 @dataclass
 class ImportEnv:
-    """Everything one call's imports may reach. Built per call by the sandbox."""
+    """Everything one call's imports may reach, and what the call has spent.
+    Built per call by the host: its counters belong to that call alone."""
 
     gate: Gate
     ctx: CallContext
@@ -87,9 +120,74 @@ class ImportEnv:
     max_pod_read_bytes: int = 4 * 1024 * 1024
     http_timeout_s: float = 10.0
     http_max_response_bytes: int = 4 * 1024 * 1024
+    budget: ImportBudget = ImportBudget()
+    # Records a refusal the host made itself (reserved subject, internal
+    # address) in the audit log, as the gate records its own: (ctx, scope, reason).
+    record_denial: Callable[[CallContext, str, str], None] | None = None
     logs: list[LogLine] = field(default_factory=list)
     calls: int = 0
     import_s: float = 0.0  # wall time spent in the imports' bodies: waiting on I/O
+    audit_bytes: int = 0  # what this call's decisions add to the audit log (see _entry_size)
+    log_bytes: int = 0
+    over_budget: ImportBudgetExceeded | None = None
+    _entry_base: int = -1
+
+    def raise_if_over_budget(self, cause: BaseException | None = None) -> None:
+        """Raises ``ImportBudgetExceeded`` if the call went past a budget."""
+        if self.over_budget is not None:
+            raise self.over_budget from cause
+
+    def refuse_over(self, budget: str, limit: int, what: str) -> Variant:
+        """Marks the call over ``budget`` and answers the guest ``too-large``."""
+        if self.over_budget is None:
+            self.over_budget = ImportBudgetExceeded(budget, limit, what)
+        return _err("too-large", str(self.over_budget))
+
+    def entry_size(self, scope: str, reason: str) -> int:
+        """The bytes one audit entry of this call takes in the log (its JSON
+        line: the call's fields, scope, reason, index, time and two hashes).
+        Masking may shorten what is written, never lengthen it much."""
+        base = self._entry_base
+        if base < 0:
+            ctx = self.ctx
+            base = self._entry_base = (
+                _ENTRY_FIXED
+                + sum(_json_len(v) for v in (ctx.subject, ctx.transform, ctx.run_id, ctx.node_id))
+                + _json_len(ctx.grant_id)
+            )
+        return base + _json_len(scope) + _json_len(reason)
+
+    def deny_here(self, scope: str, reason: str) -> Variant:
+        """A refusal made by the host (not the gate): audited, then ``denied``."""
+        if self.record_denial is not None:
+            self.audit_bytes += self.entry_size(scope, reason)
+            try:
+                self.record_denial(self.ctx, scope, reason)
+            except Exception as exc:  # unrecordable: still a denial
+                reason = f"{reason} (not recorded: {exc})"
+        return _err("denied", f"{scope}: {reason}")
+
+
+# An audit line without its variable fields: keys, quotes, the decision, the
+# index (up to 12 digits), the time (27 characters) and two sha256 hex digests.
+_ENTRY_FIXED = (
+    len(
+        '{"decision":"allow","grant_id":,"index":,"node_id":,"prev":"","reason":,'
+        '"run_id":,"scope":,"subject":,"time":"","transform":,"hash":""}\n'
+    )
+    + 12
+    + 27
+    + 2 * 64
+)
+
+
+def _json_len(value: str | None) -> int:
+    """The UTF-8 length of ``value`` as a JSON string (``null`` for None)."""
+    if value is None:
+        return 4
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return len(value) + 2
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
 
 _local = threading.local()
@@ -108,8 +206,12 @@ def _err(case: str, message: str) -> Variant:
     return Variant(case, message)
 
 
-def _gated(scope_of: Callable[..., str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wraps an import: find the call, resolve the scope, ask the gate, then act."""
+def _gated(
+    scope_of: Callable[..., str], refuse: Callable[..., str | None] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wraps an import: find the call, check its budgets, resolve the scope,
+    refuse what the host never allows (``refuse``: a reason, or None), ask the
+    gate, then act."""
 
     def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
         def host_func(_store: object, *args: Any) -> Any:
@@ -117,19 +219,44 @@ def _gated(scope_of: Callable[..., str]) -> Callable[[Callable[..., Any]], Calla
             if env is None:
                 return _err("unavailable", "no call in progress")
             env.calls += 1
+            budget = env.budget
+            if env.over_budget is not None:
+                return _err("too-large", str(env.over_budget))
+            if env.calls > budget.max_import_calls:
+                return env.refuse_over(
+                    "max_import_calls",
+                    budget.max_import_calls,
+                    f"{env.ctx.transform} made more than {budget.max_import_calls} import calls",
+                )
             try:
                 scope = scope_of(*args)
             except ValueError as exc:
                 return _err("invalid", str(exc))
+            # Stop before the entry that would cross the budget (its reason
+            # is not known yet: counted as long as the scope plus a grant id).
+            if env.audit_bytes + env.entry_size(scope, scope) + 64 > budget.max_audit_bytes:
+                return env.refuse_over(
+                    "max_audit_bytes",
+                    budget.max_audit_bytes,
+                    f"{env.ctx.transform}'s import calls would write more than "
+                    f"{budget.max_audit_bytes} bytes of audit entries",
+                )
+            if refuse is not None:
+                reason = refuse(env, *args)
+                if reason is not None:
+                    return env.deny_here(scope, reason)
             try:
                 decision = env.gate.check(env.ctx, scope)
             except Exception as exc:  # a broken gate denies, it never allows
                 return _err("denied", f"{scope}: gate failed: {exc}")
+            env.audit_bytes += env.entry_size(scope, decision.reason)
             if not decision.allowed:
                 return _err("denied", f"{scope}: {decision.reason}")
             began = time.perf_counter()
             try:
                 return body(env, *args)
+            except AddressRefused as exc:
+                return env.deny_here(exc.scope, exc.reason)
             except IonfluxError as exc:
                 return _err(_case_of(exc), str(exc))
             except Exception as exc:
@@ -144,6 +271,8 @@ def _gated(scope_of: Callable[..., str]) -> Callable[[Callable[..., Any]], Calla
 
 
 def _case_of(exc: IonfluxError) -> str:
+    if isinstance(exc, PermissionDenied):
+        return "denied"
     if isinstance(exc, NotFound):
         return "not-found"
     if isinstance(exc, TooLarge):
@@ -160,10 +289,16 @@ def _case_of(exc: IonfluxError) -> str:
 
 @_gated(lambda level, message: f"emit_log:{level}")
 def log_write(env: ImportEnv, level: str, message: str) -> Variant | None:
-    if len(env.logs) >= MAX_LOG_LINES:
-        return _err("too-large", f"more than {MAX_LOG_LINES} log lines in one call")
     if len(message) > MAX_LOG_LINE_BYTES:
         message = message[:MAX_LOG_LINE_BYTES] + "…"
+    size = len(message) if message.isascii() else len(message.encode("utf-8"))
+    limit = env.budget.max_log_bytes
+    if env.log_bytes + size > limit:
+        # Nothing of the line is kept: a truncated line would read as whole.
+        return env.refuse_over(
+            "max_log_bytes", limit, f"{env.ctx.transform} logged more than {limit} bytes"
+        )
+    env.log_bytes += size
     env.logs.append(LogLine(level, message))
     guest_log.log(
         {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(
@@ -252,7 +387,35 @@ def _subject(subject: str) -> str:
     return subject
 
 
-@_gated(lambda subject, payload: f"publish_nats_topic:{_subject(subject)}")
+# Subjects the host publishes on or NATS itself owns. A guest publishing there
+# could fake a run's end (completion events), answer another client's request
+# (reply inboxes) or talk to the server's JetStream and system APIs.
+_RESERVED_PREFIXES = (
+    ("$", "NATS system, JetStream and KV subjects ($SYS, $JS, $KV, ...)"),
+    ("_INBOX.", "request reply inboxes"),
+    ("ionflux.graph.", "the host's graph events"),
+    ("ionflux.schedule.", "the host's schedule events"),
+)
+
+
+def reserved_subject(subject: str) -> str | None:
+    """Why the host never lets a guest publish to ``subject``, or None."""
+    if subject == "completion" or subject.endswith(".completion"):
+        return f"{subject} is a run completion subject, published by the host only"
+    for prefix, what in _RESERVED_PREFIXES:
+        if subject.startswith(prefix):
+            return f"{subject} is reserved for {what}"
+    return None
+
+
+def _bus_refusal(env: ImportEnv, subject: str, payload: str) -> str | None:
+    reason = reserved_subject(subject)
+    if reason is None and isinstance(env.bus, ReservingBus):
+        reason = env.bus.reserved(subject)
+    return reason
+
+
+@_gated(lambda subject, payload: f"publish_nats_topic:{_subject(subject)}", _bus_refusal)
 def bus_publish(env: ImportEnv, subject: str, payload: str) -> Any:
     if env.bus is None:
         return _err("unavailable", "no message bus is connected to this host")
