@@ -27,14 +27,14 @@
     ├── GraphError                   a graph that does not load, or a run that cannot go on
     │   └── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
+    │   ├── AddressRefused           the http import's host resolves to an internal address
+    │   └── SubjectReserved          the bus import may not publish to a host subject
     └── ConsentRequired              nothing runs until the owner answers a consent request
                                      (also an ``ionwall.ConsentRequired``)
 
 Errors that cross a process boundary serialise with ``to_dict()``.
 """
 
-    │   ├── AddressRefused           the http import's host resolves to an internal address
-    │   └── SubjectReserved          the bus import may not publish to a host subject
 from __future__ import annotations
 
 from typing import Any
@@ -164,6 +164,27 @@ class TransformFailed(GuestError):
         super().__init__(f"{case}: {message}")
 
 
+class ImportBudgetExceeded(GuestError):
+    """One call went past a per-call budget of its imports (``budget``:
+    ``max_import_calls``, ``max_audit_bytes`` or ``max_log_bytes``, all under
+    ``limits.``). The import that crossed it answered ``error.too-large`` and
+    so did every import after it; the call fails with this error whatever the
+    guest returned."""
+
+    kind = "import_budget_exceeded"
+
+    def __init__(self, budget: str, limit: int, what: str):
+        self.budget = budget
+        self.limit = limit
+        super().__init__(
+            f"{what}: over limits.{budget} = {limit} per call (raise it in the host "
+            f"config, or in the manifest's limits up to limits.ceiling_factor times it)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "budget": self.budget, "limit": self.limit}
+
+
 class PermissionDenied(IonfluxError, _ionwall.PermissionDenied):
     """IONWALL refused ``scope``; ``reason`` says why. Also an ``ionwall.PermissionDenied``."""
 
@@ -171,6 +192,30 @@ class PermissionDenied(IonfluxError, _ionwall.PermissionDenied):
 
     def to_dict(self) -> dict[str, Any]:
         return _ionwall.PermissionDenied.to_dict(self)
+
+
+class AddressRefused(PermissionDenied):
+    """The http import refused to connect: ``host`` resolves only to addresses
+    outside the public internet (loopback, link-local, private, …) or to this
+    host's own, and ``egress.allow_addresses`` lists none of them."""
+
+    kind = "address_refused"
+
+    def __init__(self, host: str, port: int, reason: str):
+        self.host = host
+        self.port = port
+        super().__init__(f"http_fetch:{host}:{port}", f"{reason} (see egress.allow_addresses)")
+
+
+class SubjectReserved(PermissionDenied):
+    """The bus import refused a subject the host itself publishes on
+    (completion events, NATS system and reply subjects), whatever the grant says."""
+
+    kind = "subject_reserved"
+
+    def __init__(self, subject: str, reason: str):
+        self.subject_name = subject
+        super().__init__(f"publish_nats_topic:{subject}", reason)
 
 
 class ConsentRequired(IonfluxError, _ionwall.ConsentRequired):
@@ -258,27 +303,6 @@ class TemplateError(GraphError):
         super().__init__(f"template {template!r} failed: {message}")
 
     def to_dict(self) -> dict[str, Any]:
-class ImportBudgetExceeded(GuestError):
-    """One call went past a per-call budget of its imports (``budget``:
-    ``max_import_calls``, ``max_audit_bytes`` or ``max_log_bytes``, all under
-    ``limits.``). The import that crossed it answered ``error.too-large`` and
-    so did every import after it; the call fails with this error whatever the
-    guest returned."""
-
-    kind = "import_budget_exceeded"
-
-    def __init__(self, budget: str, limit: int, what: str):
-        self.budget = budget
-        self.limit = limit
-        super().__init__(
-            f"{what}: over limits.{budget} = {limit} per call (raise it in the host "
-            f"config, or in the manifest's limits up to limits.ceiling_factor times it)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "budget": self.budget, "limit": self.limit}
-
-
         return {**super().to_dict(), "template": self.template}
 
 
@@ -288,30 +312,6 @@ class SchemaViolation(GraphError):
     kind = "schema_violation"
 
     def __init__(self, which: str, path: str, message: str):
-class AddressRefused(PermissionDenied):
-    """The http import refused to connect: ``host`` resolves only to addresses
-    outside the public internet (loopback, link-local, private, …) or to this
-    host's own, and ``egress.allow_addresses`` lists none of them."""
-
-    kind = "address_refused"
-
-    def __init__(self, host: str, port: int, reason: str):
-        self.host = host
-        self.port = port
-        super().__init__(f"http_fetch:{host}:{port}", f"{reason} (see egress.allow_addresses)")
-
-
-class SubjectReserved(PermissionDenied):
-    """The bus import refused a subject the host itself publishes on
-    (completion events, NATS system and reply subjects), whatever the grant says."""
-
-    kind = "subject_reserved"
-
-    def __init__(self, subject: str, reason: str):
-        self.subject_name = subject
-        super().__init__(f"publish_nats_topic:{subject}", reason)
-
-
         self.which = which
         self.path = path
         super().__init__(f"{which} violates the graph's {which}_schema at {path}: {message}")

@@ -37,9 +37,9 @@ from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
 from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, Runtime, wasm_kind
-from .runtime.extism import ExtismLoaded, check_plugin
 from .runtime._egress import EgressPolicy, endpoint, pinned_client
 from .runtime._imports import ImportBudget
+from .runtime.extism import ExtismLoaded, check_plugin
 
 if TYPE_CHECKING:
     from .store import Pod
@@ -71,7 +71,6 @@ def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
     )
 
 
-@dataclass(slots=True)
 def import_budget(defaults: Limits, overrides: LimitOverrides) -> ImportBudget:
     """One call's import budgets, overridden by the manifest as ``effective_limits``."""
 
@@ -87,12 +86,13 @@ def import_budget(defaults: Limits, overrides: LimitOverrides) -> ImportBudget:
     )
 
 
+@dataclass(slots=True)
 class _Prepared:
     transform: PublishedTransform
     loaded: Loaded | ExtismLoaded
     limits: CallLimits
-    input_validator: jsonschema.protocols.Validator | None
     budget: ImportBudget
+    input_validator: jsonschema.protocols.Validator | None
     output_validator: jsonschema.protocols.Validator | None
 
 
@@ -144,7 +144,6 @@ class Host:
         return open_pod(self.config)
 
     @cached_property
-    @cached_property
     def egress(self) -> EgressPolicy:
         """Where the http import may connect (``egress.allow_addresses``); the
         host's own API and NATS ports are refused on its own addresses."""
@@ -154,6 +153,7 @@ class Host:
             own_ports.append(nats[1])
         return EgressPolicy(self.config.egress.allow_addresses, own_ports=own_ports)
 
+    @cached_property
     def http(self) -> httpx.Client:
         # No redirects (each hop must pass the gate), no proxies or netrc from
         # the environment, and each connection made to the address it checked.
@@ -293,6 +293,7 @@ class Host:
             transform,
             loaded,
             effective_limits(self.config.limits, m.limits),
+            import_budget(self.config.limits, m.limits),
             jsonschema.Draft202012Validator(m.input_schema) if m.input_schema else None,
             jsonschema.Draft202012Validator(m.output_schema) if m.output_schema else None,
         )
@@ -305,7 +306,6 @@ class Host:
         this host's IPFS node): fetched from the store, verified block by block,
         checked against the world, and run with no manifest, hence no scopes:
         every import it calls is denied unless the caller passes a gate."""
-            import_budget(self.config.limits, m.limits),
         from .store import Cid
 
         try:
@@ -385,6 +385,8 @@ class Host:
             max_pod_read_bytes=p.limits.max_output_bytes,
             http_timeout_s=self.config.limits.http_timeout_ms / 1000,
             http_max_response_bytes=self.config.limits.http_max_response_bytes,
+            budget=p.budget,
+            record_denial=self._record_denial,
         )
         result: CallResult
         try:
@@ -392,30 +394,28 @@ class Host:
                 result = self.runtime.call(p.loaded, text, p.limits, env)
             else:
                 result = p.loaded.call(text, p.limits, env)
+        except GuestError as exc:
+            env.raise_if_over_budget(exc)  # the budget, not what the guest did next
+            raise
         finally:
             # IONWALL's durability barrier: no output, error or log of this run
             # leaves before its audit entries are on disk; if they cannot be
             # written, AuditError replaces whatever the run produced.
             if barrier is not None:
-            budget=p.budget,
-            record_denial=self._record_denial,
                 barrier()
+        env.raise_if_over_budget()
         try:
             out = result.value
         except ValueError as exc:
             raise InvalidOutput(f"{t.name}: output is not JSON: {exc}") from None
         if p.output_validator is not None:
             _validate(p.output_validator, out, InvalidOutput, f"{t.name}: output")
-        except GuestError as exc:
-            env.raise_if_over_budget(exc)  # the budget, not what the guest did next
-            raise
         invocation = Invocation(
             result.output,
             result.fuel_used,
             result.duration_s,
             result.logs,
             result.import_calls,
-        env.raise_if_over_budget()
             result.import_s,
             transform=t,
         )

@@ -55,6 +55,9 @@ class LimitOverrides(_Strict):
     memory_bytes: int | None = Field(default=None, gt=0)
     max_input_bytes: int | None = Field(default=None, gt=0)
     max_output_bytes: int | None = Field(default=None, gt=0)
+    max_import_calls: int | None = Field(default=None, gt=0)
+    max_audit_bytes: int | None = Field(default=None, gt=0)
+    max_log_bytes: int | None = Field(default=None, gt=0)
 
 
 class Publisher(_Strict):
@@ -71,9 +74,6 @@ class Manifest(_Strict):
     module: ModuleRef
     scopes: list[str] = Field(default_factory=list)
     input_schema: dict[str, Any] = Field(default_factory=dict)
-    max_import_calls: int | None = Field(default=None, gt=0)
-    max_audit_bytes: int | None = Field(default=None, gt=0)
-    max_log_bytes: int | None = Field(default=None, gt=0)
     output_schema: dict[str, Any] = Field(default_factory=dict)
     limits: LimitOverrides = LimitOverrides()
     config: dict[str, str] = Field(default_factory=dict)
