@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import BUILD, TESTING, make_config
-from ionflux._errors import GraphValidationError
+from ionflux._errors import GraphValidationError, GraphVersionExists
 from ionflux.config import Config
 from ionflux.graph import (
     DebugAction,
@@ -494,7 +494,11 @@ async def test_run_left_running_by_a_crash_is_interrupted_then_rerun(
 async def test_deploy_keeps_every_version_by_cid(engine: Engine, tmp_path: Path) -> None:
     text = "name: kept\nversion: 1.0.0\ngraph:\n  - {id: a, transform: echo, inputs: {v: 1}}\n"
     first = deploy(engine, tmp_path, "kept", text, "first")
-    second = deploy(engine, tmp_path, "kept", text.replace("v: 1", "v: 2"), "second")
+    # A changed graph is a new version: name@version is immutable, as a transform's is.
+    changed = text.replace("v: 1", "v: 2")
+    with pytest.raises(GraphVersionExists, match=r"kept@1\.0\.0 is already deployed"):
+        deploy(engine, tmp_path, "kept", changed, "refused")
+    second = deploy(engine, tmp_path, "kept", changed.replace("1.0.0", "1.0.1"), "second")
     path = tmp_path / "kept.yaml"
     _, new = engine.deploy(path, "same again")
     assert not new
@@ -628,5 +632,25 @@ async def test_the_runs_fuel_budget_stops_it_and_a_graph_may_ask_for_less(
             "max_fuel",
             per_call * 3 + per_call // 2,
         )
+    finally:
+        engine.close()
+
+
+async def test_a_fan_out_through_subgraphs_within_budget_runs_whole_with_few_slots(
+    ghost: Host, tmp_path: Path
+) -> None:
+    # Sub-runs in flight are bounded per depth (graph.concurrency): a parent waits
+    # on its children's slots, never on its own, so a narrow limit cannot deadlock.
+    engine = budget_engine(ghost, tmp_path, concurrency=1)
+    try:
+        deploy(engine, tmp_path, "leaf", fan_out("leaf", 4, None))
+        deploy(engine, tmp_path, "mid", fan_out("mid", 4, "leaf"))
+        result = await engine.run(write(tmp_path, fan_out("top", 4, "mid")), {"text": "x"})
+        assert result.overall_status == "success", result.error_details
+        assert result.output == {
+            f"n{i}": {f"n{j}": {f"n{k}": {"text": "x"} for k in range(4)} for j in range(4)}
+            for i in range(4)
+        }
+        assert calls_started(engine) == 4 + 16 + 64
     finally:
         engine.close()

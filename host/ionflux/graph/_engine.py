@@ -52,7 +52,6 @@ from ._seams import (
     Invoker,
     NoAuthorizer,
 )
-from ._source import parse_yaml
 from ._step import (
     Called,
     ChildRunFailed,
@@ -93,6 +92,8 @@ class _Context:
     debugger: Debugger | None
     recorder: RunRecorder
     budget: RunBudget
+    # Sub-runs of the whole tree in flight, per depth (see ``_call``).
+    subruns: dict[int, asyncio.Semaphore]
     # Set when this run stopped because the whole run's budget ran out.
     stopped_by: RunBudgetExceeded | None = None
 
@@ -169,6 +170,8 @@ class Engine:
             graphs=repository,
             transform_names=dict(config.graph.transform_names),
             max_subgraph_depth=config.graph.max_subgraph_depth,
+            template_budget=config.graph.template_budget(),
+            document_limits=config.documents.limits(),
         )
         self._plans: dict[str, Plan] = {}
         # What each transform's calls take, moving averages of (CPU, I/O wait)
@@ -220,7 +223,7 @@ class Engine:
         if cached is not None:
             return cached
         origin = found.origin if Path(found.origin).suffix in (".yaml", ".yml") else None
-        plan = self.planner.plan(parse_yaml(found.text, origin or found.origin))
+        plan = self.planner.plan(self.planner.parse(found.text, origin or found.origin))
         cid = self.repository.remember(found.text, plan.name, plan.graph.version)
         plan = dataclasses.replace(plan, cid=cid)
         self._plans[found.cid] = plan
@@ -292,6 +295,7 @@ class Engine:
         run_id: str | None = None,
         input_checked: bool = False,
         budget: RunBudget | None = None,
+        subruns: dict[int, asyncio.Semaphore] | None = None,
     ) -> RunResult:
         run_id = run_id or new_run_id()
         budget = RunBudget.for_run(
@@ -347,11 +351,23 @@ class Engine:
             )
             to_ask = list(auth.missing)
             ctx = _Context(
-                plan, run_id, mode, depth, chain, trigger, auth, scope, debugger, recorder, budget
+                plan,
+                run_id,
+                mode,
+                depth,
+                chain,
+                trigger,
+                auth,
+                scope,
+                debugger,
+                recorder,
+                budget,
+                {} if subruns is None else subruns,
             )
             if mode == "dry_run_validate_only":
                 steps = _dry_run(plan, scope)
-                status = RunStatus.SUCCESS
+                failed = any(s.error is not None for s in steps.values())
+                status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
             else:
                 status, steps = await self._execute(ctx)
             errors = [s.error for s in steps.values() if s.error is not None]
@@ -451,10 +467,20 @@ class Engine:
         one_at_a_time = ctx.mode == "step_through_debug"
         try:
             while not scheduler.done:
+                # A sub-run that starts after the budget ran out elsewhere in the
+                # tree starts nothing (each node would be refused one by one).
+                self._stop_past_budget(ctx, scheduler, tasks)
                 room = 1 - len(tasks) if one_at_a_time else None
                 lanes: list[_Head] = []
                 for node_id in scheduler.ready(room) if room is None or room > 0 else []:
                     planned = plan.nodes[node_id]
+                    # Counted as it starts, on the loop: a wide fan-out is refused
+                    # before its nodes become tasks, not when each reaches a thread.
+                    try:
+                        ctx.budget.start_node()
+                    except RunBudgetExceeded:
+                        self._stop_past_budget(ctx, scheduler, tasks)
+                        break
                     scheduler.start(node_id)
                     started = await self._start(ctx, planned, scheduler, steps)
                     if isinstance(started, tuple):
@@ -601,6 +627,8 @@ class Engine:
             return _Head(planned, first, now)
 
         async def call(inputs: Any, attempt: int) -> Called:
+            if attempt > 1:
+                ctx.budget.start_node()  # every retry is a node call of its own
             return await self._call(ctx, planned, inputs)
 
         def rerender(attempt: int) -> Rendered:
@@ -742,6 +770,10 @@ class Engine:
                     return current.id, outcome, batch  # the loop starts `after`, reports it
                 if not next_rendered.run:
                     return current.id, outcome, batch
+                try:
+                    ctx.budget.start_node()
+                except RunBudgetExceeded:
+                    return current.id, outcome, batch  # the loop stops the run
                 batch.append((current, outcome, after.id))
                 now = time.monotonic()
                 if now - reported >= _LANE_REPORT_S:
@@ -792,7 +824,6 @@ class Engine:
         budget = ctx.budget
 
         def call(inputs: Any) -> Called:
-            budget.start_node()  # raises, and nothing runs, once the run's budget is spent
             # A guest computes or waits in an import: the thread's CPU time is the
             # first (the wait for the GIL is not in it), the imports' time the second.
             cpu, wait = time.thread_time(), 0.0
@@ -831,7 +862,6 @@ class Engine:
             return await self._call_transform(ctx, planned, planned.transform, inputs)
         assert planned.subgraph is not None
         ref = planned.subgraph
-        ctx.budget.start_node()
         if len(ctx.chain) > self.config.graph.max_subgraph_depth:
             raise GraphError(
                 f"sub-graph nesting deeper than graph.max_subgraph_depth "
@@ -840,21 +870,33 @@ class Engine:
         if ref.name in ctx.chain:
             raise GraphError("sub-graph cycle refused: " + " -> ".join([*ctx.chain, ref.name]))
         child = self.load(f"{ref.name}@{ref.version}" if ref.version else ref.name)
-        result = await self._run(
-            child,
-            inputs,
-            ctx.mode,
-            RunTrigger(
-                "subgraph",
-                {"parent_run_id": ctx.run_id, "node_id": planned.id},
-                ctx.trigger.subject,
-            ),
-            ctx.debugger,
-            depth=ctx.depth + 1,
-            chain=(*ctx.chain, ref.name),
-            parent=(ctx.run_id, planned.id),
-            budget=ctx.budget,
-        )
+        # A fan-out through sub-graphs would start every child run at once (40 x 40
+        # is 1,600 runs, each recorded), and the loop would serve nothing else
+        # meanwhile: at most graph.concurrency runs per depth of one tree are in
+        # flight. One semaphore per depth: a parent waits on its children's, never
+        # on its own, so nothing waits on itself.
+        depth = ctx.depth + 1
+        slots = ctx.subruns.setdefault(depth, asyncio.Semaphore(self.config.graph.concurrency))
+        async with slots:
+            exceeded = ctx.budget.exceeded
+            if exceeded is not None:  # ran out while this call waited: start nothing
+                raise exceeded
+            result = await self._run(
+                child,
+                inputs,
+                ctx.mode,
+                RunTrigger(
+                    "subgraph",
+                    {"parent_run_id": ctx.run_id, "node_id": planned.id},
+                    ctx.trigger.subject,
+                ),
+                ctx.debugger,
+                depth=depth,
+                chain=(*ctx.chain, ref.name),
+                parent=(ctx.run_id, planned.id),
+                budget=ctx.budget,
+                subruns=ctx.subruns,
+            )
         if result.overall_status not in (RunStatus.SUCCESS, RunStatus.PARTIAL):
             raise ChildRunFailed(result.execution_id, result.overall_status, result.error_details)
         return Called(result.output, result.fuel_used, result.execution_id)
@@ -1007,8 +1049,16 @@ def _dry_run(plan: Plan, scope: dict[str, Any]) -> dict[str, StepResult]:
             elif planned.condition is not None:
                 reason = f"'if' decided at run time: {planned.condition.source}"
             inputs = planned.inputs.render(scope, keep=waits)
+            # The check the real run makes of each call's input, on what is known now.
+            error = None if reason and "skipped" in reason else planned.dry_run_error(scope)
             steps[node_id] = StepResult(
-                node_id, planned.target, "planned", planned.level, inputs=inputs, reason=reason
+                node_id,
+                planned.target,
+                "failure" if error else "planned",
+                planned.level,
+                inputs=inputs,
+                error=error,
+                reason=reason,
             )
     return steps
 
