@@ -28,6 +28,7 @@ from ._errors import (
     GuestError,
     InvalidInput,
     InvalidOutput,
+    InvalidPublisherSignature,
     IonfluxError,
     ManifestError,
     ModuleError,
@@ -192,7 +193,7 @@ class Host:
 
     def publish(self, manifest_file: Path, module_file: Path | None = None) -> PublishedTransform:
         """Verifies the module against the manifest's CID, stores it and registers it."""
-        manifest = load_manifest(manifest_file)
+        manifest = load_manifest(manifest_file, self.config.documents.limits())
         path = module_file or module_path(manifest, manifest_file)
         if path is None:
             raise ManifestError(
@@ -214,6 +215,7 @@ class Host:
             raise CidMismatch(manifest.module.cid, actual)
         kind = wasm_kind(data)
         self._check_scopes(manifest)
+        self._check_publisher(manifest)
         component = None
         if manifest.abi == "component":
             component = self.runtime.compile_checked(data)
@@ -231,6 +233,16 @@ class Host:
         with self._lock:
             self._prepared.clear()
         return published
+
+    def _check_publisher(self, manifest: Manifest) -> None:
+        """A signed manifest publishes only if the signature verifies; IONWALL
+        checks it again before a trusted publisher's request is auto-approved."""
+        publisher = manifest.publisher
+        if publisher is None:
+            return  # unsigned: its scopes need the owner's consent like any other
+        cid = manifest.module.cid
+        if not ionwall.verify_cid_signature(publisher.key, cid, publisher.signature):
+            raise InvalidPublisherSignature(publisher.key, cid)
 
     def _check_scopes(self, manifest: Manifest) -> None:
         for i, scope in enumerate(manifest.scopes):

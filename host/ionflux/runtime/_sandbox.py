@@ -83,6 +83,7 @@ _MEMORY_FAULT = re.compile(
     r"memory fault at wasm address (0x[0-9a-f]+) in linear memory of size (0x[0-9a-f]+)"
 )
 _PAGE = 65536
+_CAUSE_NUMBER = re.compile(r"^\d+: ")
 
 
 class Runtime:
@@ -217,7 +218,7 @@ def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError
 
 def _trap_reason(text: str) -> str:
     for line in text.splitlines():
-        line = line.strip()
+        line = _CAUSE_NUMBER.sub("", line.strip())  # "1: wasm trap: …" under "Caused by:"
         if line.startswith("wasm trap:"):
             return line.removeprefix("wasm trap:").strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
