@@ -20,7 +20,8 @@ from conftest import TESTING, make_config
 from ionflux.config import Config
 from ionflux.http import RunningHost, start_host
 from ionflux.http.testing import chain_graph, deploy, publish_wasm
-from ionflux.triggers import NatsServer
+from ionflux.triggers import BusUnavailable, NatsServer
+from ionflux.triggers._nats_server import credentials_for
 from nats.aio.client import Client
 
 SEED_FIELDS = ("execution_id", "overall_status", "step_results_summary_cid", "error_details")
@@ -373,3 +374,37 @@ async def test_guests_publish_through_the_host_bus_and_gate_denials_are_counted(
     assert denied.overall_status == "failure"
     metrics = running.triggers.metrics.render().decode()
     assert 'ionflux_gate_denials_total{action="publish_nats_topic",graph="notify"} 1.0' in metrics
+
+
+async def test_a_host_without_the_servers_credentials_stops_at_start_saying_so(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    config = host_config(tmp_path / "h", nats_server)
+    for token in (None, "wrong"):
+        wrong = config.model_copy(update={"nats": config.nats.model_copy(update={"token": token})})
+        with pytest.raises(BusUnavailable, match="refused this host's credentials"):
+            await start_host(wrong, serve_http=False)
+
+
+def test_credentials_come_from_the_config_or_the_data_directorys_own_server(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    (data / "nats").mkdir(parents=True)
+    (data / "nats" / "token").write_text("own-secret\n")
+    (data / "nats" / "url").write_text("nats://127.0.0.1:4999\n")
+    config = make_config(data)
+
+    def with_nats(**nats_settings: Any) -> Config:
+        return config.model_copy(update={"nats": config.nats.model_copy(update=nats_settings)})
+
+    # The host's own server (no nats.url), or a worker given its URL: its token.
+    assert credentials_for(config).options() == {"token": "own-secret"}
+    assert credentials_for(with_nats(url="nats://127.0.0.1:4999")).token == "own-secret"
+    # Another server: only what the configuration says.
+    assert not credentials_for(with_nats(url="nats://10.0.0.9:4222"))
+    given = with_nats(url="nats://10.0.0.9:4222", user="svc", password="pw")
+    assert credentials_for(given).options() == {"user": "svc", "password": "pw"}
+    creds = with_nats(url="nats://10.0.0.9:4222", credentials_file=tmp_path / "svc.creds")
+    assert credentials_for(creds).options() == {"user_credentials": str(tmp_path / "svc.creds")}
+    assert "own-secret" not in repr(credentials_for(config))

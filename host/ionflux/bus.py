@@ -27,6 +27,10 @@ from .triggers._nats_server import NatsCredentials
 log = logging.getLogger("ionflux.bus")
 
 
+class _Refused(Exception):
+    """The server refused our credentials at the first connect."""
+
+
 class NatsBus:
     """The ``ionflux.runtime.Bus`` of a running host, plus the raw client for triggers."""
 
@@ -56,6 +60,11 @@ class NatsBus:
 
         async def error(exc: Exception) -> None:
             log.debug("NATS: %s", exc)
+            # Wrong or missing credentials at the first connect: nats-py would try
+            # again forever and the host would hang silently; no retry can help.
+            # (Raised here, the error ends nc.connect.)
+            if nc.is_connecting and "authorization" in str(exc).lower():
+                raise _Refused(str(exc)) from exc
 
         nc = Client()
         try:
@@ -73,6 +82,12 @@ class NatsBus:
                 error_cb=error,
                 **(credentials.options() if credentials else {}),
             )
+        except _Refused as exc:
+            await nc.close()
+            raise BusUnavailable(
+                f"NATS at {url} refused this host's credentials ({exc}): set nats.token, "
+                "nats.user/nats.password or nats.credentials_file for an external server"
+            ) from None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BusUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
         return cls(nc, asyncio.get_running_loop(), timeout=timeout)
