@@ -138,7 +138,8 @@ class ImportEnv:
             raise self.over_budget from cause
 
     def refuse_over(self, budget: str, limit: int, what: str) -> Variant:
-        """Marks the call over ``budget`` and answers the guest ``too-large``."""
+        """Marks the call over ``budget`` (unless it already is over one) and
+        answers the guest ``too-large``."""
         if self.over_budget is None:
             self.over_budget = ImportBudgetExceeded(budget, limit, what)
         return _err("too-large", str(self.over_budget))
@@ -220,9 +221,7 @@ def _gated(
                 return _err("unavailable", "no call in progress")
             env.calls += 1
             budget = env.budget
-            if env.over_budget is not None:
-                return _err("too-large", str(env.over_budget))
-            if env.calls > budget.max_import_calls:
+            if env.over_budget is not None or env.calls > budget.max_import_calls:
                 return env.refuse_over(
                     "max_import_calls",
                     budget.max_import_calls,
@@ -232,9 +231,12 @@ def _gated(
                 scope = scope_of(*args)
             except ValueError as exc:
                 return _err("invalid", str(exc))
-            # Stop before the entry that would cross the budget (its reason
-            # is not known yet: counted as long as the scope plus a grant id).
-            if env.audit_bytes + env.entry_size(scope, scope) + 64 > budget.max_audit_bytes:
+            # Stop before the entry that would cross the budget. Its reason is
+            # not known yet: counted as the scope again plus a grant id.
+            base = env._entry_base
+            if base < 0:
+                base = env.entry_size("", "") - 4
+            if env.audit_bytes + base + 2 * len(scope) + 72 > budget.max_audit_bytes:
                 return env.refuse_over(
                     "max_audit_bytes",
                     budget.max_audit_bytes,
@@ -249,7 +251,7 @@ def _gated(
                 decision = env.gate.check(env.ctx, scope)
             except Exception as exc:  # a broken gate denies, it never allows
                 return _err("denied", f"{scope}: gate failed: {exc}")
-            env.audit_bytes += env.entry_size(scope, decision.reason)
+            env.audit_bytes += base + _json_len(scope) + _json_len(decision.reason)
             if not decision.allowed:
                 return _err("denied", f"{scope}: {decision.reason}")
             began = time.perf_counter()
