@@ -447,6 +447,10 @@ def http_scope(url: str) -> str:
 
 @_gated(lambda req: http_scope(req.url))
 def http_fetch(env: ImportEnv, req: Any) -> Any:
+    """The gate decides on the name; where the name leads is checked where the
+    connection is made (the host's client, ``_egress.PinnedBackend``): an
+    internal address raises ``AddressRefused``, which ``_gated`` records and
+    answers as ``denied``."""
     if env.http is None:
         return _err("unavailable", "outbound HTTP is not enabled on this host")
     remaining = env.deadline - time.monotonic()
