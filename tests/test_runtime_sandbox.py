@@ -364,3 +364,200 @@ def test_the_epoch_ticks_only_while_a_call_is_in_flight() -> None:
         ticker.leave()
     finally:
         ticker.stop()
+
+
+# --- Extism plugins: initialisers, fuel and what each failure is called --------------
+
+_EXTISM_IMPORTS = """
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "error_set" (func $error_set (param i64)))
+"""
+# `$say` puts the bytes of its i64 argument (little-endian, up to 8, stopping at a
+# zero) in a fresh Extism block and returns the block's offset and length.
+_EXTISM_HELPERS = """
+  (func $say (param $text i64) (result i64 i64) (local $p i64) (local $n i64)
+    (local.set $p (call $alloc (i64.const 8)))
+    (block $done (loop $next
+      (br_if $done (i64.eqz (local.get $text)))
+      (call $store_u8 (i64.add (local.get $p) (local.get $n)) (i32.wrap_i64 (local.get $text)))
+      (local.set $text (i64.shr_u (local.get $text) (i64.const 8)))
+      (local.set $n (i64.add (local.get $n) (i64.const 1)))
+      (br $next)))
+    (local.get $p) (local.get $n))
+  (func $ok (result i32)
+    (call $output_set (call $say (i64.const 0x7d7b)))  ;; "{}"
+    (i32.const 0))
+"""
+
+
+def _extism(body: str) -> bytes:
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm(f"(module {_EXTISM_IMPORTS} {_EXTISM_HELPERS} {body})"))
+
+
+def _publish_plugin(
+    host: Host, name: str, data: bytes, limits: dict[str, int] | None = None
+) -> None:
+    from ionflux.store import cid_for_bytes
+
+    manifest = Manifest.model_validate(
+        {
+            "name": name,
+            "version": "0.1.0",
+            "abi": "extism",
+            "module": {"cid": cid_for_bytes(data)},
+            "limits": limits or {},
+        }
+    )
+    host.publish_bytes(manifest, data)
+
+
+_SPIN = "(func $spin (loop $forever (br $forever)))"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'{_SPIN} (start $spin) (func (export "run") (result i32) (call $ok))',
+        f'{_SPIN} (export "_initialize" (func $spin)) '
+        '(func (export "run") (result i32) (call $ok))',
+        f'{_SPIN} (export "__wasm_call_ctors" (func $spin)) '
+        '(func (export "run") (result i32) (call $ok))',
+    ],
+    ids=["start", "_initialize", "__wasm_call_ctors"],
+)
+def test_extism_initialiser_runs_under_the_call_deadline(
+    tmp_path: Path, built: Path, body: str
+) -> None:
+    # Fuel so large that only the deadline can stop it: Extism's own timer
+    # starts after instantiation, so the initialisers are moved into `run`.
+    h = Host(make_config(tmp_path, fuel=10**15, timeout_ms=300, ceiling_factor=1))
+    try:
+        h.publish(Path(__file__).parents[1] / "manifests" / "uppercase.yaml")
+        _publish_plugin(h, "looper", _extism(body))
+        with pytest.raises(e.DeadlineExceeded, match="300 ms"):
+            h.invoke("looper", {})
+        still_serves(h)
+    finally:
+        h.close()
+
+
+def test_extism_initialisers_still_run_once_before_run(host: Host) -> None:
+    # The start function, then `_initialize`, then `run`, as Extism ran them.
+    plugin = _extism(
+        "(global $step (mut i32) (i32.const 0))"
+        "(func $start (if (i32.ne (global.get $step) (i32.const 0)) (then unreachable))"
+        "  (global.set $step (i32.const 1)))"
+        "(start $start)"
+        '(func (export "_initialize") (if (i32.ne (global.get $step) (i32.const 1))'
+        "  (then unreachable)) (global.set $step (i32.const 2)))"
+        '(func (export "run") (result i32)'
+        "  (if (i32.ne (global.get $step) (i32.const 2)) (then unreachable)) (call $ok))"
+    )
+    _publish_plugin(host, "ordered", plugin)
+    assert host.invoke("ordered", {}).value == {}
+    assert host.invoke("ordered", {}).value == {}  # a fresh instance each call
+
+
+def test_extism_fuel_limit(host: Host) -> None:
+    _publish_plugin(
+        host,
+        "burner",
+        _extism(f'{_SPIN} (func (export "run") (result i32) (call $spin) (call $ok))'),
+        {"fuel": 1_000_000, "timeout_ms": 60_000},
+    )
+    with pytest.raises(e.FuelExhausted, match="1000000 units"):
+        host.invoke("burner", {})
+    still_serves(host)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "says"),
+    [
+        (
+            "(func $down (param i32) (call $down (i32.add (local.get 0) (i32.const 1))))"
+            '(func (export "run") (result i32) (call $down (i32.const 0)) (call $ok))',
+            e.StackOverflow,
+            "call stack.*recursing in `down`",
+        ),
+        (
+            '(func $boom unreachable) (func (export "run") (result i32) (call $boom) (call $ok))',
+            e.GuestTrap,
+            "trapped in `boom`",
+        ),
+        (
+            '(memory 1) (func (export "run") (result i32)'
+            " (drop (memory.grow (i32.const 60000))) (call $ok))",
+            e.MemoryLimitExceeded,
+            "67108864-byte limit.*memory.grow refused",
+        ),
+        (
+            # error_set("pon") (the block's offset; its length dropped), then return 1
+            '(func (export "run") (result i32)'
+            " (call $say (i64.const 0x6e6f70)) drop call $error_set (i32.const 1))",
+            e.TransformFailed,
+            "failed: pon",
+        ),
+    ],
+    ids=["stack-overflow", "trap", "memory", "plugin-error"],
+)
+def test_extism_failures_are_named(
+    host: Host, body: str, error: type[Exception], says: str
+) -> None:
+    _publish_plugin(host, "failing", _extism(body))
+    with pytest.raises(error, match=says) as info:
+        host.invoke("failing", {})
+    assert not str(info.value).rstrip().endswith(":")  # never an empty tail
+    still_serves(host)
+
+
+def test_extism_table_growth_is_capped(host: Host) -> None:
+    # Extism bounds memories but not tables without a declared maximum; the
+    # host declares one (limits.table_elements). Growing past it returns -1.
+    plugin = _extism(
+        '(table 1 funcref) (func (export "run") (result i32)'
+        " (if (i32.ne (table.grow (ref.null func) (i32.const 200000000)) (i32.const -1))"
+        "  (then unreachable)) (call $ok))"
+    )
+    _publish_plugin(host, "table-bomb", plugin)
+    assert host.invoke("table-bomb", {}).value == {}
+
+
+def test_extism_haskell_initialiser_is_refused_at_publish(host: Host) -> None:
+    plugin = _extism('(func (export "hs_init")) (func (export "run") (result i32) (call $ok))')
+    with pytest.raises(e.ModuleError, match="hs_init"):
+        _publish_plugin(host, "haskell", plugin)
+
+
+def test_bad_publisher_signature_is_refused_at_publish(host: Host) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from ionflux.store import cid_for_bytes
+
+    import ionwall
+
+    data = (TESTING / "echo.wasm").read_bytes()
+    cid = cid_for_bytes(data)
+    key = Ed25519PrivateKey.generate()
+    public = ionwall.encode_public_key(key.public_key())
+
+    def manifest(signature: str) -> Manifest:
+        return Manifest.model_validate(
+            {
+                "name": "signed-echo",
+                "version": "0.1.0",
+                "abi": "component",
+                "module": {"cid": cid},
+                "publisher": {"key": public, "signature": signature},
+            }
+        )
+
+    with pytest.raises(e.InvalidPublisherSignature, match=public) as info:
+        host.publish_bytes(manifest(ionwall.sign_cid(key, "bafkrei-something-else")), data)
+    assert info.value.to_dict()["publisher"] == public
+    with pytest.raises(e.UnknownTransform):
+        host.invoke("signed-echo", {})
+    host.publish_bytes(manifest(ionwall.sign_cid(key, cid)), data)
+    assert host.invoke("signed-echo", {"ok": 1}).value == {"ok": 1}

@@ -29,7 +29,7 @@ import wasmtime
 from .._errors import ModuleError
 
 _MAGIC = b"\x00asm\x01\x00\x00\x00"
-_TYPE, _IMPORT, _FUNCTION, _EXPORT, _START, _CODE = 1, 2, 3, 7, 8, 10
+_FUNCTION, _TABLE, _EXPORT, _START, _CODE = 3, 4, 7, 8, 10
 _FUNC_KIND = 0x00
 INITIALISERS = ("__wasm_call_ctors", "_initialize")  # Extism calls the first it finds
 REFUSED_EXPORTS = {
@@ -121,13 +121,60 @@ def _append_to_vector(payload: bytes, item: bytes) -> bytes:
     return _u32(count + 1) + payload[pos:] + item
 
 
-def initialisers_into_run(data: bytes) -> bytes:
+class TableTooLarge(ModuleError):
+    """Raised by ``cap_tables``; the caller turns it into the call's error."""
+
+    def __init__(self, elements: int, limit: int):
+        self.elements = elements
+        self.limit = limit
+        super().__init__(f"a table of {elements} elements is over the {limit}-element limit")
+
+
+def cap_tables(data: bytes, table_elements: int) -> bytes:
+    """``data`` with every table's maximum at most ``table_elements``.
+
+    Extism's resource limiter bounds memories but lets a table without a
+    declared maximum grow without end (``table.grow`` of 200 million elements
+    took 1.6 GB). A declared maximum is one wasmtime enforces itself.
+    """
+    sections = _sections(data)
+    table = next((s for s in sections if s.id == _TABLE), None)
+    if table is None:
+        return data
+    count, pos = _read_u32(table.payload, 0)
+    entries = []
+    for _ in range(count):
+        start = pos
+        if table.payload[pos] not in (0x70, 0x6F):
+            raise ModuleError(
+                "Extism plugin tables must be funcref or externref tables with plain limits"
+            )
+        flags = table.payload[pos + 1]
+        if flags not in (0x00, 0x01):
+            raise ModuleError("Extism plugin tables must have 32-bit limits")
+        minimum, pos = _read_u32(table.payload, pos + 2)
+        maximum = None
+        if flags == 0x01:
+            maximum, pos = _read_u32(table.payload, pos)
+        if minimum > table_elements:
+            raise TableTooLarge(minimum, table_elements)
+        cap = table_elements if maximum is None else min(maximum, table_elements)
+        entries.append(table.payload[start : start + 1] + b"\x01" + _u32(minimum) + _u32(cap))
+    payload = _vector(entries)
+    out = bytearray(_MAGIC)
+    for s in sections:
+        body = payload if s.id == _TABLE else s.payload
+        out += bytes([s.id]) + _u32(len(body)) + body
+    return bytes(out)
+
+
+def initialisers_into_run(data: bytes, module: wasmtime.Module | None = None) -> bytes:
     """``data`` with its start function and Extism initialiser called from ``run``.
 
     Returns ``data`` itself when the plugin has neither. ``data`` must already
-    have passed ``check_plugin`` (it compiles and exports ``run``).
+    compile and export ``run`` (``module`` is it compiled, if the caller has it).
     """
-    module = wasmtime.Module(_engine, data)
+    module = module or wasmtime.Module(_engine, data)
     exported = {e.name: e.type for e in module.exports}
     for name, why in REFUSED_EXPORTS.items():
         if name in exported:

@@ -45,12 +45,13 @@ from .._errors import (
     ImportOutsideWorld,
     InvalidInput,
     InvalidOutput,
+    MemoryLimitExceeded,
     ModuleError,
     StackOverflow,
     TransformFailed,
 )
 from . import _imports
-from ._extism_init import initialisers_into_run
+from ._extism_init import TableTooLarge, cap_tables, initialisers_into_run
 from ._guest_errors import (
     STACK_OVERFLOW,
     deadline_exceeded,
@@ -148,6 +149,7 @@ def check_plugin(data: bytes) -> None:
         raise ImportOutsideWorld(outside)
     if "run" not in {e.name for e in module.exports}:
         raise ModuleError("Extism plugin does not export `run`")
+    initialisers_into_run(data, module)  # refuses what cannot be moved (hs_init, …)
 
 
 class ExtismLoaded:
@@ -165,8 +167,14 @@ class ExtismLoaded:
         with self._lock:
             plugin = self._compiled.get(key)
             if plugin is None:
+                try:
+                    wasm = cap_tables(self._data, limits.table_elements)
+                except TableTooLarge as exc:
+                    raise MemoryLimitExceeded(
+                        f"{exc} (limits.table_elements; the config's value is the ceiling)"
+                    ) from None
                 manifest = {
-                    "wasm": [{"data": self._data}],
+                    "wasm": [{"data": wasm}],
                     "memory": {"max_pages": max(1, limits.memory_bytes // _PAGE)},
                     "timeout_ms": limits.timeout_ms,
                     "allowed_hosts": [],  # outbound HTTP only through ionflux_http_fetch
