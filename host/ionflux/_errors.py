@@ -5,7 +5,8 @@
     ├── ManifestError                a manifest that does not parse or validate (names the field)
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
-    │   └── ImportOutsideWorld       the module imports something the world does not offer
+    │   ├── ImportOutsideWorld       the module imports something the world does not offer
+    │   └── InvalidPublisherSignature  the manifest's publisher signature does not verify
     ├── StoreError                   IONPOD failures
     │   ├── InvalidCid               a CID string that does not parse, or an unsupported codec/hash
     │   ├── CidMismatch              bytes that do not hash to the CID they were fetched by
@@ -81,6 +82,26 @@ class ImportOutsideWorld(ModuleError):
         super().__init__(
             "module imports outside the ionflux:transform world: " + ", ".join(imports)
         )
+
+
+class InvalidPublisherSignature(ModuleError):
+    """The manifest's ``publisher.signature`` is not ``publisher.key``'s Ed25519
+    signature over the module's CID. Refused at publish: a publisher's name on a
+    module is a claim IONWALL may auto-approve on."""
+
+    kind = "invalid_publisher_signature"
+
+    def __init__(self, publisher: str, cid: str):
+        self.publisher = publisher
+        self.cid = cid
+        super().__init__(
+            f"publisher signature does not verify: not a signature of {cid} by {publisher} "
+            "(sign the CID string with the publisher's Ed25519 key, e.g. "
+            "`ionwall.sign_cid`, or drop `publisher:` to publish unsigned)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "publisher": self.publisher, "cid": self.cid}
 
 
 class StoreError(IonfluxError):
