@@ -170,8 +170,6 @@ class Engine:
             graphs=repository,
             transform_names=dict(config.graph.transform_names),
             max_subgraph_depth=config.graph.max_subgraph_depth,
-            template_budget=config.graph.template_budget(),
-            document_limits=config.documents.limits(),
         )
         self._plans: dict[str, Plan] = {}
         # What each transform's calls take, moving averages of (CPU, I/O wait)
