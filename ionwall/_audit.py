@@ -70,7 +70,7 @@ from . import _checkpoint
 from ._errors import AuditError
 from ._keys import key_id, load_or_create_key
 from ._mask import Masker
-from ._shared import SharedFile
+from ._shared import READ_ONLY_ERRNOS, SharedFile
 
 log = logging.getLogger("ionwall.audit")
 
@@ -294,13 +294,27 @@ class AuditLog:
         self._after_s = checkpoint_after_s
         self._masker = masker or Masker()
         self._lock = threading.Lock()  # held while writing; guards the chain state
+        self._closed = f"{self.path}: the audit log is closed"  # why appends fail
         flags = os.O_CREAT | os.O_CLOEXEC
-        self._log_fd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
         try:
-            self._ckpt_fd = os.open(self.checkpoints_path, flags | os.O_RDWR | os.O_APPEND, 0o600)
+            self._log_fd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
+        except OSError as exc:
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise
+            # A read-only data directory: the log can be read and verified; an
+            # append raises AuditError (so the gate denies: nothing unrecorded runs).
+            self._closed = f"{self.path}: cannot append to the audit log: {exc.strerror}"
+            self._log_fd = self._ckpt_fd = -1
+        try:
+            if self._log_fd >= 0:
+                self._ckpt_fd = os.open(
+                    self.checkpoints_path, flags | os.O_RDWR | os.O_APPEND, 0o600
+                )
             self._head = SharedFile(self.head_path, _HEAD_SIZE)
         except BaseException:
-            os.close(self._log_fd)
+            for fd in (self._log_fd, self._ckpt_fd):
+                if fd >= 0:
+                    os.close(fd)
             raise
         # The head as this process last wrote it; another value means another
         # writer moved the log (or nothing is known yet): read its end first.
@@ -326,8 +340,9 @@ class AuditLog:
                 self._checkpoint_locked()
                 os.close(self._log_fd)
                 os.close(self._ckpt_fd)
-                self._head.close()
-            self._log_fd = -1
+            self._head.close()
+            self._log_fd = self._ckpt_fd = -1
+            self._closed = f"{self.path}: the audit log is closed"
         self._wake.set()  # the signer sees the log closed and ends
 
     def append(
@@ -379,7 +394,7 @@ class AuditLog:
             queue = self._queue
             if ticket is not None:
                 if self._log_fd < 0:
-                    raise AuditError(f"{self.path}: the audit log is closed")
+                    raise AuditError(self._closed)
                 ticket.pending += 1
                 queue.append(pending)
                 if len(queue) >= _QUEUE_MAX:  # a guest calling in a loop: bound the memory
@@ -459,7 +474,7 @@ class AuditLog:
 
     def _write(self, batch: Sequence[_Pending]) -> None:
         if self._log_fd < 0:
-            raise AuditError(f"{self.path}: the audit log is closed")
+            raise AuditError(self._closed)
         head = self._head
         head.lock()
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import secrets
@@ -53,19 +54,28 @@ def _create(path: Path) -> None:
         serialization.NoEncryption(),
     )
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # umask can only narrow it; be explicit anyway
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot create the signing key: {exc.strerror}") from exc
     try:
-        os.link(tmp, path)  # atomic, and never replaces a key another process made
-    except FileExistsError:
-        pass
+        try:
+            os.fchmod(fd, 0o600)  # umask can only narrow it; be explicit anyway
+            view = memoryview(pem)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a key another process made
+        except FileExistsError:
+            pass
+    except OSError as exc:  # a full disk, say: no key, and no half-written one left behind
+        raise KeyFileError(f"{path}: cannot create the signing key: {exc.strerror}") from exc
     finally:
-        tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _load(path: Path) -> Ed25519PrivateKey:

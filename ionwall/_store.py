@@ -25,7 +25,7 @@ from typing import Any
 from ._consent import ConsentRequest, ConsentStatus
 from ._errors import StoreError
 from ._grants import Grant, GrantKind
-from ._shared import SharedCounter
+from ._shared import SharedCounter, read_only
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
@@ -63,6 +63,26 @@ CREATE INDEX IF NOT EXISTS grants_fingerprint ON grants(fingerprint);
 """
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; ``immutable`` where SQLite cannot keep the WAL's shared memory."""
+    for flags in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{flags}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            conn.close()
+            if flags == "immutable=1":
+                raise
+            continue
+        return conn
+    raise AssertionError("unreachable")
+
+
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -79,8 +99,13 @@ class GrantStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._revocations = SharedCounter(directory / "revocations.counter")
+        # A read-only data directory: consents and grants can be listed, a
+        # token checked; an approval or revocation fails (StoreError).
+        self.read_only = read_only(directory) and self.path.exists()
         try:
-            self._conn().executescript(_SCHEMA)
+            conn = self._conn()
+            if not self.read_only:
+                conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot create the grant store: {exc}") from exc
 
@@ -90,12 +115,15 @@ class GrantStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(
-                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
+                if self.read_only:
+                    conn = _connect_read_only(self.path)
+                else:
+                    conn = sqlite3.connect(
+                        self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                    )
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA busy_timeout=30000")
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot open the grant store: {exc}") from exc
             conn.row_factory = sqlite3.Row

@@ -40,11 +40,19 @@ def test_the_checkpointer_keeps_the_wal_bounded_under_constant_writes(tmp_path: 
     # taking the lock file first, as the run history's writers do. The WAL
     # starts over only when a writer finds every frame copied: the
     # checkpointer's second pass, under the lock, makes sure it does.
+    #
+    # Count-driven, not timed: each writer waits for a checkpoint round after
+    # every 100 of its commits (``sync``), so however slowly the machine runs
+    # the checkpointer's thread, at most 200 commits (a few hundred pages, about
+    # 2 MB) separate two rounds, while the other writer goes on committing
+    # during the round. If a round could not complete under those writes, the
+    # WAL would never start over and would hold all 3000 commits (over 12 MB).
     path = tmp_path / "h.sqlite3"
     lock_path = tmp_path / "h.sqlite3.lock"
     writers = [open_database(path, _SCHEMA, autocheckpoint=False) for _ in range(2)]
     checkpointer = Checkpointer(path, lock_path=lock_path, every=50)
     peak = 0
+    synced: list[bool] = []
 
     def write(db: sqlite3.Connection, offset: int) -> None:
         nonlocal peak
@@ -58,6 +66,8 @@ def test_the_checkpointer_keeps_the_wal_bounded_under_constant_writes(tmp_path: 
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 checkpointer.committed()
                 peak = max(peak, _wal_bytes(path))
+                if i % 100 == 99:
+                    synced.append(checkpointer.sync(timeout=60))
         finally:
             os.close(fd)
 
@@ -69,8 +79,7 @@ def test_the_checkpointer_keeps_the_wal_bounded_under_constant_writes(tmp_path: 
             thread.start()
         for thread in threads:
             thread.join()
-        # 3000 commits of a page or two each: without a checkpoint that
-        # completes, the WAL would hold all of them (over 12 MB).
+        assert synced and all(synced), "a checkpoint round did not end within a minute"
         assert peak < 4 * 1024 * 1024, peak
         assert writers[0].execute("SELECT count(*) FROM t").fetchone()[0] == 3000
     finally:
@@ -85,11 +94,12 @@ def test_an_idle_checkpointer_checkpoints_what_is_left(tmp_path: Path) -> None:
     checkpointer = Checkpointer(path, every=10_000, idle_s=0.05)
     try:
         before = path.stat().st_size
-        _commit_many(db, 20, checkpointer)  # far fewer than `every`
+        _commit_many(db, 20, None)  # not yet told: the thread has nothing to do
         assert path.stat().st_size == before  # the rows are only in the WAL
+        checkpointer.committed()  # far fewer than `every`: only being idle triggers it
         # Pages reach the main file only through a checkpoint, and nobody
-        # but the thread makes one here.
-        deadline = time.monotonic() + 5
+        # but the thread makes one here. (A polled condition, generously bounded.)
+        deadline = time.monotonic() + 60
         while path.stat().st_size == before and time.monotonic() < deadline:
             time.sleep(0.02)
         assert path.stat().st_size > before + 20 * 2000

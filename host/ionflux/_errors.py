@@ -2,6 +2,8 @@
 
     IonfluxError
     ├── ConfigError                  bad configuration file or environment
+    ├── DataDirError                 a file in the data directory cannot be read or written
+    │                                (disk full, read-only, permissions): names the path
     ├── ManifestError                a manifest that does not parse or validate (names the field)
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
@@ -54,6 +56,14 @@ class IonfluxError(Exception):
 
 class ConfigError(IonfluxError):
     kind = "config"
+
+
+class DataDirError(IonfluxError):
+    """A file of the data directory cannot be opened, read or written: the message
+    names the path, what was being done and the system's reason (no space left,
+    read-only file system, permission denied, file too large, ...)."""
+
+    kind = "data_dir"
 
 
 class ManifestError(IonfluxError):

@@ -5,6 +5,12 @@ WAL, so readers never wait for a writer and several processes (the workers of
 finds the file locked; autocommit, so each store opens its own transactions
 (``transaction``). ``Changes`` tells a store's cache that another process
 committed; ``Checkpointer`` keeps the run history's checkpoints off its writers.
+
+A data directory on a read-only file system (a snapshot, a read-only mount)
+is opened read-only (``mode=ro``, or ``immutable`` where SQLite cannot even
+keep its shared-memory file there; a database never created there reads as
+empty), so reading commands work; a write fails with SQLite's "attempt to
+write a readonly database", which the CLI prints as one line.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
+
+from ._errors import DataDirError
 
 log = logging.getLogger("ionflux.sqlite")
 
@@ -34,16 +42,74 @@ def open_database(
     ``synchronous``: ``NORMAL`` with WAL means a commit survives a process crash
     and only an OS crash may lose the last ones; ``FULL`` (SQLite's default)
     survives both, at an fsync per commit. ``autocheckpoint=False``: a
-    ``Checkpointer`` does it instead, off the committing thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA busy_timeout=5000")
-    if not autocheckpoint:
-        db.execute("PRAGMA wal_autocheckpoint=0")
-    db.executescript(schema)
+    ``Checkpointer`` does it instead, off the committing thread. On a read-only
+    data directory: read-only (see the module's docstring)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only(path.parent):
+            return _open_read_only(path) if path.exists() else _empty(schema)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            db.execute("PRAGMA busy_timeout=5000")
+            if not autocheckpoint:
+                db.execute("PRAGMA wal_autocheckpoint=0")
+            db.executescript(schema)
+        except BaseException:
+            db.close()
+            raise
+    except (OSError, sqlite3.Error) as exc:
+        raise DataDirError(f"{path}: cannot open the database: {_reason(exc)}") from exc
     return db
+
+
+def read_only(directory: Path) -> bool:
+    """Whether files in ``directory`` cannot be created or written: a read-only
+    file system (a root process can write anything else, so ask the mount), or
+    no write permission."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(directory, os.W_OK)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    # ``mode=ro`` still needs the WAL's shared-memory file; where it cannot be
+    # made, ``immutable`` reads the main file alone (nothing can change it there).
+    for flags in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{flags}",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            db.close()
+            if flags == "immutable=1":
+                raise
+            continue
+        return db
+    raise AssertionError("unreachable")
+
+
+def _empty(schema: str) -> sqlite3.Connection:
+    """A database that was never created on a read-only data directory: empty, and
+    refusing writes as the file would."""
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    db.executescript(schema)
+    db.execute("PRAGMA query_only=ON")
+    return db
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 @contextmanager
@@ -110,6 +176,10 @@ class Checkpointer:
         self._commits = 0
         self._wake = threading.Event()
         self._stop = False
+        # Rounds begun and ended, for ``sync``; a forced round runs with no commits.
+        self._rounds = threading.Condition()
+        self._begun = self._ended = 0
+        self._forced = False
         self._thread = threading.Thread(
             target=self._run, name=f"ionflux-checkpoint-{path.stem}", daemon=True
         )
@@ -123,17 +193,35 @@ class Checkpointer:
         if self._commits >= self._every:
             self._wake.set()
 
+    def sync(self, timeout: float | None = None) -> bool:
+        """Returns once a round that began after this call has ended (False if
+        ``timeout`` passed first): everything committed before the call is then
+        in the main file, and the next writer starts the WAL over. For a clean
+        stop, and for tests that must not guess how long a round takes."""
+        with self._rounds:
+            want = self._begun + 1
+            self._forced = True
+            self._wake.set()
+            return self._rounds.wait_for(lambda: self._ended >= want or self._stop, timeout)
+
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait(self._idle_s)
             self._wake.clear()
-            if self._commits == 0:
-                continue
+            with self._rounds:
+                if self._commits == 0 and not self._forced:
+                    continue
+                self._forced = False
+                self._begun += 1
+                round_ = self._begun
             self._commits = 0
             try:
                 self._checkpoint()
             except (sqlite3.Error, OSError) as exc:  # the next round tries again
                 log.warning("checkpoint of %s failed: %s", self.path, exc)
+            with self._rounds:
+                self._ended = round_
+                self._rounds.notify_all()
 
     def _checkpoint(self) -> None:
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -145,7 +233,9 @@ class Checkpointer:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self._stop = True
+        with self._rounds:
+            self._stop = True
+            self._rounds.notify_all()
         self._wake.set()
         self._thread.join(timeout=10)
         self._db.close()

@@ -1,12 +1,14 @@
 """The ``ionflux`` command line.
 
 Each command group lives in a module of its own; this module only assembles
-them and turns every ``IonfluxError`` (and ``IonwallError``) into one line on
-stderr and exit code 1.
+them and turns every ``IonfluxError`` (and ``IonwallError``), and every
+``OSError`` or SQLite error (a full disk, a read-only data directory), into one
+line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import click
 from ionwall import IonwallError
 
 from .._errors import IonfluxError
-from ._app import App, pass_app
+from ._app import App, error_line, pass_app
 from ._demo import demo
 from ._pod import pod
 from ._transforms import invoke, publish, transforms
@@ -28,6 +30,13 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except (IonfluxError, IonwallError) as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (OSError, sqlite3.Error) as exc:
+            # A full disk, a read-only data directory, a permission: one line, as above.
+            line = error_line(exc, ctx.find_object(App))
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
             sys.exit(1)
 
 

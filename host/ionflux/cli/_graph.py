@@ -21,9 +21,12 @@ from ._app import App, pass_app
 
 
 @contextmanager
-def _engine(app: App) -> Iterator[Engine]:
+def _engine(app: App, *, runs: bool = True) -> Iterator[Engine]:
     # A run needs a grant covering the union of its nodes' scopes, as over HTTP and NATS.
-    engine = Engine.for_host(app.host, authorizer=IonwallAuthorizer(app.host.ionwall))
+    # Commands that only read (``runs=False``) leave IONWALL closed: they work on a
+    # read-only data directory, even one where IONWALL never wrote its files.
+    authorizer = IonwallAuthorizer(app.host.ionwall) if runs else None
+    engine = Engine.for_host(app.host, authorizer=authorizer)
     try:
         yield engine
     finally:
@@ -74,7 +77,7 @@ def deploy(app: App, file: Path, message: str) -> None:
 @pass_app
 def versions(app: App, name: str) -> None:
     """List the deployed versions of graph NAME, oldest first."""
-    with _engine(app) as engine:
+    with _engine(app, runs=False) as engine:
         rows = engine.repository.versions(name)
     if not rows:
         raise GraphNotFound(f"no deployed graph {name!r} (deploy one: ionflux graph deploy FILE)")
@@ -183,7 +186,7 @@ def runs() -> None:
 @pass_app
 def list_runs(app: App, graph_name: str | None, status: str | None, limit: int) -> None:
     """Recent runs, newest first."""
-    with _engine(app) as engine:
+    with _engine(app, runs=False) as engine:
         rows = engine.history.list_runs(graph=graph_name, status=status, limit=limit)
     if not rows:
         click.echo("no runs recorded")
@@ -211,7 +214,7 @@ def list_runs(app: App, graph_name: str | None, status: str | None, limit: int) 
 @pass_app
 def show(app: App, run_id: str, as_json: bool) -> None:
     """One run and each of its steps."""
-    with _engine(app) as engine:
+    with _engine(app, runs=False) as engine:
         run = engine.history.find(run_id)
         if run is None:
             raise GraphNotFound(f"no run {run_id!r} (see: ionflux runs list)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import click
 from .._errors import IonfluxError
 from ..config import Config, load_config
 from ..store import Pod, open_pod
+from ._app import App, error_line
 
 
 class _PodGroup(click.Group):
@@ -24,6 +26,12 @@ class _PodGroup(click.Group):
             return super().invoke(ctx)
         except IonfluxError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except (OSError, sqlite3.Error) as exc:
+            line = error_line(exc, ctx.find_object(App))
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
             sys.exit(1)
 
 

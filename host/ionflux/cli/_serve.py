@@ -117,6 +117,7 @@ def up(
         concurrency=concurrency,
         workers=workers,
     )
+    app.require_writable(config.data_dir)  # a read-only data directory: one line, not a traceback
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._sqlite import Checkpointer, open_database, transaction
+from .._errors import DataDirError
+from .._sqlite import Checkpointer, open_database, read_only, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -171,20 +172,28 @@ class RunHistory:
         # NORMAL: fast enough to record every step as it ends (see open_database).
         self._db = open_database(path, _SCHEMA, autocheckpoint=False)
         self._lock = threading.Lock()
-        # Writers of this file in other processes (the workers of `ionflux up
-        # --workers`) queue on this lock file before SQLite's write lock: a
-        # waiter wakes the moment the lock is free, where SQLite's own busy wait
-        # sleeps 1, 2, 5, 10, 15... ms between tries (and stalls the event loop).
-        lock_path = path.with_name(path.name + ".lock")
-        self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._checkpointer = Checkpointer(path, lock_path=lock_path)
+        # On a read-only data directory (``_sqlite.read_only``) the history can
+        # be listed and shown; recording a run raises ``DataDirError``.
+        self.read_only = read_only(path.parent)
+        self._write_lock = -1
+        self._checkpointer: Checkpointer | None = None
+        if not self.read_only:
+            # Writers of this file in other processes (the workers of `ionflux up
+            # --workers`) queue on this lock file before SQLite's write lock: a
+            # waiter wakes the moment the lock is free, where SQLite's own busy wait
+            # sleeps 1, 2, 5, 10, 15... ms between tries (and stalls the event loop).
+            lock_path = path.with_name(path.name + ".lock")
+            self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._checkpointer = Checkpointer(path, lock_path=lock_path)
         self._host = socket.gethostname()
-        if recover:
+        if recover and not self.read_only:
             self.recover()
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """This process's lock, then every process's; for one write transaction."""
+        if self._checkpointer is None:
+            raise DataDirError(f"{self.path}: cannot record a run: the data directory is read-only")
         with self._lock:
             fcntl.flock(self._write_lock, fcntl.LOCK_EX)
             try:
@@ -194,9 +203,10 @@ class RunHistory:
             self._checkpointer.committed()
 
     def close(self) -> None:
-        self._checkpointer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            os.close(self._write_lock)
         self._db.close()
-        os.close(self._write_lock)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

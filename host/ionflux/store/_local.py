@@ -31,6 +31,12 @@ def _shard(cid: Cid) -> tuple[str, str]:
     return key[-3:-1], key
 
 
+def _write_error(cid: Cid, path: str, exc: OSError) -> StoreError:
+    """A failed block write as the one line the CLI and the API show (disk full,
+    read-only file system, permission denied, file too large, ...)."""
+    return StoreError(f"{path}: cannot write block {cid}: {exc.strerror or exc}")
+
+
 class LocalBackend:
     """Blocks and pins as files under ``root`` (``root/blocks``, ``root/pins``)."""
 
@@ -82,10 +88,13 @@ class LocalBackend:
         tmp = os.path.join(self._blocks_text, folder, f"{_TMP_PREFIX}{name}-{unique}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, flags, 0o644)
-        except FileNotFoundError:  # the fan-out folder does not exist yet
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+            try:
+                fd = os.open(tmp, flags, 0o644)
+            except FileNotFoundError:  # the fan-out folder does not exist yet
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(tmp, flags, 0o644)
+        except OSError as exc:
+            raise _write_error(cid, path, exc) from exc
         try:
             try:
                 view = memoryview(data)
@@ -94,9 +103,12 @@ class LocalBackend:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
+            # Nothing half-written stays: the block is either whole under its name or absent.
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _write_error(cid, path, exc) from exc
             raise
 
     def has(self, cid: Cid) -> bool:
@@ -107,13 +119,20 @@ class LocalBackend:
             self._path(cid).unlink()
 
     def pin(self, cid: Cid) -> None:
-        (self._pins / str(cid.to_v1())).touch()
+        marker = self._pins / str(cid.to_v1())
+        try:
+            marker.touch()
+        except OSError as exc:
+            raise StoreError(f"{marker}: cannot pin {cid}: {exc.strerror}") from exc
 
     def unpin(self, cid: Cid) -> None:
+        marker = self._pins / str(cid.to_v1())
         try:
-            (self._pins / str(cid.to_v1())).unlink()
+            marker.unlink()
         except FileNotFoundError:
             raise NotFound(f"{cid} is not pinned") from None
+        except OSError as exc:
+            raise StoreError(f"{marker}: cannot unpin {cid}: {exc.strerror}") from exc
 
     def pins(self) -> list[Cid]:
         return sorted((Cid.parse(p.name) for p in self._pins.iterdir()), key=str)

@@ -7,11 +7,11 @@ connection behind a lock serves every thread.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
 from .._errors import NotFound, StoreError
+from .._sqlite import open_database
 from ._cid import Cid
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS paths (path TEXT PRIMARY KEY, cid TEXT NOT NULL)"
@@ -29,12 +29,9 @@ def normalize_path(path: str) -> str:
 
 class PathTable:
     def __init__(self, file: Path) -> None:
-        try:
-            self._db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the path table {file}: {exc}") from exc
+        # The host's one way of opening SQLite (WAL; read-only on a read-only data
+        # directory, so `pod ls` and `runs list` work there; DataDirError naming the file).
+        self._db = open_database(file, _SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
 
     def bind(self, path: str, cid: Cid) -> None:
