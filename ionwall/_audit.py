@@ -337,7 +337,9 @@ class AuditLog:
         with self._lock:
             self._drain()
             if self._log_fd >= 0:
-                self._checkpoint_locked()
+                # Quietly: a command that only read (`ionflux audit verify` of a
+                # damaged log) should not add a warning to what it reports.
+                self._checkpoint_locked(logging.DEBUG)
                 os.close(self._log_fd)
                 os.close(self._ckpt_fd)
             self._head.close()
@@ -533,24 +535,24 @@ class AuditLog:
             if self._log_fd >= 0:
                 self._checkpoint_locked()
 
-    def _checkpoint_locked(self) -> None:
+    def _checkpoint_locked(self, level: int = logging.WARNING) -> None:
         self._head.lock()
         try:
             seen = self._head.read()
             if seen != self._head_seen:
                 self._refresh(seen)
-            self._sign_quietly()
+            self._sign_quietly(0, level)
         except (OSError, AuditError) as exc:
-            log.warning("%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
+            log.log(level, "%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
         finally:
             self._head.unlock()
 
-    def _sign_quietly(self, batch: int = 0) -> None:
+    def _sign_quietly(self, batch: int = 0, level: int = logging.WARNING) -> None:
         """``_sign``; a failure is logged, and ``verify`` reports the unsigned entries."""
         try:
             self._sign(batch)
         except (OSError, AuditError) as exc:
-            log.warning("%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
+            log.log(level, "%s: cannot sign an audit checkpoint: %s", self.checkpoints_path, exc)
 
     def _sign(self, batch: int = 0) -> None:
         """Signs (count, last hash) unless nothing is unsigned. Caller holds

@@ -150,8 +150,11 @@ class GrantStore:
             raise StoreError(f"{self.path}: cannot write the grant store: {exc}") from exc
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):  # a full disk, a read-only directory, ...
+                raise StoreError(f"{self.path}: cannot write the grant store: {exc}") from exc
             raise
         try:
             conn.execute("COMMIT")

@@ -21,6 +21,7 @@ from ionwall import (
     Gate,
     Grant,
     Ionwall,
+    IonwallError,
     Policy,
 )
 
@@ -230,3 +231,42 @@ def test_fake_gates() -> None:
     assert gate.check(ctx, "read_pod_data:reports/1").allowed
     assert not gate.check(ctx, "read_pod_data:other").allowed
     assert not gate.check(ctx, "bogus").allowed
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(writable source, the same seen through a read-only bind mount); root only:
+    as root, ``chmod a-w`` would stop nothing."""
+    source, target = tmp_path / "source", tmp_path / "ro"
+    source.mkdir()
+    target.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount (needs root): {bound.stderr.decode().strip()}")
+    try:
+        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], capture_output=True)
+        if ro.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {ro.stderr.decode().strip()}")
+        yield source, target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_a_read_only_data_directory_reads_and_denies_what_it_cannot_record(
+    read_only_mount: tuple[Path, Path],
+) -> None:
+    source, target = read_only_mount
+    with Ionwall(source / "iw") as wall:
+        try:
+            wall.authorize(CID, "digest", "1.0.0", ["emit_log:*"])
+        except ConsentRequired as exc:
+            grant = wall.approve(exc.request.id)
+    with Ionwall(target / "iw") as wall:  # no traceback: every file opened read-only
+        assert [g.id for g in wall.grants()] == [grant.id]
+        report = wall.audit_verify()
+        assert report.ok and report.signed == report.entries > 0, report
+        decision = wall.gate(grant.id).check(CallContext(CID, "digest"), "emit_log:info")
+        assert not decision.allowed and "cannot be recorded" in decision.reason
+        assert "Read-only file system" in decision.reason
+        with pytest.raises(IonwallError):
+            wall.revoke(grant.id)
