@@ -111,6 +111,7 @@ _ACTIONS: dict[str, tuple[str, str, str]] = {
         "manage IONWALL ({r}): answer consents, revoke grants, read the audit",
         "part",
     ),
+    "read_host": ("administration", "read what the host lists at {r}", "area"),
 }
 
 

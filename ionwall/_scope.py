@@ -50,6 +50,7 @@ ACTIONS: dict[str, str] = {
     "execute_master_plan": "./",
     "manage_agent_lifecycle": "./",
     "manage_ionwall": "./",  # owner tokens: consents | grants | audit | tokens
+    "read_host": "./",  # the host's HTTP API: transforms | graphs | triggers | metrics
 }
 
 LOG_LEVELS = ("debug", "info", "warn", "error")

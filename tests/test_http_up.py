@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,3 +170,40 @@ async def test_up_serves_nats_and_http_and_drains_on_sigterm(tmp_path: Path, bui
         assert gone(nats_pid, within=5)
     finally:
         up.kill()
+
+
+def test_up_with_its_http_port_in_use_fails_at_once(tmp_path: Path, built: Path) -> None:
+    """It used to hang silently, its nats-server stopped and nothing listening,
+    when the data directory had deployed triggers (a schedule, a durable consumer)."""
+    data = tmp_path / "data"
+    prepare(data)
+    host = Host(make_config(data))
+    engine = Engine.for_host(host)
+    text = chain_graph(
+        "cron",
+        nodes=1,
+        triggers=[
+            "{type: scheduled, config: {cron: '* * * * *'}}",
+            "{type: event_driven, config: {topic: ionflux.cron.run, delivery: jetstream}}",
+        ],
+    )
+    plan = engine.validate(text)
+    engine.repository.deploy(text, plan.name, plan.graph.version, "test")
+    engine.close()
+    host.close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = UpProcess(data, extra=["--http-port", str(port)])
+        # A hang is what this test catches: the bound only has to be generous.
+        done = subprocess.run(up.args, capture_output=True, text=True, timeout=60, env=up.env)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    # Nothing was started, so nothing is left running: no nats-server of its own.
+    ports = data / "nats" / "ports"
+    pids = [int(p.stem.rsplit("_", 1)[1]) for p in ports.glob("*.ports")] if ports.exists() else []
+    assert not [pid for pid in pids if alive(pid)]

@@ -88,7 +88,7 @@ async def test_a_webhook_with_a_token_runs_the_graph(
     assert body["output"] == {"text": "hello"}
     assert body["execution_id"] and body["step_results_summary_cid"]
     status = await http.get(f"/runs/{body['execution_id']}", headers=token(running))
-    assert status.status_code == 200
+    assert status.status_code == 200, status.text
     assert [s["node_id"] for s in status.json()["steps"]] == ["n0", "n1", "n2"]
 
 
@@ -180,12 +180,16 @@ async def test_deploying_over_http_switches_a_webhook_on(
         headers=token(running, f"manage_agent_lifecycle:{name}"),
     )
     assert r.status_code == 201, r.text
-    versions = (await http.get(f"/graphs/{name}/versions")).json()
+    versions = (
+        await http.get(f"/graphs/{name}/versions", headers=token(running, "read_host:graphs"))
+    ).json()
     assert [v["message"] for v in versions] == ["v1"]
     r = await http.post(path, json={"text": "new"}, headers=token(running, f"execute_graph:{name}"))
     assert r.status_code == 200 and r.json()["output"] == {"text": "new"}
-    spec = (await http.get("/openapi.json")).json()
+    spec = (await http.get("/openapi.json", headers=token(running, "read_host:graphs"))).json()
     assert path in spec["paths"] and HOOK in spec["paths"]
+    anonymous = (await http.get("/openapi.json")).json()  # the API, not what is deployed
+    assert HOOK not in anonymous["paths"] and "/graphs" in anonymous["paths"]
     body = spec["paths"][HOOK]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["text"]  # the graph's input_schema
     for route in (
@@ -223,7 +227,9 @@ async def test_manual_runs_health_and_metrics(
     r = await http.post("/graphs/digest/runs", json={"input": {}}, headers=token(running))
     assert r.status_code == 422 and r.json()["detail"]["field"] == "$.text"
     assert (await http.get("/healthz")).json()["status"] == "ok"
-    transforms = (await http.get("/transforms")).json()
+    transforms = (
+        await http.get("/transforms", headers=token(running, "read_host:transforms"))
+    ).json()
     assert [t["name"] for t in transforms] == ["echo"]
     # the same summary `ionflux transforms --json` prints
     assert transforms == [running.host.registry.get("echo").summary()]
@@ -244,7 +250,7 @@ async def test_manual_runs_health_and_metrics(
     )
     assert r.status_code == 422 and r.json()["detail"]["kind"] == "cid_mismatch"
     await http.post(HOOK, json={"text": "x"})  # refused: counted
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=token(running, "read_host:metrics"))).text
     assert 'ionflux_runs_started_total{graph="digest",trigger="manual"} 1.0' in text
     assert 'ionflux_runs_succeeded_total{graph="digest"} 1.0' in text
     assert 'ionflux_runs_rejected_total{graph="digest",reason="unauthorized"} 1.0' in text

@@ -10,6 +10,7 @@ every capability gated by IONWALL.
 from ._errors import (
     AddressRefused,
     BackendUnavailable,
+    BodyTooLarge,
     CidMismatch,
     ConfigError,
     ConsentRequired,
@@ -25,6 +26,7 @@ from ._errors import (
     InvalidOutput,
     InvalidPublisherSignature,
     IonfluxError,
+    JsonTooDeep,
     ManifestError,
     MemoryLimitExceeded,
     ModuleError,
@@ -48,6 +50,7 @@ from .registry import PublishedTransform
 __all__ = [
     "AddressRefused",
     "BackendUnavailable",
+    "BodyTooLarge",
     "CidMismatch",
     "Config",
     "ConfigError",
@@ -66,6 +69,7 @@ __all__ = [
     "InvalidPublisherSignature",
     "Invocation",
     "IonfluxError",
+    "JsonTooDeep",
     "Manifest",
     "ManifestError",
     "MemoryLimitExceeded",

@@ -17,6 +17,8 @@
     │   └── BackendUnavailable       a remote backend (Kubo) cannot be reached
     ├── UnknownTransform             no published transform by that name or CID
     ├── InvalidInput                 input that is not JSON, or too large
+    │   ├── BodyTooLarge             an HTTP request body past its limit (HTTP 413)
+    │   └── JsonTooDeep              JSON nested past http.max_json_depth
     ├── GuestError                   the guest failed one call; the host goes on
     │   ├── GuestTrap                the guest trapped (unreachable, bad memory access, …)
     │   ├── StackOverflow            the guest exhausted its call stack
@@ -149,6 +151,40 @@ class UnknownTransform(IonfluxError):
 
 class InvalidInput(IonfluxError):
     kind = "invalid_input"
+
+
+class BodyTooLarge(InvalidInput):
+    """A request body past its limit; refused while it arrives (HTTP 413)."""
+
+    kind = "body_too_large"
+
+    def __init__(self, limit: int, setting: str, seen: int | None = None):
+        self.limit = limit
+        self.setting = setting
+        got = f"{seen} bytes" if seen is not None else "more"
+        super().__init__(
+            f"request body too large: {got}, the limit is {limit} bytes "
+            f"(raise {setting} in the host's configuration)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "limit": self.limit, "setting": self.setting}
+
+
+class JsonTooDeep(InvalidInput):
+    """JSON nested deeper than the host parses (HTTP 422)."""
+
+    kind = "json_too_deep"
+
+    def __init__(self, limit: int, setting: str = "http.max_json_depth"):
+        self.limit = limit
+        self.setting = setting
+        super().__init__(
+            f"JSON nested deeper than {limit} levels (raise {setting} in the host's configuration)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": "(body)", "limit": self.limit}
 
 
 class GuestError(IonfluxError):

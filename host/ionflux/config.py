@@ -86,6 +86,26 @@ class HttpSettings(_Section):
         le=64,
         description="host processes `ionflux up` runs: one HTTP socket, one NATS queue group",
     )
+    # Read while it arrives; past the limit the request is answered 413 at once.
+    # 4 MiB: the largest input a transform takes (limits.max_input_bytes).
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="request body limit (HTTP 413 past it)"
+    )
+    # A module travels base64 inside JSON (4/3 of its size): 64 MiB of body
+    # carries a 48 MiB module (a Python component from componentize-py is ~40 MB).
+    max_publish_body_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="body limit of POST /transforms"
+    )
+    max_json_depth: int = Field(
+        default=64, ge=1, le=512, description="nesting of a JSON body (HTTP 422 past it)"
+    )
+    parse_threads: int = Field(
+        default=2, ge=1, le=32, description="threads parsing and validating bodies off the loop"
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="serve /metrics without a token (a local Prometheus scraper)",
+    )
 
 
 class GraphSettings(_Section):

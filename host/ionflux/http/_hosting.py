@@ -79,7 +79,12 @@ async def start_host(
     --workers``) instead of binding ``config.http``; ``schedules``: run the
     scheduled triggers (only one process of a group of workers does)."""
     stack = contextlib.AsyncExitStack()
+    triggers: TriggerService | None = None
     try:
+        if serve_http and http_socket is None:
+            # The HTTP port first: a port in use fails here, before anything started.
+            http_socket = HttpServer.listen(config.http.host, config.http.port)
+            stack.callback(http_socket.close)
         server: NatsServer | None = None
         url = config.nats.url
         if url is None:
@@ -122,7 +127,10 @@ async def start_host(
             schedules=schedules,
         )
         await triggers.start()
-        ctx = ApiContext(host, engine, triggers, wall, require_token=require_token)
+        ctx = ApiContext(
+            host, engine, triggers, wall, require_token=require_token, http=config.http
+        )
+        stack.callback(ctx.close)
         app = create_app(ctx)
         http: HttpServer | None = None
         if serve_http:
@@ -136,6 +144,9 @@ async def start_host(
             )
             await http.start()
     except BaseException:
+        if triggers is not None:  # its subscriptions, consumers and schedules
+            with contextlib.suppress(Exception):
+                await triggers.drain(0)
         await stack.aclose()
         raise
     return RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)

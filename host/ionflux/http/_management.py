@@ -1,11 +1,20 @@
 """The management API: transforms, graphs and their versions, runs.
 
-Tokens (``Authorization: Bearer``, checked by IONWALL):
+Tokens (``Authorization: Bearer``, checked by IONWALL at the door, before any
+body is read; see ``_guard``):
 
 - publishing a transform: ``manage_agent_lifecycle:transforms``
-- deploying a graph: ``manage_agent_lifecycle:<graph>``
-- starting a run, reading a run: ``execute_graph:<graph>``
-- listing transforms, graphs and versions: no token (names and CIDs only).
+- deploying a graph: ``manage_agent_lifecycle:<graph>`` (the door lets in a
+  token with some ``manage_agent_lifecycle`` scope; the exact one is checked
+  once the YAML names the graph)
+- starting a run of ``g``, reading its runs: ``execute_graph:g``; listing runs
+  of every graph: ``execute_graph:*``
+- listing transforms: ``read_host:transforms``; graphs and their versions:
+  ``read_host:graphs`` (``read_host:*`` reads every list of the host)
+
+Bodies are read through ``ApiContext.bodies``: JSON nested at most
+``http.max_json_depth`` levels; YAML, graph validation and manifests are
+parsed on its threads, off the event loop.
 """
 
 from __future__ import annotations
@@ -16,16 +25,19 @@ import dataclasses
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from .._errors import GraphNotFound, InvalidInput, ManifestError
-from ..graph import MODES
-from ..manifest import parse_manifest
+from ..graph import Mode, RunTrigger
+from ..manifest import Manifest, parse_manifest
 from ..triggers import RunRequest, graph_scope, reply
+from ._bodies import request_body
 from ._context import ApiContext
 from ._errors import error_response
+from ._guard import needs, needs_any
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
 
@@ -42,16 +54,25 @@ class DeployBody(BaseModel):
 
 class RunBody(BaseModel):
     input: Any = Field(default_factory=dict, description="trigger.input_data of the run")
-    mode: str = Field(default="run_all", description=f"one of {', '.join(MODES)}")
+    mode: Mode = Field(
+        default="run_all",
+        description="run_all; dry_run_validate_only (validates and plans, runs no node); "
+        "step_through_debug needs a person at a terminal: `ionflux graph run --mode`",
+    )
 
 
 def management_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter()
-    host, engine, triggers = ctx.host, ctx.engine, ctx.triggers
+    host, engine, triggers, bodies = ctx.host, ctx.engine, ctx.triggers, ctx.bodies
 
     # -- transforms -------------------------------------------------------------
 
-    @router.get("/transforms", tags=["transforms"], summary="List published transforms")
+    @router.get(
+        "/transforms",
+        tags=["transforms"],
+        summary="List published transforms",
+        openapi_extra=needs("read_host:transforms"),
+    )
     def list_transforms() -> list[dict[str, Any]]:
         return [t.summary() for t in host.registry.list()]
 
@@ -60,20 +81,28 @@ def management_router(ctx: ApiContext) -> APIRouter:
         tags=["transforms"],
         status_code=201,
         summary="Publish a transform (manifest + module)",
+        openapi_extra={
+            **needs("manage_agent_lifecycle:transforms", body="publish"),
+            **request_body(PublishBody),
+        },
     )
-    def publish_transform(body: PublishBody, authorization: Auth = None) -> dict[str, Any]:
-        ctx.authorize(authorization, "manage_agent_lifecycle:transforms")
-        data = yaml.safe_load(body.manifest) if isinstance(body.manifest, str) else body.manifest
-        manifest = parse_manifest(data)
-        try:
-            module = base64.b64decode(body.module_base64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ManifestError(f"not base64: {exc}", field="module_base64") from exc
-        return host.publish_bytes(manifest, module).summary()
+    async def publish_transform(request: Request) -> dict[str, Any]:
+        ctx.require(request, "manage_agent_lifecycle:transforms")
+        body = await bodies.model(request, PublishBody)
+        manifest, module = await bodies.call(_manifest_and_module, body)
+        # Compiling a large module takes seconds: on the general thread pool,
+        # so the parsing threads stay free for other requests.
+        published = await run_in_threadpool(host.publish_bytes, manifest, module)
+        return published.summary()
 
     # -- graphs -----------------------------------------------------------------
 
-    @router.get("/graphs", tags=["graphs"], summary="List deployed graphs and their triggers")
+    @router.get(
+        "/graphs",
+        tags=["graphs"],
+        summary="List deployed graphs and their triggers",
+        openapi_extra=needs("read_host:graphs"),
+    )
     def list_graphs() -> list[dict[str, Any]]:
         out = []
         for name in engine.repository.names():
@@ -94,12 +123,17 @@ def management_router(ctx: ApiContext) -> APIRouter:
         tags=["graphs"],
         status_code=201,
         summary="Deploy a graph (a new version); its triggers switch on",
+        openapi_extra={
+            **needs_any("manage_agent_lifecycle", then="manage_agent_lifecycle:<graph>"),
+            **request_body(DeployBody),
+        },
     )
-    async def deploy_graph(body: DeployBody, authorization: Auth = None) -> dict[str, Any]:
-        plan = engine.validate(body.graph, "<http>")
-        ctx.authorize(authorization, f"manage_agent_lifecycle:{plan.name}")
-        version, created = engine.repository.deploy(
-            body.graph, plan.name, plan.graph.version, body.message
+    async def deploy_graph(request: Request) -> dict[str, Any]:
+        body = await bodies.model(request, DeployBody)
+        plan = await bodies.call(engine.validate, body.graph, "<http>")
+        ctx.require(request, f"manage_agent_lifecycle:{plan.name}")
+        version, created = await bodies.call(
+            engine.repository.deploy, body.graph, plan.name, plan.graph.version, body.message
         )
         await triggers.sync()
         return {
@@ -108,7 +142,12 @@ def management_router(ctx: ApiContext) -> APIRouter:
             "problem": triggers.problems.get(plan.name),
         }
 
-    @router.get("/graphs/{name}/versions", tags=["graphs"], summary="Versions of a graph")
+    @router.get(
+        "/graphs/{name}/versions",
+        tags=["graphs"],
+        summary="Versions of a graph",
+        openapi_extra=needs("read_host:graphs"),
+    )
     def graph_versions(name: str) -> list[dict[str, Any]]:
         found = engine.repository.versions(name)
         if not found:
@@ -117,27 +156,43 @@ def management_router(ctx: ApiContext) -> APIRouter:
 
     # -- runs -------------------------------------------------------------------
 
-    @router.post("/graphs/{name}/runs", tags=["runs"], summary="Start a run (manual trigger)")
+    @router.post(
+        "/graphs/{name}/runs",
+        tags=["runs"],
+        summary="Start a run (manual trigger)",
+        openapi_extra={
+            **needs_any("execute_graph", then="execute_graph:<name>"),
+            **request_body(RunBody, required=False),
+        },
+    )
     async def start_run(
         name: str,
         request: Request,
-        body: Annotated[RunBody, Body()] | None = None,
-        authorization: Auth = None,
         prefer: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        body = body or RunBody()
-        claims = ctx.authorize(authorization, graph_scope(name.partition("@")[0]))
-        if body.mode not in MODES:
-            raise InvalidInput(f"mode: one of {', '.join(MODES)}, not {body.mode!r}")
+        claims = ctx.require(request, graph_scope(name.partition("@")[0]))
+        body = await bodies.model(request, RunBody)
+        if body.mode == "step_through_debug":
+            raise InvalidInput(
+                "mode step_through_debug stops before every node for a person at a "
+                f"terminal: run `ionflux graph run {name} --mode step_through_debug`; over "
+                "HTTP use run_all or dry_run_validate_only"
+            )
         check = getattr(triggers.runner, "check_input", None)
         if check is not None:
-            check(name, body.input)
+            if len(await request.body()) > 16 * 1024:
+                await bodies.call(check, name, body.input)
+            else:
+                check(name, body.input)
+        caller = getattr(claims, "subject", None)
+        if body.mode == "dry_run_validate_only":
+            return await _dry_run(ctx, name, body.input, caller)
         run = RunRequest(
             graph=name,
             input=body.input,
             trigger="manual",
             completion_subject=triggers.completion_subject(name),
-            details={"caller": getattr(claims, "subject", None), "api": True},
+            details={"caller": caller, "api": True},
         )
         if prefer and "respond-async" in prefer.lower():
             run_id = triggers.dispatcher.submit(run)
@@ -158,7 +213,12 @@ def management_router(ctx: ApiContext) -> APIRouter:
             }
         )
 
-    @router.get("/runs", tags=["runs"], summary="Recent runs, newest first")
+    @router.get(
+        "/runs",
+        tags=["runs"],
+        summary="Recent runs, newest first",
+        openapi_extra=needs_any("execute_graph", then="execute_graph:<graph> or :*"),
+    )
     def list_runs(
         authorization: Auth = None,
         graph: str | None = None,
@@ -176,6 +236,7 @@ def management_router(ctx: ApiContext) -> APIRouter:
         tags=["runs"],
         name="run_status",
         summary="A run: status, output and every step",
+        openapi_extra=needs_any("execute_graph", then="execute_graph:<graph of the run>"),
     )
     def run_status(run_id: str, authorization: Auth = None) -> JSONResponse:
         pending = triggers.dispatcher.pending.get(run_id)
@@ -199,6 +260,42 @@ def management_router(ctx: ApiContext) -> APIRouter:
         return JSONResponse({**_run(record), "run_id": run_id, "steps": [_step(s) for s in steps]})
 
     return router
+
+
+async def _dry_run(ctx: ApiContext, name: str, value: Any, caller: str | None) -> JSONResponse:
+    """Validates and plans a run of ``name`` with ``value``; no node runs."""
+    plan = await ctx.bodies.call(ctx.engine.load, name)
+    trigger = RunTrigger(
+        "manual", {"caller": caller, "api": True}, subject=str(caller) if caller else "anonymous"
+    )
+    result = await ctx.engine.run(
+        plan, value, mode="dry_run_validate_only", trigger=trigger, input_checked=True
+    )
+    return JSONResponse(
+        {
+            **reply(result, "manual"),
+            "mode": result.mode,
+            "steps": [s.to_dict() for s in result.steps],
+        }
+    )
+
+
+def _manifest_and_module(body: PublishBody) -> tuple[Manifest, bytes]:
+    """The manifest and the module's bytes of a publish request (on a parsing thread)."""
+    # TODO(issue 11): the manifest's YAML through ionwall._documents.load_yaml (the
+    # alias and size budget) once it exists; safe_load until then.
+    data: Any = body.manifest
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"not YAML: {exc}", field="manifest") from None
+    manifest = parse_manifest(data)
+    try:
+        module = base64.b64decode(body.module_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ManifestError(f"not base64: {exc}", field="module_base64") from exc
+    return manifest, module
 
 
 def _version(v: Any) -> dict[str, Any]:

@@ -74,15 +74,23 @@ class HttpServer:
         return self
 
     def _listen(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return self.listen(self.host, self.port)
+
+    @staticmethod
+    def listen(host: str, port: int) -> socket.socket:
+        """A listening socket on ``host:port``; ``ConfigError`` naming the port if taken."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.host, self.port))
+            sock.bind((host, port))
+            sock.listen(2048)
         except OSError as exc:
             sock.close()
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
-        sock.listen(2048)
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(choose another with --http-port or http.port)"
+            ) from exc
         return sock
 
     async def stop(self) -> None:

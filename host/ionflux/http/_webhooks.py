@@ -2,11 +2,15 @@
 
 The routes follow the deployed graphs: when a deploy changes the set of
 paths, the webhook routes are replaced and the OpenAPI page rebuilt. Order of
-checks, so that nothing runs for a refused call: the token (401 missing, bad,
-expired or forged; 403 a scope not covering ``execute_graph:<graph>``), then
-the body (422 for a body that is not JSON, or that breaks the graph's
-``input_schema``, naming the field), then the run. ``Prefer: respond-async``
-answers ``202`` at once with the run id and a status URL.
+checks, so that nothing runs for a refused call: the token, at the door before
+the body is read (401 missing, bad, expired or forged; 403 a scope not
+covering ``execute_graph:<graph>``; a graph whose trigger says
+``authentication_method: none`` is open to anyone), the body's size (413),
+then the body (422 for a body that is not JSON, nested past
+``http.max_json_depth``, or that breaks the graph's ``input_schema``, naming
+the field), then the run. A large body is parsed and checked off the event
+loop. ``Prefer: respond-async`` answers ``202`` at once with the run id and a
+status URL.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ..triggers import RunRequest, WebhookTrigger, authorize, parse_input, reply
+from ..triggers import RunRequest, WebhookTrigger, authorize, reply
+from ._bodies import INLINE_BYTES, parse_json
 from ._context import ApiContext
 from ._errors import error_response
+from ._guard import needs, public
 
 TAG = "webhooks"
 
@@ -49,10 +55,15 @@ class WebhookRoutes:
                     "with the run id and a status URL."
                 ),
                 openapi_extra={
+                    **(
+                        public(graph=hook.graph)
+                        if hook.auth == "none"
+                        else needs(f"execute_graph:{hook.graph}", graph=hook.graph)
+                    ),
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": self._schema(hook.graph)}},
-                    }
+                    },
                 },
                 responses={
                     202: {"description": "accepted (Prefer: respond-async)"},
@@ -89,23 +100,13 @@ async def handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSO
         if hook.auth == "ionwall_jwt":
             claims = authorize(ctx.ionwall, request.headers.get("authorization"), hook.graph)
         body = await request.body()
-        try:
-            value = parse_input(body)
-        except ValueError as exc:
-            metrics.runs_rejected.labels(hook.graph, "invalid_input").inc()
-            return JSONResponse(
-                {
-                    "detail": {
-                        "kind": "invalid_input",
-                        "field": "(body)",
-                        "message": f"request body is not JSON: {exc}",
-                    }
-                },
-                status_code=422,
+        check = getattr(triggers.runner, "check_input", None)
+        if len(body) <= INLINE_BYTES:
+            value = _checked(check, hook.graph, body, ctx.bodies.max_json_depth)
+        else:
+            value = await ctx.bodies.call(
+                _checked, check, hook.graph, body, ctx.bodies.max_json_depth
             )
-        runner = getattr(triggers.runner, "check_input", None)
-        if runner is not None:
-            runner(hook.graph, value)
     except Exception as exc:
         metrics.runs_rejected.labels(hook.graph, str(getattr(exc, "kind", "error"))).inc()
         return error_response(exc)
@@ -136,3 +137,11 @@ async def handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSO
     except Exception as exc:
         return error_response(exc)
     return JSONResponse(reply(result, "webhook"), status_code=200)
+
+
+def _checked(check: Any, graph: str, body: bytes, max_depth: int) -> Any:
+    """The body as JSON, checked against the graph's ``input_schema``."""
+    value = parse_json(body, max_depth)
+    if check is not None:
+        check(graph, value)
+    return value
