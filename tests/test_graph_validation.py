@@ -6,7 +6,6 @@ real registry)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -191,7 +190,9 @@ def test_invalid_json_schema_is_reported() -> None:
     assert "g.yaml:2: field 'input_schema.type': not a valid JSON Schema" in found[0]
 
 
-def test_a_thousand_node_graph_validates_well_under_a_second() -> None:
+def test_a_thousand_node_graph_validates() -> None:
+    # How fast is a figure for `just bench` (the graph section), not an assertion:
+    # this checks that a large graph validates and is planned as the tree it is.
     lines = ["name: big", "graph:", "  - {id: n0, transform: echo, inputs: {v: 0}}"]
     for i in range(1, 1000):
         dep = (i - 1) // 2  # a binary tree: 10 levels
@@ -200,12 +201,9 @@ def test_a_thousand_node_graph_validates_well_under_a_second() -> None:
             f"inputs: {{v: '{{{{ nodes.n{dep}.outputs.v }}}}', i: {i}}}}}"
         )
     text = "\n".join(lines) + "\n"
-    start = time.perf_counter()
     plan = Planner(STANDARD).load(text, "big.yaml")
-    elapsed = time.perf_counter() - start
     assert len(plan.nodes) == 1000
     assert len(plan.levels) == 10
-    assert elapsed < 0.5, f"validated 1,000 nodes in {elapsed:.3f} s"
 
 
 def _deploy(repo: GraphRepository, name: str, child: str | None) -> None:
