@@ -12,12 +12,15 @@ The lower layer: nothing here imports ``ionflux``. Start with ``Ionwall``::
 
 from ._audit import AuditEntry, AuditLog, AuditReport
 from ._consent import ConsentRequest, ConsentStatus, describe_scope, render_prompt
+from ._documents import DocumentLimits, compose_yaml, load_yaml, read_text
 from ._duration import format_duration, parse_duration
 from ._errors import (
     AuditError,
     ConsentAlreadyAnswered,
     ConsentError,
     ConsentRequired,
+    DocumentError,
+    DocumentTooLarge,
     IonwallError,
     KeyFileError,
     PermissionDenied,
@@ -58,6 +61,9 @@ __all__ = [
     "ConsentRequired",
     "ConsentStatus",
     "Decision",
+    "DocumentError",
+    "DocumentLimits",
+    "DocumentTooLarge",
     "Gate",
     "Grant",
     "GrantKind",
@@ -79,17 +85,20 @@ __all__ = [
     "TrustedPublisher",
     "UnknownConsent",
     "UnknownGrant",
+    "compose_yaml",
     "covers",
     "decode_public_key",
     "describe_scope",
     "encode_public_key",
     "format_duration",
     "load_policy",
+    "load_yaml",
     "narrow",
     "parse_duration",
     "parse_scope",
     "parse_scopes",
     "policy_from_dict",
+    "read_text",
     "render_prompt",
     "sign_cid",
     "verify_cid_signature",

@@ -14,6 +14,8 @@
     │   └── ConsentAlreadyAnswered  approved, denied or expired already
     ├── UnknownGrant                no grant with that id
     ├── PolicyError                 a policy file that does not load, or a request it forbids
+    ├── DocumentError               a YAML document that does not parse (names it and the line)
+    │   └── DocumentTooLarge        past a budget: bytes, nesting, nodes, alias expansion
     ├── KeyFileError                the signing key cannot be read, or others can read it
     ├── StoreError                  the consent and grant database cannot be used
     └── AuditError                  the audit log cannot be written or read
@@ -131,6 +133,47 @@ class UnknownGrant(IonwallError):
 
 class PolicyError(IonwallError):
     kind = "policy"
+
+
+class DocumentError(IonwallError):
+    """``document`` (a path, or a label such as ``<http>``) cannot be read as YAML."""
+
+    kind = "document"
+
+    def __init__(self, document: str, message: str, line: int | None = None):
+        self.document = document
+        self.line = line
+        self.problem = message
+        where = f"{document}:{line}" if line else document
+        super().__init__(f"{where}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "document": self.document, "line": self.line}
+
+
+class DocumentTooLarge(DocumentError):
+    """``document`` is past the budget ``limit`` (``max_bytes``, ``max_depth``,
+    ``max_nodes``, ``max_alias_expansion``) of ``value``; ``found`` says by how much."""
+
+    kind = "document_too_large"
+
+    def __init__(
+        self,
+        document: str,
+        limit: str,
+        value: int,
+        found: str,
+        hint: str = "",
+        line: int | None = None,
+    ):
+        self.limit = limit
+        self.value = value
+        self.found = found
+        message = f"refused: {found}, past the limit {limit} = {value}"
+        super().__init__(document, f"{message}; {hint}" if hint else message, line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "limit": self.limit, "value": self.value}
 
 
 class KeyFileError(IonwallError):

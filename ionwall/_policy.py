@@ -28,10 +28,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ._documents import DEFAULT_LIMITS, DocumentLimits, load_yaml, read_text
 from ._duration import format_duration, parse_duration
-from ._errors import PolicyError, ScopeError
+from ._errors import DocumentError, PolicyError, ScopeError
 from ._keys import decode_public_key
 from ._scope import Scope, covering, narrow_all, parse_scopes
 
@@ -107,14 +106,17 @@ class Policy:
         return asked
 
 
-def load_policy(path: Path | None) -> Policy:
-    """The policy in ``path`` (YAML), or the default policy when ``path`` is None."""
+def load_policy(path: Path | None, limits: DocumentLimits = DEFAULT_LIMITS) -> Policy:
+    """The policy in ``path`` (YAML, read within ``limits``), or the default policy
+    when ``path`` is None."""
     if path is None:
         return Policy()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(read_text(path, limits), str(path), limits)
+    except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy: {exc}") from exc
+    except DocumentError as exc:
+        raise PolicyError(f"cannot read the policy: {exc}") from exc
     return policy_from_dict(data or {}, source=str(path))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import BUILD, TESTING, make_config
-from ionflux._errors import GraphValidationError
+from ionflux._errors import GraphValidationError, GraphVersionExists
 from ionflux.config import Config
 from ionflux.graph import (
     DebugAction,
@@ -494,7 +494,11 @@ async def test_run_left_running_by_a_crash_is_interrupted_then_rerun(
 async def test_deploy_keeps_every_version_by_cid(engine: Engine, tmp_path: Path) -> None:
     text = "name: kept\nversion: 1.0.0\ngraph:\n  - {id: a, transform: echo, inputs: {v: 1}}\n"
     first = deploy(engine, tmp_path, "kept", text, "first")
-    second = deploy(engine, tmp_path, "kept", text.replace("v: 1", "v: 2"), "second")
+    # A changed graph is a new version: name@version is immutable, as a transform's is.
+    changed = text.replace("v: 1", "v: 2")
+    with pytest.raises(GraphVersionExists, match=r"kept@1\.0\.0 is already deployed"):
+        deploy(engine, tmp_path, "kept", changed, "refused")
+    second = deploy(engine, tmp_path, "kept", changed.replace("1.0.0", "1.0.1"), "second")
     path = tmp_path / "kept.yaml"
     _, new = engine.deploy(path, "same again")
     assert not new

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUILD, MANIFESTS, REPO, make_config
+from ionflux._errors import GraphValidationError
 from ionflux.config import Config
 from ionflux.graph import Engine, IonwallAuthorizer
 from ionflux.host import Host
@@ -19,6 +20,7 @@ from ionwall import Ionwall
 
 GRAPHS = REPO / "graphs"
 SEED = REPO / "tests" / "fixtures" / "graphs" / "ion_reactor_execute_master_plan_fluxgraph.yaml"
+EXAMPLE = GRAPHS / "ion_reactor_execute_master_plan.yaml"  # the seed, its inputs adapted
 SEED_NAMES = {
     "FetchFromIONPOD_Transform_IONWALL": "pod-fetch",
     "StoreToIONPOD_Transform_IONWALL": "pod-store",
@@ -93,8 +95,28 @@ def engine(host: Host, wall: Ionwall) -> Iterator[Engine]:
     eng.close()
 
 
-def test_seed_graph_validates_as_written_through_the_registry(engine: Engine) -> None:
-    plan = engine.validate(SEED.read_text(), str(SEED))
+def test_seed_graph_as_written_does_not_fit_the_real_transforms_inputs(engine: Engine) -> None:
+    # The seed names conceptual transforms; mapped to the real ones its nodes pass
+    # inputs they do not take (`cid` where pod-fetch wants `reference`, …). A run
+    # would fail at the first node, so validation says so, node by node.
+    with pytest.raises(GraphValidationError) as caught:
+        engine.validate(SEED.read_text(), str(SEED))
+    found = {(p.node, p.field) for p in caught.value.problems}
+    assert found == {
+        ("fetch_master_plan_definition", "inputs"),
+        ("fetch_plan_parameters_conditional", "inputs"),
+        ("execute_workflow_steps", "inputs"),
+        ("store_step_results_summary", "inputs"),
+        ("publish_plan_completion_event", "inputs"),
+    }
+    first = caught.value.problems[0]
+    assert first.line == 35
+    assert "does not match the input_schema of pod-fetch@0.1.0" in first.message
+    assert "'reference' is a required property" in first.message
+
+
+def test_adapted_seed_graph_validates_through_the_registry(engine: Engine) -> None:
+    plan = engine.validate(EXAMPLE.read_text(), str(EXAMPLE))
     assert plan.nodes["fetch_master_plan_definition"].target.startswith("pod-fetch@")
     assert plan.nodes["publish_plan_completion_event"].target.startswith("nats-publish@")
     mapped = {"pod-fetch", "pod-store", "nats-publish", "json-path"}

@@ -187,13 +187,14 @@ def test_a_resolved_name_follows_deploys_here_and_elsewhere(tmp_path: Path) -> N
     elsewhere = GraphRepository(tmp_path / "graphs.sqlite3")
     v = "name: g\ngraph:\n  - {{id: a, transform: echo, inputs: {{v: {n}}}}}\n"
     try:
-        here.deploy(v.format(n=1), "g", "0.0.0", "one")
+        # Each changed text is a new version: a name@version is immutable.
+        here.deploy(v.format(n=1), "g", "0.0.1", "one")
         first = here.resolve("g")
         assert here.resolve("g") is first  # remembered
-        elsewhere.deploy(v.format(n=2), "g", "0.0.0", "two")
+        elsewhere.deploy(v.format(n=2), "g", "0.0.2", "two")
         second = here.resolve("g")
         assert "v: 2" in second.text and second.cid != first.cid
-        here.deploy(v.format(n=3), "g", "0.0.0", "three")
+        here.deploy(v.format(n=3), "g", "0.0.3", "three")
         assert "v: 3" in here.resolve("g").text
         assert "v: 3" in elsewhere.resolve("g").text
         assert here.resolve(first.cid).text == first.text  # by CID, still

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ionflux._errors import TemplateError
-from ionflux.graph import Template, compile_value
+from ionflux._errors import TemplateBudgetExceeded, TemplateError
+from ionflux.graph import Template, TemplateBudget, compile_value
 
 SCOPE: dict[str, Any] = {
     "trigger": {"input_data": {"x": 2, "name": "ada", "tags": ["a", "b"], "cid": None}},
@@ -115,3 +115,116 @@ def test_syntax_errors_fail_at_compile_time() -> None:
         Template("{{ trigger.input_data.x + }}")
     with pytest.raises(TemplateError, match="unknown name 'os'"):
         Template("{{ os.environ }}")
+
+
+# -- budgets ------------------------------------------------------------------------
+
+BIG: dict[str, Any] = {
+    **SCOPE,
+    "trigger": {"input_data": {"n": 9, "s": "abc", "l": list(range(1000)), "t": "x" * 1000}},
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "limit"),
+    [
+        # integers: refused from their operands, before Python computes them
+        (
+            "{{ trigger.input_data.n ** (trigger.input_data.n ** trigger.input_data.n) }}",
+            "int_bits",
+        ),
+        ("{{ 9 ** (9 ** 9) }}", "int_bits"),
+        ("{{ (2 ** 4000) * (2 ** 4000) }}", "int_bits"),
+        # strings and lists: sizes estimated before they are built
+        ("{{ trigger.input_data.s * 400000000 }}", "value_bytes"),
+        ("text {{ trigger.input_data.s * 400000000 }}", "value_bytes"),
+        ("{{ [trigger.input_data.t] * 10000 }}", "value_bytes"),
+        ("{{ trigger.input_data.t ~ (trigger.input_data.t * 4200) }}", "value_bytes"),
+        ("{{ trigger.input_data.s | center(1000000000) }}", "value_bytes"),
+        ("{{ trigger.input_data.s.center(1000000000) }}", "value_bytes"),
+        ("{{ trigger.input_data.s.ljust(1000000000) }}", "value_bytes"),
+        ("{{ trigger.input_data.s.zfill(1000000000) }}", "value_bytes"),
+        ("{{ 'a\tb'.expandtabs(1000000000) }}", "value_bytes"),
+        ("{{ '{:>1000000000}'.format(1) }}", "value_bytes"),
+        ("{{ '%1000000000d' % 1 }}", "value_bytes"),
+        ("{{ '%1000000000d' | format(1) }}", "value_bytes"),
+        ("{{ ('x\\n' * 100) | indent(100000) }}", "value_bytes"),
+        (
+            "{{ trigger.input_data.t | wordwrap(1, wrapstring=trigger.input_data.t * 5) }}",
+            "value_bytes",
+        ),
+        ("{{ trigger.input_data.t | replace('', trigger.input_data.t * 10) }}", "value_bytes"),
+        ("{{ trigger.input_data.t.replace('x', trigger.input_data.t * 10) }}", "value_bytes"),
+        ("{{ (trigger.input_data.t * 4000) | list }}", "value_bytes"),
+        ("{{ [1] | batch(1000000000, 0) | list }}", "value_bytes"),
+        ("{{ [1] | slice(1000000000) | list }}", "value_bytes"),
+        ("{{ trigger.input_data.l | tojson(indent=100000) }}", "value_bytes"),
+        ("{{ trigger.input_data.s.join([trigger.input_data.t] * 5000) }}", "value_bytes"),
+        ("{{ ([trigger.input_data.s] * 3000) | join(trigger.input_data.t * 2) }}", "value_bytes"),
+        (
+            "{{ trigger.input_data.l | map('string') | map('center', 100000) | join }}",
+            "value_bytes",
+        ),
+        ("{{ (1).to_bytes(1000000000, 'big') }}", "value_bytes"),
+        # a list of references to one big list is as big as what it would print
+        (
+            "{% set a = [trigger.input_data.t] * 1000 %}{% set b = [a, a, a, a, a] %}{{ b }}",
+            "value_bytes",
+        ),
+        (
+            "{% set a = [trigger.input_data.t] * 1000 %}{{ [a, a, a, a, a] | string }}",
+            "value_bytes",
+        ),
+        # work: loops (nested too), every iteration a step
+        (
+            "{% for a in trigger.input_data.l %}{% for b in trigger.input_data.l %}"
+            "{% endfor %}{% endfor %}",
+            "steps",
+        ),
+        (
+            "{% for a in trigger.input_data.l %}{% for b in trigger.input_data.l %}"
+            "{{ a }}{% endfor %}{% endfor %}",
+            "steps",
+        ),
+        ("{{ trigger.input_data.l | map('string') | map('string') | list | length }}", None),
+    ],
+)
+def test_templates_have_a_budget(source: str, limit: str | None) -> None:
+    template = Template(source, node="n1", field="inputs.x")
+    if limit is None:
+        template.render(BIG)  # within every budget
+        return
+    with pytest.raises(TemplateBudgetExceeded) as caught:
+        template.render(BIG)
+    assert caught.value.limit == f"graph.template_max_{limit}"
+    assert caught.value.node == "n1" and caught.value.field == "inputs.x"
+    assert "node 'n1' field 'inputs.x'" in str(caught.value)
+    assert f"raise graph.template_max_{limit}" in str(caught.value)
+    assert caught.value.to_dict()["kind"] == "template_budget"
+
+
+def test_a_budget_is_per_template_and_can_be_raised() -> None:
+    source = "{% for a in trigger.input_data.l %}{{ a }}{% endfor %}"  # 1,000 steps and more
+    with pytest.raises(TemplateBudgetExceeded, match="template_max_steps = 500"):
+        Template(source, budget=TemplateBudget(max_steps=500)).render(BIG)
+    assert Template(source, budget=TemplateBudget(max_steps=5_000)).render(BIG).endswith("999")
+    tight = TemplateBudget(max_value_bytes=100)
+    with pytest.raises(TemplateBudgetExceeded, match="template_max_value_bytes = 100"):
+        Template("{{ trigger.input_data.t | upper }}", budget=tight).render(BIG)
+
+
+def test_normal_templates_are_within_the_default_budget() -> None:
+    assert render("{{ trigger.input_data.x * 2 ** 10 }}") == 2048
+    assert render("{{ trigger.input_data.tags | join(', ') | upper }}") == "A, B"
+    assert render("{{ '%05d' | format(trigger.input_data.x) }}") == "00002"
+    assert render("{{ '{:>4}'.format(trigger.input_data.x) }}") == "   2"
+    assert render("{% for t in trigger.input_data.tags %}{{ loop.index }}{{ t }}{% endfor %}") == (
+        "1a2b"
+    )
+    assert render("{{ [[1, 2], [3]] | sum(start=[]) }}") == [1, 2, 3]
+    assert render("{{ trigger.input_data.name ~ '-' ~ trigger.input_data.x }}") == "ada-2"
+
+
+def test_unknown_filters_fail_when_the_template_is_compiled() -> None:
+    with pytest.raises(TemplateError, match="syntax error: No filter named 'nope'"):
+        Template("{{ trigger.input_data.x | nope }}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ionflux._errors import GraphValidationError
+from ionflux._errors import GraphValidationError, GraphVersionExists, TemplateBudgetExceeded
 from ionflux.graph import GraphRepository, Planner, TransformInfo, parse_yaml
+
+from ionwall import DocumentLimits, DocumentTooLarge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "graphs"
 SEED = FIXTURES / "ion_reactor_execute_master_plan_fluxgraph.yaml"
@@ -84,8 +86,8 @@ def test_malformed_yaml_names_the_line() -> None:
 def test_unknown_top_level_key() -> None:
     found = problems_of("name: g\ncolour: blue\ngraph:\n  - {id: a, transform: echo}\n")
     assert found == [
-        "g.yaml:2: field 'colour': unknown top-level key 'colour' (allowed: description, graph,"
-        " input_schema, name, output, output_schema, triggers, version)"
+        "g.yaml:2: field 'colour': unknown top-level key 'colour' (allowed: budget, description,"
+        " graph, input_schema, name, output, output_schema, triggers, version)"
     ]
 
 
@@ -191,8 +193,8 @@ def test_invalid_json_schema_is_reported() -> None:
 
 
 def test_a_thousand_node_graph_validates() -> None:
-    # How fast is a figure for `just bench` (the graph section), not an assertion:
-    # this checks that a large graph validates and is planned as the tree it is.
+    # How fast is a figure for `just bench`, not an assertion: this one only
+    # checks that a large graph is within the default document budgets.
     lines = ["name: big", "graph:", "  - {id: n0, transform: echo, inputs: {v: 0}}"]
     for i in range(1, 1000):
         dep = (i - 1) // 2  # a binary tree: 10 levels
@@ -249,3 +251,196 @@ def test_plan_levels_and_scopes() -> None:
     assert [list(level) for level in plan.levels] == [["a", "b"], ["c", "d"]]
     assert plan.terminal_nodes == ["c", "d"]
     assert plan.manifest_scopes == ["emit_log:info"]
+
+
+# -- document budgets ------------------------------------------------------------
+
+
+def laughs(levels: int = 9, width: int = 9) -> str:
+    """The classic billion laughs: each level is ``width`` aliases of the one before."""
+    lines = ["name: lol", "lol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        lines.append(f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    lines.append("graph:\n  - {id: a, transform: echo}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_graph_is_refused_naming_the_budget_and_line() -> None:
+    with pytest.raises(GraphValidationError) as caught:
+        Planner(STANDARD).load(laughs(), "lol.yaml")
+    reason = caught.value.reason
+    assert isinstance(reason, DocumentTooLarge)
+    assert reason.limit == "max_alias_expansion" and reason.document == "lol.yaml"
+    problem = caught.value.problems[0]
+    assert problem.file == "lol.yaml" and problem.line is not None and problem.line <= 11
+    assert "max_alias_expansion = 100000" in problem.message
+    assert caught.value.to_dict()["limit"] == "max_alias_expansion"
+
+
+def test_a_graph_past_the_planner_s_document_limits_is_refused_before_parsing() -> None:
+    planner = Planner(STANDARD, document_limits=DocumentLimits(max_bytes=1000))
+    text = "name: g\ngraph:\n  - {id: a, transform: echo}\n" + "#" * 1000 + "\n"
+    with pytest.raises(GraphValidationError) as caught:
+        planner.load(text, "big.yaml")
+    assert isinstance(caught.value.reason, DocumentTooLarge)
+    assert caught.value.reason.limit == "max_bytes"
+    deep = "name: g\nx: " + "[" * 70 + "]" * 70 + "\ngraph:\n  - {id: a, transform: echo}\n"
+    with pytest.raises(GraphValidationError, match="max_depth = 64"):
+        Planner(STANDARD).load(deep, "deep.yaml")
+
+
+def test_small_aliases_still_work() -> None:
+    plan = Planner(STANDARD).load(
+        "name: g\n"
+        "graph:\n"
+        "  - {id: a, transform: echo, retry: &r {count: 2, backoff: 1s}}\n"
+        "  - {id: b, transform: echo, retry: *r}\n",
+        "g.yaml",
+    )
+    assert plan.nodes["b"].node.retry.count == 2
+
+
+# -- inputs against the transform's input_schema ------------------------------------
+
+TEXT_IN = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}, "times": {"type": "integer", "minimum": 1}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
+
+
+class SchemaCatalog:
+    def __init__(self) -> None:
+        self.known = {
+            "shout": TransformInfo("shout", "1.0.0", "bafk-shout", (), TEXT_IN),
+            "echo": TransformInfo("echo", "0.1.0", "bafk-echo"),
+        }
+
+    def lookup_transform(self, name: str) -> TransformInfo | None:
+        return self.known.get(name)
+
+
+def input_problems(inputs: str, extra: str = "") -> list[str]:
+    text = (
+        "name: g\ngraph:\n  - {id: first, transform: echo}\n"
+        f"  - id: n\n    transform: shout\n    inputs: {inputs}\n{extra}"
+    )
+    try:
+        Planner(SchemaCatalog()).load(text, "g.yaml")
+    except GraphValidationError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_literal_inputs_are_checked_against_the_transform_s_input_schema() -> None:
+    assert input_problems("{text: 5}") == [
+        "g.yaml:6: node 'n' field 'inputs.text': does not match the input_schema of "
+        "shout@1.0.0: 5 is not of type 'string'"
+    ]
+    assert sorted(input_problems("{txt: hello}")) == [
+        "g.yaml:6: node 'n' field 'inputs': does not match the input_schema of shout@1.0.0: "
+        "'text' is a required property",
+        "g.yaml:6: node 'n' field 'inputs': does not match the input_schema of shout@1.0.0: "
+        "Additional properties are not allowed ('txt' was unexpected)",
+    ]
+    assert input_problems("{text: hi, times: 0}") == [
+        "g.yaml:6: node 'n' field 'inputs.times': does not match the input_schema of "
+        "shout@1.0.0: 0 is less than the minimum of 1"
+    ]
+    # no inputs at all: the run sends {}, which lacks `text`
+    assert "'text' is a required property" in input_problems("null")[0]
+
+
+def test_template_inputs_are_checked_as_far_as_they_are_known() -> None:
+    # values read at run time are unknown: nothing to say about them...
+    assert (
+        input_problems("{text: '{{ nodes.first.outputs.x }}', times: '{{ trigger.input_data.n }}'}")
+        == []
+    )
+    assert input_problems("'{{ nodes.first.outputs }}'") == []
+    # ...but a mixed template always renders text, and keys are known
+    assert input_problems("{text: hi, times: 'x{{ trigger.input_data.n }}'}") == [
+        "g.yaml:6: node 'n' field 'inputs.times': does not match the input_schema of "
+        "shout@1.0.0: '' is not of type 'integer'"
+    ]
+    assert (
+        "'text' is a required property"
+        in input_problems("{times: '{{ trigger.input_data.n }}'}")[0]
+    )
+    # a node that never runs (`if: false`) is not checked
+    assert input_problems("{text: 5}\n    if: false") == []
+
+
+def test_subgraph_inputs_are_checked_against_the_child_graph_s_input_schema(
+    tmp_path: Path,
+) -> None:
+    repo = GraphRepository(tmp_path / "graphs.sqlite3")
+    try:
+        child = (
+            "name: child\ninput_schema:\n  type: object\n"
+            "  properties: {n: {type: integer}, mode: {type: string, default: fast}}\n"
+            "  required: [n]\ngraph:\n  - {id: a, transform: echo}\n"
+        )
+        repo.deploy(child, "child", "0.0.0", "test")
+        planner = Planner(STANDARD, graphs=repo)
+        planner.load("name: top\ngraph:\n  - {id: a, subgraph: child, inputs: {n: 1}}\n")
+        with pytest.raises(GraphValidationError) as caught:
+            planner.load("name: top\ngraph:\n  - {id: a, subgraph: child, inputs: {n: x}}\n")
+        assert "field 'inputs.n': does not match the input_schema of graph child" in str(
+            caught.value
+        )
+    finally:
+        repo.close()
+
+
+# -- deployed versions are immutable ---------------------------------------------------
+
+
+def test_a_deployed_name_at_version_cannot_change(tmp_path: Path) -> None:
+    repo = GraphRepository(tmp_path / "graphs.sqlite3")
+    text = "name: g\nversion: 1.0.0\ngraph:\n  - {id: a, transform: echo, inputs: {v: 1}}\n"
+    try:
+        first, created = repo.deploy(text, "g", "1.0.0", "one")
+        assert created
+        again, created = repo.deploy(text, "g", "1.0.0", "same text")
+        assert (again, created) == (first, False)
+        changed = text.replace("v: 1", "v: 2")
+        with pytest.raises(GraphVersionExists) as caught:
+            repo.deploy(changed, "g", "1.0.0", "changed")
+        assert "g@1.0.0 is already deployed with other text" in str(caught.value)
+        assert "new version" in str(caught.value)
+        assert caught.value.problems[0].field == "version"
+        assert caught.value.kind == "graph_validation"  # answered 422, as other refusals
+        # nothing of the refused text was kept
+        from ionflux.store import cid_for_bytes
+
+        assert repo.text(cid_for_bytes(changed.encode())) is None
+        assert [v.cid for v in repo.versions("g")] == [first.cid]
+        bumped, created = repo.deploy(changed.replace("1.0.0", "1.0.1"), "g", "1.0.1", "two")
+        assert created and repo.find("g") is not None and repo.find("g").cid == bumped.cid  # type: ignore[union-attr]
+    finally:
+        repo.close()
+
+
+def test_template_budget_errors_name_the_node_and_field() -> None:
+    plan = Planner(STANDARD).load(
+        "name: g\ngraph:\n  - {id: a, transform: echo, inputs: {x: '{{ 9 ** (9 ** 9) }}'}}\n"
+    )
+    with pytest.raises(TemplateBudgetExceeded) as caught:
+        plan.nodes["a"].inputs.render({"trigger": {}, "nodes": {}, "system": {}, "null": None})
+    assert caught.value.node == "a" and caught.value.field == "inputs.x"
+    assert caught.value.limit == "graph.template_max_int_bits"
+
+
+def test_a_dependency_on_a_node_that_does_not_validate_is_a_problem_not_a_crash() -> None:
+    # found by the loader's property test: planning raised KeyError('a')
+    found = problems_of(
+        "name: g\ngraph:\n  - {id: a, transform: echo, colour: red}\n"
+        "  - {id: b, transform: echo, dependencies: [a]}\n"
+    )
+    assert found == [
+        "g.yaml:3: node 'a' field 'colour': unknown key 'colour' (allowed: dependencies, "
+        "description, id, if, inputs, ionwall_approval_scope, on_error, outputs, retry, "
+        "subgraph, timeout, transform)"
+    ]

@@ -30,6 +30,9 @@
     │   ├── TransformFailed          the guest returned its own error
     │   └── ImportBudgetExceeded     one call made too many imports, audit or log bytes
     ├── GraphError                   a graph that does not load, or a run that cannot go on
+    │   ├── TemplateBudgetExceeded   a template past its steps, value size, integer bits or time
+    │   ├── GraphVersionExists       other text under a deployed name@version (is a
+    │   │                            GraphValidationError: answered as one)
     │   └── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
     │   ├── AddressRefused           the http import's host resolves to an internal address
@@ -59,6 +62,20 @@ class IonfluxError(Exception):
 class ConfigError(IonfluxError):
     kind = "config"
 
+    def __init__(self, message: str, *, reason: _ionwall.DocumentError | None = None):
+        self.reason = reason  # the file's YAML refused (a budget passed, or malformed)
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **_document_budget(self.reason)}
+
+
+def _document_budget(reason: _ionwall.DocumentError | None) -> dict[str, Any]:
+    """The budget a refused document passed, for an error's ``to_dict``."""
+    if isinstance(reason, _ionwall.DocumentTooLarge):
+        return {"limit": reason.limit, "value": reason.value}
+    return {}
+
 
 class DataDirError(IonfluxError):
     """A file of the data directory cannot be opened, read or written: the message
@@ -71,11 +88,23 @@ class DataDirError(IonfluxError):
 class ManifestError(IonfluxError):
     kind = "manifest"
 
-    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        field: str | None = None,
+        reason: _ionwall.DocumentError | None = None,
+    ):
         self.path = path
         self.field = field
+        self.reason = reason  # the manifest's YAML refused (a budget passed, or malformed)
         where = ": ".join(p for p in (path, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+    def to_dict(self) -> dict[str, Any]:
+        field = {"field": self.field} if self.field else {}
+        return {**super().to_dict(), **field, **_document_budget(self.reason)}
 
 
 class ModuleError(IonfluxError):
@@ -342,8 +371,11 @@ class GraphValidationError(GraphError):
 
     kind = "graph_validation"
 
-    def __init__(self, problems: list[GraphProblem]):
+    def __init__(
+        self, problems: list[GraphProblem], *, reason: _ionwall.DocumentError | None = None
+    ):
         self.problems = problems
+        self.reason = reason  # the graph's YAML refused (a budget passed, or malformed)
         first = problems[0] if problems else GraphProblem("invalid graph")
         self.file, self.line, self.node, self.field = (
             first.file,
@@ -355,7 +387,34 @@ class GraphValidationError(GraphError):
         super().__init__(f"invalid graph ({count}):\n" + "\n".join(f"  {p}" for p in problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "problems": [p.to_dict() for p in self.problems]}
+        return {
+            **super().to_dict(),
+            "problems": [p.to_dict() for p in self.problems],
+            **_document_budget(self.reason),
+        }
+
+
+class GraphVersionExists(GraphValidationError):
+    """``name@version`` is deployed with other text; versions are immutable (as a
+    transform's are), so a changed graph is deployed under a new ``version``."""
+
+    def __init__(self, name: str, version: str, cid: str):
+        self.name = name
+        self.version = version
+        self.cid = cid
+        unversioned = (
+            " (the graph has no 'version' field: it is 0.0.0)" if version == "0.0.0" else ""
+        )
+        super().__init__(
+            [
+                GraphProblem(
+                    f"{name}@{version} is already deployed with other text (CID {cid})"
+                    f"{unversioned}; versions are immutable: give the changed graph a new "
+                    "version",
+                    field="version",
+                )
+            ]
+        )
 
 
 class GraphNotFound(GraphError):
@@ -371,6 +430,47 @@ class TemplateError(GraphError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "template": self.template}
+
+
+class TemplateBudgetExceeded(TemplateError):
+    """A template went past ``limit`` (a ``graph.template_*`` setting) of ``value``;
+    ``node`` and ``field`` say where the template is in the graph."""
+
+    kind = "template_budget"
+
+    def __init__(
+        self,
+        template: str,
+        what: str,
+        limit: str,
+        value: int | float,
+        *,
+        node: str | None = None,
+        field: str | None = None,
+    ):
+        self.limit = limit
+        self.value = value
+        self.node = node
+        self.field = field
+        where = " ".join(
+            part
+            for part in (f"node {node!r}" if node else "", f"field {field!r}" if field else "")
+            if part
+        )
+        super().__init__(
+            template,
+            f"{where + ': ' if where else ''}{what}, past {limit} = {value} "
+            f"(raise {limit} in the host's configuration)",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "limit": self.limit,
+            "value": self.value,
+            "node_id": self.node,
+            "field": self.field,
+        }
 
 
 class SchemaViolation(GraphError):

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ionwall import DocumentError, DocumentLimits, load_yaml, read_text
+
 from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from .graph._template import TemplateBudget
 
 DEFAULT_DATA_DIR = Path.home() / ".ionflux"
 
@@ -124,6 +128,65 @@ class GraphSettings(_Section):
     transform_names: dict[str, str] = Field(
         default_factory=dict, description="maps names used in graphs to published transforms"
     )
+    # Templates are untrusted code: one render (one template string) gets this
+    # budget. Steps are loop iterations, calls, filters and operators; the
+    # value size counts characters and items of every intermediate value.
+    template_max_steps: int = Field(
+        default=100_000, gt=0, description="loop iterations, calls and operators per render"
+    )
+    template_max_value_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="characters and items of any value a template builds (and of its output)",
+    )
+    template_max_int_bits: int = Field(
+        default=4096, ge=64, description="bits of an integer '*' or '**' may produce"
+    )
+    template_timeout_ms: int = Field(
+        default=2_000, gt=0, description="wall clock per render (a backstop for the steps)"
+    )
+
+    def template_budget(self) -> TemplateBudget:
+        from .graph._template import TemplateBudget
+
+        return TemplateBudget(
+            max_steps=self.template_max_steps,
+            max_value_bytes=self.template_max_value_bytes,
+            max_int_bits=self.template_max_int_bits,
+            timeout_s=self.template_timeout_ms / 1000,
+        )
+
+
+class DocumentSettings(_Section):
+    """Budgets of every YAML document the host reads: manifests, graphs, the
+    policy file (the configuration file itself is read with the defaults)."""
+
+    max_bytes: int = Field(default=1024 * 1024, gt=0, description="text size, checked first")
+    max_depth: int = Field(default=64, ge=2, le=512, description="nesting of maps and lists")
+    max_nodes: int = Field(
+        default=200_000, gt=0, description="scalars, maps and lists, aliases counted as copies"
+    )
+    max_alias_expansion: int = Field(
+        default=100_000,
+        ge=0,
+        description="nodes and scalar characters all aliases re-use together",
+    )
+
+    def limits(self) -> DocumentLimits:
+        return DocumentLimits(
+            max_bytes=self.max_bytes,
+            max_depth=self.max_depth,
+            max_nodes=self.max_nodes,
+            max_alias_expansion=self.max_alias_expansion,
+            hint=_DOCUMENT_HINT,
+        )
+
+
+# How an owner raises a document budget (the lower layer's refusal ends with it).
+_DOCUMENT_HINT = (
+    "raise documents.<limit> in ionflux.yaml (or IONFLUX_DOCUMENTS__<LIMIT>) if the document "
+    "is trusted"
+)
 
 
 class IonwallSettings(_Section):
@@ -166,6 +229,7 @@ class Config(BaseSettings):
     graph: GraphSettings = GraphSettings()
     ionwall: IonwallSettings = IonwallSettings()
     egress: EgressSettings = EgressSettings()
+    documents: DocumentSettings = DocumentSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -189,10 +253,14 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
         default_file = Path(data_dir) / "ionflux.yaml"
         candidate = default_file if default_file.is_file() else None
     if candidate is not None:
+        # The file's own budgets cannot come from the file: the defaults apply.
+        limits = DocumentSettings().limits()
         try:
-            loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            loaded = load_yaml(read_text(candidate, limits), str(candidate), limits)
+        except OSError as exc:
             raise ConfigError(f"{candidate}: cannot read configuration: {exc}") from exc
+        except DocumentError as exc:
+            raise ConfigError(f"cannot read configuration: {exc}", reason=exc) from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{candidate}: configuration must be a mapping")
         file_values = loaded or {}

@@ -15,16 +15,21 @@ A manifest is YAML::
     limits: {}                  # optional per-call overrides: fuel, timeout_ms, memory_bytes, …
     config: {}                  # optional default values for the config import
     publisher: {key: …, signature: …}   # optional Ed25519 signature over the CID
+
+Every manifest text is read by IONWALL's bounded YAML loader (size, nesting,
+nodes and alias expansion budgets, ``documents.*`` in the configuration), and
+the model bounds each field: a registry row is served on every listing, so a
+huge but alias-free manifest is refused too, naming the field.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,10 +39,22 @@ from pydantic import (
     field_validator,
 )
 
+from ionwall import DocumentError, DocumentLimits, load_yaml, read_text
+
 from ._errors import ManifestError
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+
+# Field budgets of a manifest. Generous for anything a transform needs; a row
+# past them would be stored once and served on every `GET /transforms`.
+MAX_DESCRIPTION_CHARS = 4_096
+MAX_SCHEMA_BYTES = 64 * 1024  # each of input_schema and output_schema, as compact JSON
+MAX_SCOPES = 256
+MAX_SCOPE_CHARS = 512
+MAX_CONFIG_ENTRIES = 256
+MAX_CONFIG_BYTES = 64 * 1024  # all keys and values together
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class _Strict(BaseModel):
@@ -45,8 +62,8 @@ class _Strict(BaseModel):
 
 
 class ModuleRef(_Strict):
-    cid: str = Field(min_length=1)
-    path: str | None = None
+    cid: str = Field(min_length=1, max_length=256)
+    path: str | None = Field(default=None, max_length=4_096)
 
 
 class LimitOverrides(_Strict):
@@ -61,22 +78,26 @@ class LimitOverrides(_Strict):
 
 
 class Publisher(_Strict):
-    key: str = Field(min_length=1, description="Ed25519 public key, base64url")
-    signature: str = Field(min_length=1, description="Ed25519 signature over the CID, base64url")
-    name: str | None = None
+    key: str = Field(min_length=1, max_length=256, description="Ed25519 public key, base64url")
+    signature: str = Field(
+        min_length=1, max_length=256, description="Ed25519 signature over the CID, base64url"
+    )
+    name: str | None = Field(default=None, max_length=256)
 
 
 class Manifest(_Strict):
     name: str
     version: str
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
     abi: Literal["component", "extism"]
     module: ModuleRef
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[Annotated[str, Field(max_length=MAX_SCOPE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_SCOPES
+    )
     input_schema: dict[str, Any] = Field(default_factory=dict)
     output_schema: dict[str, Any] = Field(default_factory=dict)
     limits: LimitOverrides = LimitOverrides()
-    config: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, str] = Field(default_factory=dict, max_length=MAX_CONFIG_ENTRIES)
     publisher: Publisher | None = None
 
     @field_validator("name")
@@ -93,11 +114,28 @@ class Manifest(_Strict):
             raise ValueError("must be a semantic version such as 1.2.3")
         return value
 
+    @field_validator("config")
+    @classmethod
+    def _config_size(cls, value: dict[str, str]) -> dict[str, str]:
+        size = sum(len(k) + len(v) for k, v in value.items())
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"{size} characters of keys and values, past the limit of {MAX_CONFIG_BYTES}"
+            )
+        return value
+
     @field_validator("input_schema", "output_schema")
     @classmethod
     def _schema(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if info.context and info.context.get("checked"):
             return value  # read back from the registry: checked when it was published
+        # Measured before jsonschema walks it: a shared (aliased) subtree is
+        # counted as many times as it appears, as the stored JSON would hold it.
+        size = _json_size(value, MAX_SCHEMA_BYTES)
+        if size > MAX_SCHEMA_BYTES:
+            raise ValueError(
+                f"more than {MAX_SCHEMA_BYTES} bytes as JSON, past the limit of {MAX_SCHEMA_BYTES}"
+            )
         try:
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
@@ -116,17 +154,64 @@ def parse_manifest(data: Any, *, path: str | None = None, checked: bool = False)
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         message = "field required" if first["type"] == "missing" else first["msg"]
+        message = message.removeprefix("Value error, ")
         raise ManifestError(message, path=path, field=field) from exc
 
 
-def load_manifest(path: Path) -> Manifest:
+def parse_manifest_text(
+    text: str | bytes, *, path: str = "<manifest>", limits: DocumentLimits | None = None
+) -> Manifest:
+    """A manifest from YAML (or JSON) text, read within ``limits`` (the
+    ``documents.*`` budgets); ``path`` names it in errors (``<http>``)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(text, path, limits or _default_limits())
+    except DocumentError as exc:
+        raise _refused(exc) from exc
+    return parse_manifest(data, path=path)
+
+
+def load_manifest(path: Path, limits: DocumentLimits | None = None) -> Manifest:
+    limits = limits or _default_limits()
+    try:
+        text = read_text(path, limits)
     except OSError as exc:
         raise ManifestError(f"cannot read: {exc.strerror}", path=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"not valid YAML: {exc}", path=str(path)) from exc
-    return parse_manifest(data, path=str(path))
+    except DocumentError as exc:
+        raise _refused(exc) from exc
+    return parse_manifest_text(text, path=str(path), limits=limits)
+
+
+def _default_limits() -> DocumentLimits:
+    from .config import DocumentSettings
+
+    return DocumentSettings().limits()
+
+
+def _refused(exc: DocumentError) -> ManifestError:
+    where = f"line {exc.line}: " if exc.line else ""
+    return ManifestError(where + exc.problem, path=exc.document, reason=exc)
+
+
+def _json_size(value: Any, limit: int) -> int:
+    """The compact JSON size of ``value``, counted without building it; stops
+    once past ``limit`` (so a shared subtree cannot make it slow)."""
+    size = 0
+    stack = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            size += 2 + len(item)
+            for key, sub in item.items():
+                size += len(str(key)) + 3
+                stack.append(sub)
+        elif isinstance(item, list | tuple):
+            size += 2 + len(item)
+            stack.extend(item)
+        elif isinstance(item, str):
+            size += len(item) + 2
+        else:
+            size += len(_ENCODER.encode(item))
+    return size
 
 
 def module_path(manifest: Manifest, manifest_file: Path) -> Path | None:

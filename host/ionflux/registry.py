@@ -3,6 +3,11 @@
 Versions are immutable: republishing a name and version with other bytes is
 refused, republishing the same bytes is a no-op. Lookups by name give the
 most recently published version; ``name@version`` and CIDs are exact.
+
+A manifest's fields are bounded (``manifest.MAX_*``), so a stored one is a few
+hundred KB at most. A row stored before those bounds (a YAML alias bomb once
+expanded to ~140 MB) is never parsed again: listings show it from its columns
+with a note, and using it asks for a new version.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from typing import Any
 
 from ._errors import ManifestError, UnknownTransform
 from ._sqlite import Changes, open_database, transaction
-from .manifest import Manifest, parse_manifest
+from .manifest import Manifest, ModuleRef, parse_manifest
+
+# Past this, a stored manifest predates the field bounds: not parsed again.
+MAX_STORED_MANIFEST_BYTES = 1024 * 1024
+_MANIFEST = f"CASE WHEN length(manifest) > {MAX_STORED_MANIFEST_BYTES} THEN NULL ELSE manifest END"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS transforms (
@@ -123,41 +132,58 @@ class Registry:
         if cached is not None:
             return cached
         name, _, version = ref.partition("@")
+        columns = f"{_MANIFEST}, size, published_at, name, version, cid, abi"
         with self._lock:
             if version:
                 row = self._db.execute(
-                    "SELECT manifest, size, published_at FROM transforms "
-                    "WHERE name=? AND version=?",
+                    f"SELECT {columns} FROM transforms WHERE name=? AND version=?",
                     (name, version),
                 ).fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT manifest, size, published_at FROM transforms "
+                    f"SELECT {columns} FROM transforms "
                     "WHERE name=? OR cid=? ORDER BY published_at DESC LIMIT 1",
                     (ref, ref),
                 ).fetchone()
         if row is None:
             raise UnknownTransform(f"no published transform {ref!r} (see `ionflux transforms`)")
-        found = PublishedTransform(
-            parse_manifest(json.loads(row[0]), checked=True),
-            json.loads(row[0])["module"]["cid"],
-            row[1],
-            row[2],
-        )
+        if row[0] is None:
+            raise ManifestError(
+                f"the stored manifest of {row[3]}@{row[4]} is past "
+                f"{MAX_STORED_MANIFEST_BYTES} bytes (stored before manifests were bounded); "
+                "publish it again under a new version",
+                field="version",
+            )
+        found = _published(row)
         self._by_ref[ref] = found
         return found
 
     def list(self) -> list[PublishedTransform]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT manifest, size, published_at FROM transforms ORDER BY name, published_at"
+                f"SELECT {_MANIFEST}, size, published_at, name, version, cid, abi "
+                "FROM transforms ORDER BY name, published_at"
             ).fetchall()
-        return [
-            PublishedTransform(
-                parse_manifest(json.loads(m), checked=True), json.loads(m)["module"]["cid"], s, t
-            )
-            for m, s, t in rows
-        ]
+        return [_published(row) for row in rows]
+
+
+def _published(row: tuple[Any, ...]) -> PublishedTransform:
+    """A registry row (manifest or NULL, size, published_at, name, version, cid, abi)."""
+    text, size, published_at, name, version, cid, abi = row
+    if text is None:
+        # Shown from its columns only: its stored text is never parsed again.
+        manifest = Manifest.model_construct(
+            name=name,
+            version=version,
+            abi=abi,
+            description="(stored manifest past the size limit; publish a new version)",
+            module=ModuleRef.model_construct(cid=cid, path=None),
+        )
+        return PublishedTransform(manifest, cid, size, published_at)
+    data = json.loads(text)
+    return PublishedTransform(
+        parse_manifest(data, checked=True), data["module"]["cid"], size, published_at
+    )
 
 
 def _check_same(manifest: Manifest, cid: str, stored: str) -> None:
@@ -168,6 +194,12 @@ def _check_same(manifest: Manifest, cid: str, stored: str) -> None:
     if cid != manifest.module.cid:
         raise ManifestError(
             f"{where} with CID {cid}; versions are immutable, publish a new version",
+            field="version",
+        )
+    if len(stored) > MAX_STORED_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{where} with a manifest past {MAX_STORED_MANIFEST_BYTES} bytes; publish a new "
+            "version",
             field="version",
         )
     before = parse_manifest(json.loads(stored), checked=True).model_dump()

@@ -34,7 +34,7 @@ from ._seams import (
     NoAuthorizer,
 )
 from ._source import Source, parse_yaml
-from ._template import Template, compile_value
+from ._template import Template, TemplateBudget, compile_value
 
 __all__ = [
     "MODES",
@@ -74,6 +74,7 @@ __all__ = [
     "StepResult",
     "SubgraphRef",
     "Template",
+    "TemplateBudget",
     "TransformCatalog",
     "TransformInfo",
     "Trigger",

@@ -52,7 +52,6 @@ from ._seams import (
     Invoker,
     NoAuthorizer,
 )
-from ._source import parse_yaml
 from ._step import (
     Called,
     ChildRunFailed,
@@ -171,6 +170,8 @@ class Engine:
             graphs=repository,
             transform_names=dict(config.graph.transform_names),
             max_subgraph_depth=config.graph.max_subgraph_depth,
+            template_budget=config.graph.template_budget(),
+            document_limits=config.documents.limits(),
         )
         self._plans: dict[str, Plan] = {}
         # What each transform's calls take, moving averages of (CPU, I/O wait)
@@ -222,7 +223,7 @@ class Engine:
         if cached is not None:
             return cached
         origin = found.origin if Path(found.origin).suffix in (".yaml", ".yml") else None
-        plan = self.planner.plan(parse_yaml(found.text, origin or found.origin))
+        plan = self.planner.plan(self.planner.parse(found.text, origin or found.origin))
         cid = self.repository.remember(found.text, plan.name, plan.graph.version)
         plan = dataclasses.replace(plan, cid=cid)
         self._plans[found.cid] = plan
@@ -365,7 +366,8 @@ class Engine:
             )
             if mode == "dry_run_validate_only":
                 steps = _dry_run(plan, scope)
-                status = RunStatus.SUCCESS
+                failed = any(s.error is not None for s in steps.values())
+                status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
             else:
                 status, steps = await self._execute(ctx)
             errors = [s.error for s in steps.values() if s.error is not None]
@@ -1047,8 +1049,16 @@ def _dry_run(plan: Plan, scope: dict[str, Any]) -> dict[str, StepResult]:
             elif planned.condition is not None:
                 reason = f"'if' decided at run time: {planned.condition.source}"
             inputs = planned.inputs.render(scope, keep=waits)
+            # The check the real run makes of each call's input, on what is known now.
+            error = None if reason and "skipped" in reason else planned.dry_run_error(scope)
             steps[node_id] = StepResult(
-                node_id, planned.target, "planned", planned.level, inputs=inputs, reason=reason
+                node_id,
+                planned.target,
+                "failure" if error else "planned",
+                planned.level,
+                inputs=inputs,
+                error=error,
+                reason=reason,
             )
     return steps
 

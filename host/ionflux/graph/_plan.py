@@ -12,19 +12,24 @@ Protocols.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+import jsonschema
 from jsonschema.protocols import Validator
 from pydantic import ValidationError
 
-from .._errors import GraphProblem, GraphValidationError, TemplateError
+from ionwall import DocumentLimits
+
+from .._errors import GraphProblem, GraphValidationError, InvalidInput, TemplateError
 from ._model import FluxGraph, Node, SubgraphRef
-from ._schema import compile_schema, schema_problems
+from ._schema import apply_defaults, compile_schema, known_problems, schema_problems
 from ._source import Path, Source, parse_yaml
-from ._template import Compiled, Ref, Template, compile_value
+from ._template import Compiled, Ref, Template, TemplateBudget, compile_value
+from ._template_budget import DEFAULT_BUDGET
 
 TRIGGER_KEYS = frozenset({"input_data", "type", "details"})
 SYSTEM_KEYS = frozenset(
@@ -54,6 +59,17 @@ class GraphCatalog(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class InputCheck:
+    """A node's inputs against its target's input schema: the transform's
+    ``input_schema`` (as the host checks a call's input), or the sub-graph's
+    (its ``default`` values filled in first, as a run does)."""
+
+    validator: Validator
+    target: str
+    defaults: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedNode:
     node: Node
     index: int
@@ -64,6 +80,37 @@ class PlannedNode:
     approval_scope: Compiled | None
     transform: TransformInfo | None
     subgraph: SubgraphRef | None
+    input_check: InputCheck | None = None
+
+    def input_problems(self, scope: Mapping[str, Any] | None = None) -> list[tuple[Path, str]]:
+        """What in this node's inputs breaks its target's input schema, as far as
+        the inputs are known: literals always; with ``scope`` (a dry run: trigger
+        and system known) the templates that read no other node too. Templates
+        reading other nodes' outputs stay unknown (``known_problems``)."""
+        check = self.input_check
+        if check is None or self.node.if_ is False:
+            return []
+        unknown: dict[Path, bool] = {}
+        value = _placeholders(self.inputs.value, scope, (), unknown)
+        if value is None and () not in unknown:
+            value = {}  # as a run sends it
+        if check.defaults is not None:
+            value = apply_defaults(dict(check.defaults), value)
+        return known_problems(check.validator, value, unknown)
+
+    def dry_run_error(self, scope: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The error the real run would meet at this node's input check, if its
+        inputs (rendered from ``scope``) already show it; as ``error_dict`` shapes it."""
+        problems = self.input_problems(scope)
+        if not problems:
+            return None
+        path, message = problems[0]
+        where = ".".join(["inputs", *(str(p) for p in path)])
+        exc = InvalidInput(
+            f"node {self.id!r} field {where!r}: does not match the input_schema of "
+            f"{self.input_check.target if self.input_check else self.target}: {message}"
+        )
+        return {**exc.to_dict(), "node_id": self.id, "field": where}
 
     @property
     def id(self) -> str:
@@ -129,9 +176,36 @@ class Planner:
     graphs: GraphCatalog | None = None
     transform_names: Mapping[str, str] = field(default_factory=dict)
     max_subgraph_depth: int = 3
+    template_budget: TemplateBudget = DEFAULT_BUDGET
+    document_limits: DocumentLimits | None = None  # None: the ``documents.*`` defaults
+    _validators: dict[str, Validator | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def input_check(self, transform: TransformInfo) -> InputCheck | None:
+        """The check of a node's inputs against ``transform``'s ``input_schema``
+        (as the host validates a call), or None when it has none."""
+        if not transform.input_schema:
+            return None
+        key = f"{transform.name}@{transform.version}@{transform.cid}"
+        if key not in self._validators:
+            schema = dict(transform.input_schema)
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+                found: Validator | None = jsonschema.Draft202012Validator(schema)
+            except jsonschema.SchemaError:
+                found = None  # refused at publish; nothing to check against
+            self._validators[key] = found
+        validator = self._validators[key]
+        target = f"{transform.name}@{transform.version}"
+        return None if validator is None else InputCheck(validator, target)
 
     def load(self, text: str, file: str | None = None) -> Plan:
-        return self.plan(parse_yaml(text, file))
+        return self.plan(self.parse(text, file))
+
+    def parse(self, text: str, file: str | None = None) -> Source:
+        """``text`` read within the planner's document budgets."""
+        return parse_yaml(text, file, self.document_limits)
 
     def plan(self, source: Source) -> Plan:
         return _Planning(self, source).run()
@@ -275,7 +349,13 @@ class _Planning:
         condition = None
         if isinstance(node.if_, str):
             try:
-                condition = Template(node.if_, expression=True)
+                condition = Template(
+                    node.if_,
+                    expression=True,
+                    budget=self.planner.template_budget,
+                    node=node.id,
+                    field="if",
+                )
                 self._check_refs(condition.refs, (*base, "if"), node.id, ids, deps)
             except TemplateError as exc:
                 self.problem(str(exc), (*base, "if"), node.id)
@@ -289,13 +369,47 @@ class _Planning:
             transform = self.planner.resolve_transform(node.transform)
             if transform is None:
                 self.problem(self._unknown_transform(node.transform), (*base, "transform"), node.id)
+        check = None
+        if transform is not None:
+            check = self.planner.input_check(transform)
         if node.subgraph is not None:
             self._check_subgraph(
                 node.subgraph, str(data.get("name", "")), (*base, "subgraph"), node
             )
-        return PlannedNode(
-            node, index, frozenset(deps), 0, inputs, condition, scope, transform, node.subgraph
+            check = self._subgraph_input_check(node.subgraph)
+        planned = PlannedNode(
+            node,
+            index,
+            frozenset(deps),
+            0,
+            inputs,
+            condition,
+            scope,
+            transform,
+            node.subgraph,
+            check,
         )
+        for sub, message in planned.input_problems():
+            target = check.target if check is not None else planned.target
+            self.problem(
+                f"does not match the input_schema of {target}: {message}",
+                (*base, "inputs", *sub),
+                node.id,
+            )
+        return planned
+
+    def _subgraph_input_check(self, ref: SubgraphRef) -> InputCheck | None:
+        catalog = self.planner.graphs
+        child = catalog.lookup_graph(ref.name, ref.version) if catalog else None
+        if child is None or not child.input_schema:
+            return None
+        try:
+            validator = compile_schema(child.input_schema)
+        except jsonschema.SchemaError:
+            return None
+        if validator is None:
+            return None
+        return InputCheck(validator, f"graph {ref.name}", child.input_schema)
 
     def _unknown_transform(self, name: str) -> str:
         mapped = self.planner.transform_names.get(name)
@@ -313,7 +427,9 @@ class _Planning:
         self, value: Any, path: Path, node_id: str | None, ids: set[str], deps: set[str]
     ) -> Compiled:
         errors: list[tuple[Path, TemplateError]] = []
-        compiled = compile_value(value, errors)
+        compiled = compile_value(
+            value, errors, budget=self.planner.template_budget, node=node_id, field=_field_of(path)
+        )
         for sub, exc in errors:
             self.problem(str(exc), (*path, *sub), node_id)
         for sub, template in compiled.located:
@@ -426,7 +542,11 @@ class _Planning:
     ) -> tuple[tuple[tuple[str, ...], ...], dict[str, tuple[str, ...]]]:
         dependents: dict[str, list[str]] = {node_id: [] for node_id in planned}
         for node_id, p in planned.items():
-            for dep in p.deps:
+            # A dependency on a node that did not validate is reported already.
+            known = frozenset(d for d in p.deps if d in planned)
+            if known != p.deps:
+                planned[node_id] = dataclasses.replace(p, deps=known)
+            for dep in known:
                 dependents[dep].append(node_id)
         waiting = {node_id: len(p.deps) for node_id, p in planned.items()}
         level_of: dict[str, int] = {}
@@ -452,19 +572,25 @@ class _Planning:
                 first.id,
             )
         for node_id, level in level_of.items():
-            p = planned[node_id]
-            planned[node_id] = PlannedNode(
-                p.node,
-                p.index,
-                p.deps,
-                level,
-                p.inputs,
-                p.condition,
-                p.approval_scope,
-                p.transform,
-                p.subgraph,
-            )
+            planned[node_id] = dataclasses.replace(planned[node_id], level=level)
         return tuple(levels), {k: tuple(v) for k, v in dependents.items()}
+
+
+def _placeholders(
+    value: Any, scope: Mapping[str, Any] | None, path: Path, unknown: dict[Path, bool]
+) -> Any:
+    """``value`` with each template rendered (given ``scope``, when it reads no
+    node) or replaced by a placeholder recorded in ``unknown``."""
+    if isinstance(value, Template):
+        if scope is not None and not any(ref[0] == "nodes" for ref in value.refs):
+            return value.render(scope)
+        unknown[path] = value.text
+        return "" if value.text else None
+    if isinstance(value, dict):
+        return {k: _placeholders(v, scope, (*path, k), unknown) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_placeholders(v, scope, (*path, i), unknown) for i, v in enumerate(value)]
+    return value
 
 
 def _first_index(raw: Any) -> dict[str, int]:

@@ -3,7 +3,9 @@
 A graph version is its YAML text, addressed by CID (the same CID IONPOD
 gives the bytes; they are stored in the pod when one is configured). A
 deploy appends a version with a message; nothing is ever replaced, so every
-earlier version stays loadable by CID or by ``name@<version field>``. Texts
+earlier version stays loadable by CID or by ``name@<version field>``. A
+``name@version`` is immutable, as a transform's is: deploying the same text
+again changes nothing, other text under it is refused (``GraphVersionExists``). Texts
 of graphs run straight from a file are kept too (``graph_sources``), so any
 recorded run can be re-run from exactly the graph it ran.
 """
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .._errors import GraphNotFound, GraphValidationError
-from .._sqlite import Changes, open_database
+from .._errors import GraphNotFound, GraphValidationError, GraphVersionExists
+from .._sqlite import Changes, open_database, transaction
 from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import parse_yaml
@@ -99,24 +101,44 @@ class GraphRepository:
         return cid
 
     def deploy(self, text: str, name: str, version: str, message: str) -> tuple[GraphVersion, bool]:
-        """Appends a version; returns it and whether it is new (the same text as the
-        latest version of ``name`` is not appended twice)."""
-        cid = self.remember(text, name, version)
-        latest = self.latest(name)
-        if latest is not None and latest.cid == cid:
-            return latest, False
+        """Appends a version; returns it and whether it is new. ``name@version``
+        deployed with the same text is not appended twice (its first deploy
+        stands); with other text it is refused (``GraphVersionExists``), before
+        anything is stored."""
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO graph_versions (name, cid, version, message, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (name, cid, version, message, time.time()),
-            )
-            seq = cursor.lastrowid or 0
-            self._refs.clear()
-            self._generation += 1
+            row = self._db.execute(
+                "SELECT cid FROM graph_versions WHERE name=? AND version=? ORDER BY seq LIMIT 1",
+                (name, version),
+            ).fetchone()
+        if row is not None and row[0] != cid_for_bytes(text.encode("utf-8")):
+            raise GraphVersionExists(name, version, row[0])
+        cid = self.remember(text, name, version)
+        with self._lock:
+            # One transaction: two processes deploying one name@version at once
+            # cannot both find it free.
+            with transaction(self._db) as db:
+                rows = db.execute(
+                    "SELECT cid, seq FROM graph_versions WHERE name=? AND version=? ORDER BY seq",
+                    (name, version),
+                ).fetchall()
+                if rows:
+                    same = next((seq for found, seq in rows if found == cid), None)
+                    if same is None:
+                        raise GraphVersionExists(name, version, rows[0][0])
+                    seq, created = same, False
+                else:
+                    cursor = db.execute(
+                        "INSERT INTO graph_versions (name, cid, version, message, created_at)"
+                        " VALUES (?,?,?,?,?)",
+                        (name, cid, version, message, time.time()),
+                    )
+                    seq, created = cursor.lastrowid or 0, True
+            if created:
+                self._refs.clear()
+                self._generation += 1
         found = self._version_by_seq(seq)
         assert found is not None
-        return found, True
+        return found, created
 
     def versions(self, name: str) -> list[GraphVersion]:
         """Oldest first."""

@@ -70,6 +70,49 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return out
 
 
+# Validators whose verdict on a mapping or list depends only on its keys or its
+# length: still sound when some values inside are not known yet.
+_SHAPE_ONLY = frozenset(
+    {
+        "required",
+        "additionalProperties",
+        "minProperties",
+        "maxProperties",
+        "minItems",
+        "maxItems",
+        "propertyNames",
+        "dependentRequired",
+    }
+)
+
+
+def known_problems(
+    validator: Validator, value: Any, unknown: dict[tuple[str | int, ...], bool]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """The errors of ``value`` that hold whatever its unknown parts turn out to be.
+
+    ``unknown`` maps each position not known yet to whether it is at least known
+    to be a string (a template that renders text); its placeholder in ``value``
+    is ``""`` then, ``None`` otherwise. An error at an unknown position counts
+    only when it is a ``type`` error of a string; an error about a mapping or
+    list holding unknown positions counts only when it is about its keys or its
+    length (``required``, ``additionalProperties``, ``minItems``, …).
+    """
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for error in validator.iter_errors(value):
+        at = tuple(error.absolute_path)
+        if at in unknown:
+            if not (unknown[at] and error.validator == "type"):
+                continue
+        elif error.validator not in _SHAPE_ONLY and any(
+            len(u) > len(at) and u[: len(at)] == at for u in unknown
+        ):
+            continue
+        found.append((at, error.message))
+    found.sort(key=lambda item: len(item[0]), reverse=True)
+    return found
+
+
 def check(which: str, validator: Validator | None, value: Any) -> None:
     """Raises ``SchemaViolation`` naming the first (deepest-first) error in ``value``."""
     if validator is None:

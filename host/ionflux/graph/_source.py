@@ -5,6 +5,11 @@ a path into the document (``("graph", 2, "inputs", "cid")``) to the 1-based
 line of that key. PyYAML's composer already records marks on every node; we
 walk the composed tree once, beside the safe constructor, instead of
 subclassing the loader's internals.
+
+The text is read by IONWALL's bounded loader (``ionwall.compose_yaml``): its
+size, nesting, node count and alias expansion have budgets (``documents.*``),
+so the walk below is bounded too; a refusal is a ``GraphValidationError``
+whose ``reason`` is the ``DocumentTooLarge``.
 """
 
 from __future__ import annotations
@@ -14,12 +19,11 @@ from typing import Any
 
 import yaml
 
+from ionwall import DocumentError, DocumentLimits, compose_yaml
+
 from .._errors import GraphProblem, GraphValidationError
 
 Path = tuple[str | int, ...]
-
-# libyaml when PyYAML was built with it: ten times faster on large graphs, same marks.
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -40,24 +44,14 @@ class Source:
             path = path[:-1]
 
 
-def parse_yaml(text: str, file: str | None = None) -> Source:
-    """Parses ``text``; raises ``GraphValidationError`` for malformed YAML or duplicate keys."""
+def parse_yaml(text: str, file: str | None = None, limits: DocumentLimits | None = None) -> Source:
+    """Parses ``text`` within ``limits`` (the ``documents.*`` defaults when None);
+    raises ``GraphValidationError`` for malformed YAML, a budget passed or duplicate keys."""
     try:
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-        raise GraphValidationError(
-            [GraphProblem(f"malformed YAML: {message}", file=file, line=line)]
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise GraphValidationError([GraphProblem(f"malformed YAML: {exc}", file=file)]) from exc
+        node, data = compose_yaml(text, file or "<graph>", limits or _default_limits())
+    except DocumentError as exc:
+        problem = GraphProblem(exc.problem, file=file, line=exc.line)
+        raise GraphValidationError([problem], reason=exc) from exc
     lines: dict[Path, int] = {}
     problems: list[GraphProblem] = []
     if node is not None:
@@ -66,6 +60,12 @@ def parse_yaml(text: str, file: str | None = None) -> Source:
     if problems:
         raise GraphValidationError(problems)
     return Source(data=data, text=text, file=file, lines=lines)
+
+
+def _default_limits() -> DocumentLimits:
+    from ..config import DocumentSettings
+
+    return DocumentSettings().limits()
 
 
 def _walk(

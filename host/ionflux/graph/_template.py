@@ -16,6 +16,10 @@ Names a template can read: ``trigger`` (``input_data``, ``type``,
 (``run_id``, ``timestamp_utc_iso``, ``graph_name``, ``graph_version``,
 ``node_id``, ``attempt``) and ``null``. Missing keys read as ``null``, so
 ``x != null`` works as in the seeds.
+
+Every render has a budget (``TemplateBudget``: steps, the size of every value
+it builds, integer bits, time; see ``_template_budget``); past it the render
+fails with ``TemplateBudgetExceeded`` naming the node, the field and the limit.
 """
 
 from __future__ import annotations
@@ -28,10 +32,24 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2.environment import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.parser import Parser
 
-from .._errors import TemplateError
+from .._errors import TemplateBudgetExceeded, TemplateError
+from ._template_budget import (
+    DEFAULT_BUDGET,
+    BudgetedEnvironment,
+    Exceeded,
+    TemplateBudget,
+    account,
+    budget_tree,
+    done,
+    rendering,
+    wrap_filters,
+)
+
+__all__ = ["Compiled", "Template", "TemplateBudget", "compile_value", "is_template", "walk"]
 
 ROOTS = frozenset({"trigger", "nodes", "system", "null"})
 Ref = tuple[str, ...]
@@ -63,11 +81,12 @@ def _finalize(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
+        account().size(value, "the output")  # before json.dumps expands shared parts
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return value
 
 
-class _Environment(ImmutableSandboxedEnvironment):
+class _Environment(BudgetedEnvironment):
     def unsafe_undefined(self, obj: Any, attribute: Any) -> Undefined:
         # Jinja would hand back an Undefined that raises only when printed; a
         # whole-value template could then turn it into null. Refuse at once.
@@ -77,6 +96,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 _ENV = _Environment(undefined=_Null, finalize=_finalize, autoescape=False)
 _ENV.globals.clear()
 _ENV.globals["null"] = None
+wrap_filters(_ENV.filters)
 
 
 def is_template(value: str) -> bool:
@@ -86,12 +106,26 @@ def is_template(value: str) -> bool:
 class Template:
     """One compiled template string. ``refs`` are the dotted names it reads."""
 
-    __slots__ = ("_evaluate", "expression", "refs", "source")
+    __slots__ = ("_evaluate", "budget", "expression", "field", "node", "refs", "source", "text")
 
-    def __init__(self, source: str, *, expression: bool = False):
-        """``expression=True`` reads a bare ``x != null`` (no braces) as one expression."""
+    def __init__(
+        self,
+        source: str,
+        *,
+        expression: bool = False,
+        budget: TemplateBudget = DEFAULT_BUDGET,
+        node: str | None = None,
+        field: str | None = None,
+    ):
+        """``expression=True`` reads a bare ``x != null`` (no braces) as one expression.
+        ``budget`` bounds each render; ``node`` and ``field`` name where the template
+        is, for the error that says it went past the budget."""
         self.source = source
         self.expression = expression
+        self.budget = budget
+        self.node = node
+        self.field = field
+        self.text = False  # renders to a string whatever it reads (a mixed template)
         simple = _SIMPLE.match(source)
         if simple and not expression:
             path = tuple(simple.group(1).split("."))
@@ -112,24 +146,42 @@ class Template:
         if body is not None:
             tree = _parse(source, "{{" + body + "}}")
             self.refs = _analyse(source, tree)
-            self._evaluate = _expression_evaluator(source, body.strip())
+            self._evaluate = _evaluator(source, _expression_evaluator, body.strip())
         else:
             tree = _parse(source, source)
             self.refs = _analyse(source, tree)
-            self._evaluate = _string_evaluator(source)
+            self._evaluate = _evaluator(source, _string_evaluator, source)
+            self.text = True
 
     def render(self, scope: Scope) -> Any:
+        token = rendering(self.budget)
         try:
             return self._evaluate(scope)
         except TemplateError:
             raise
+        except Exceeded as exc:
+            raise TemplateBudgetExceeded(
+                self.source, exc.what, exc.limit, exc.value, node=self.node, field=self.field
+            ) from None
         except SecurityError as exc:
             raise TemplateError(self.source, f"refused by the sandbox: {exc}") from None
         except Exception as exc:
             raise TemplateError(self.source, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            done(token)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
+
+
+def _evaluator(
+    source: str, evaluator: Callable[[str], Callable[[Scope], Any]], text: str
+) -> Callable[[Scope], Any]:
+    """Compiles now, so a graph with an unknown filter fails validation, not a run."""
+    try:
+        return evaluator(text)
+    except TemplateSyntaxError as exc:  # also TemplateAssertionError: "no filter named …"
+        raise TemplateError(source, f"syntax error: {exc.message}") from None
 
 
 def _parse(source: str, text: str) -> nodes.Template:
@@ -168,26 +220,50 @@ def _path_evaluator(path: Ref) -> Callable[[Scope], Any]:
 
 
 @lru_cache(maxsize=4096)
-def _compiled_expression(body: str) -> Callable[..., Any]:
-    return _ENV.compile_expression(body, undefined_to_none=False)
+def _compiled_expression(body: str) -> JinjaTemplate:
+    """``body`` as a template that stores its value in ``result`` (what Jinja's
+    ``compile_expression`` builds), with the budget's rewrites applied."""
+    parser = Parser(_ENV, body, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+    expr.set_environment(_ENV)
+    tree = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)], lineno=1)
+    return _ENV.from_string(budget_tree(tree))
 
 
 @lru_cache(maxsize=4096)
-def _compiled_string(source: str) -> Any:
-    return _ENV.from_string(source)
+def _compiled_string(source: str) -> JinjaTemplate:
+    return _ENV.from_string(budget_tree(_ENV.parse(source)))
 
 
-def _expression_evaluator(source: str, body: str) -> Callable[[Scope], Any]:
+def _expression_evaluator(body: str) -> Callable[[Scope], Any]:
+    compiled = _compiled_expression(body)
+
     def evaluate(scope: Scope) -> Any:
-        value = _compiled_expression(body)(**scope)
+        context = compiled.new_context(dict(scope))
+        for _ in compiled.root_render_func(context):
+            pass
+        value = context.vars.get("result")
+        if isinstance(value, list | tuple | dict):
+            account().size(value, "the result")  # before _plain copies shared parts
         return _plain(value)
 
     return evaluate
 
 
 def _string_evaluator(source: str) -> Callable[[Scope], Any]:
+    compiled = _compiled_string(source)
+
     def evaluate(scope: Scope) -> Any:
-        return _compiled_string(source).render(**scope)
+        acc = account()
+        pieces: list[str] = []
+        total = 0
+        for piece in compiled.root_render_func(compiled.new_context(dict(scope))):
+            total += len(piece)
+            acc.allow_size(total, "the rendered text")
+            pieces.append(piece)
+        return "".join(pieces)
 
     return evaluate
 
@@ -287,15 +363,37 @@ class Compiled:
         return _render(self.value, scope, keep)
 
 
-def compile_value(value: Any, errors: list[tuple[Path, TemplateError]] | None = None) -> Compiled:
+def compile_value(
+    value: Any,
+    errors: list[tuple[Path, TemplateError]] | None = None,
+    *,
+    budget: TemplateBudget = DEFAULT_BUDGET,
+    node: str | None = None,
+    field: str | None = None,
+) -> Compiled:
     """Compiles every templated string inside ``value`` (dicts, lists, strings).
 
     With ``errors`` given, a template that does not compile is recorded there
     (with its path) and left as plain text; without, the first one raises.
+    ``budget`` bounds every render; ``node`` and ``field`` (the field holding
+    ``value``, e.g. ``inputs``) locate each template in budget errors.
     """
     located: list[tuple[Path, Template]] = []
-    compiled = _compile(value, (), located, errors)
+    where = _Where(budget, node, field)
+    compiled = _compile(value, (), located, errors, where)
     return Compiled(compiled, tuple(located))
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    budget: TemplateBudget
+    node: str | None
+    field: str | None
+
+    def field_at(self, path: Path) -> str | None:
+        parts = [self.field] if self.field else []
+        parts.extend(str(p) for p in path)
+        return ".".join(parts) or None
 
 
 def _compile(
@@ -303,12 +401,15 @@ def _compile(
     path: Path,
     located: list[tuple[Path, Template]],
     errors: list[tuple[Path, TemplateError]] | None,
+    where: _Where,
 ) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
         try:
-            template = Template(value)
+            template = Template(
+                value, budget=where.budget, node=where.node, field=where.field_at(path)
+            )
         except TemplateError as exc:
             if errors is None:
                 raise
@@ -317,9 +418,11 @@ def _compile(
         located.append((path, template))
         return template
     if isinstance(value, dict):
-        return {str(k): _compile(v, (*path, str(k)), located, errors) for k, v in value.items()}
+        return {
+            str(k): _compile(v, (*path, str(k)), located, errors, where) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_compile(v, (*path, i), located, errors) for i, v in enumerate(value)]
+        return [_compile(v, (*path, i), located, errors, where) for i, v in enumerate(value)]
     return value
 
 
