@@ -14,6 +14,12 @@ very same gated implementations as the component imports:
                          -> {"ok": {"status", "headers", "body"}}
 
 An error is ``{"error": {"case": "denied", "message": "…"}}``, never a trap.
+Each function is one import call of the call's ``ImportEnv``: the same
+per-call budgets (``ImportBudgetExceeded``), egress address checks, reserved
+bus subjects and audit entries as a component's. The call's env reaches the
+functions as the plugin's host context, not through shared state; a request
+is read from the kernel's memory only within bounds the plugin cannot forge
+(``_extism_memory``); nothing a function raises reaches Extism's native code.
 
 The Extism SDK brings its own engine. The call's limits map onto it: memory
 and wall clock through the plugin manifest, fuel through
@@ -31,6 +37,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +46,7 @@ import extism
 from extism_sys import ffi as _ffi
 from extism_sys import lib as _lib
 from wasmtime import Engine, Module, WasmtimeError
+from wasmtime.component import Record, Variant
 
 from .._errors import (
     GuestError,
@@ -52,6 +61,7 @@ from .._errors import (
 )
 from . import _imports
 from ._extism_init import TableTooLarge, cap_tables, initialisers_into_run
+from ._extism_memory import read_block, write_block
 from ._guest_errors import (
     STACK_OVERFLOW,
     deadline_exceeded,
@@ -59,75 +69,171 @@ from ._guest_errors import (
     memory_exceeded,
     output_too_large,
 )
-from ._imports import ImportEnv, set_env
+from ._imports import ImportEnv
 from ._sandbox import CallLimits, CallResult
 
 _ENV_NS = "extism:host/env"
 _USER_NS = "extism:host/user"
 _PAGE = 65536
+_I64 = extism.ValType.I64
 
 
-def _json_host_fn(name: str, call: Any) -> extism.Function:
-    def impl(plugin: Any, params: Any, results: Any, *user_data: Any) -> None:
-        try:
-            request = json.loads(plugin.input_string(params[0]))
-            if not isinstance(request, dict):
-                raise ValueError("request must be a JSON object")
-            answer = call(request)
-        except (ValueError, KeyError, TypeError) as exc:
-            answer = SimpleNamespace(tag="invalid", payload=f"{name}: bad request: {exc}")
-        plugin.return_string(results[0], json.dumps(_encode(answer)))
+_LEVELS = frozenset({"debug", "info", "warn", "error"})
 
-    return extism.extism.ExplicitFunction(
-        _USER_NS, name, [extism.ValType.I64], [extism.ValType.I64], impl, []
+
+@dataclass(frozen=True, slots=True)
+class _CallState:
+    """What a host function needs of the call it serves: handed to Extism as
+    the call's host context, so each plugin instance reaches its own call's
+    ``ImportEnv`` (budgets, logs, grants) and nothing else."""
+
+    env: ImportEnv
+    memory_bytes: int  # the call's memory limit, the bound of every kernel block
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _text(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str):
+        raise _BadRequest(f"`{key}` must be a string")
+    return value
+
+
+def _optional_text(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _BadRequest(f"`{key}` must be a string or null")
+    return value
+
+
+def _log(r: dict[str, Any]) -> Any:
+    level = _text(r, "level")
+    if level not in _LEVELS:
+        raise _BadRequest(f"`level` must be one of {sorted(_LEVELS)}")
+    return _imports.log_write(None, level, _text(r, "message"))
+
+
+def _http_request(r: dict[str, Any]) -> Any:
+    headers = r.get("headers", [])
+    if not isinstance(headers, list) or not all(
+        isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in headers
+    ):
+        raise _BadRequest("`headers` must be a list of [name, value] strings")
+    timeout_ms = r.get("timeout_ms")
+    if timeout_ms is not None and (
+        not isinstance(timeout_ms, int)
+        or isinstance(timeout_ms, bool)
+        or not 0 <= timeout_ms < 2**32
+    ):
+        raise _BadRequest("`timeout_ms` must be null or an integer from 0 to 2^32-1")
+    req = SimpleNamespace(
+        method=_optional_text(r, "method") or "GET",
+        url=_text(r, "url"),
+        headers=[SimpleNamespace(name=k, value=v) for k, v in headers],
+        body=_optional_text(r, "body"),
     )
+    setattr(req, "timeout-ms", timeout_ms)  # the WIT record's field name
+    return _imports.http_fetch(None, req)
+
+
+# Each takes the decoded request and calls the component import's own
+# function (``_gated``: budgets, scope, host refusals, gate, audit).
+_HANDLERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "ionflux_log": _log,
+    "ionflux_config_get": lambda r: _imports.config_get(None, _text(r, "key")),
+    "ionflux_pod_get": lambda r: _imports.pod_get(None, _text(r, "reference")),
+    "ionflux_pod_put": lambda r: _imports.pod_put(None, _text(r, "path"), _text(r, "data")),
+    "ionflux_bus_publish": lambda r: _imports.bus_publish(
+        None, _text(r, "subject"), _text(r, "payload")
+    ),
+    "ionflux_http_fetch": _http_request,
+}
+
+
+def _serve(name: str, current: Any, offset: int) -> int:
+    """One host-function call: the request read from the plugin, the answer
+    written back (a kernel offset, 0 if the plugin's memory has no room)."""
+    handle = _lib.extism_current_plugin_host_context(current)
+    state = _ffi.from_handle(handle) if handle != _ffi.NULL else None
+    if not isinstance(state, _CallState):
+        answer: Any = Variant("unavailable", "no call in progress")
+        return write_block(current, json.dumps(_encode(answer)).encode(), _PAGE)
+    env = state.env
+    previous = _imports.current_env()
+    _imports.set_env(env)
+    try:
+        try:
+            request = json.loads(read_block(current, offset, state.memory_bytes).decode("utf-8"))
+            if not isinstance(request, dict):
+                raise _BadRequest("the request must be a JSON object")
+            answer = _HANDLERS[name](request)
+        except (ValueError, RecursionError) as exc:  # BadBlock, _BadRequest, JSON, UTF-8
+            answer = _refuse_bad_request(env, name, exc)
+        text = json.dumps(_encode(answer))
+    except Exception as exc:  # nothing reaches Extism's native frames
+        text = json.dumps(_encode(Variant("failed", f"{name}: {type(exc).__name__}: {exc}")))
+    finally:
+        _imports.set_env(previous)
+    return write_block(current, text.encode("utf-8"), state.memory_bytes)
+
+
+def _refuse_bad_request(env: ImportEnv, name: str, exc: BaseException) -> Variant:
+    """``invalid``, counted as an import call like any other (a flood of bad
+    requests stops at the same budget)."""
+    env.calls += 1
+    budget = env.budget
+    if env.over_budget is not None or env.calls > budget.max_import_calls:
+        return env.refuse_over(
+            "max_import_calls",
+            budget.max_import_calls,
+            f"{env.ctx.transform} made more than {budget.max_import_calls} import calls",
+        )
+    message = "recursion too deep" if isinstance(exc, RecursionError) else str(exc)
+    return Variant("invalid", f"{name}: bad request: {message}")
+
+
+def _host_fn(name: str) -> extism.Function:
+    """``name`` as an Extism host function: (i64 request block) -> i64 answer block.
+
+    Registered through ``extism.host_fn``, which puts the function in the SDK's
+    registry and its index in the user data: the SDK's trampoline
+    (``handle_args``) finds a function only that way (a bare
+    ``ExplicitFunction`` fails there with ``IndexError`` and never runs).
+    """
+
+    def impl(current: Any, params: list[Any], results: list[Any], *_: Any) -> None:
+        try:
+            results[0].value = _serve(name, current.pointer, int(params[0].value))
+        except BaseException:  # cffi would print it and answer 0 anyway
+            results[0].value = 0
+
+    impl.__name__ = name
+    function: extism.Function = extism.host_fn(
+        name=name, namespace=_USER_NS, signature=([_I64], [_I64])
+    )(impl)
+    return function
 
 
 def _encode(answer: Any) -> dict[str, Any]:
-    if hasattr(answer, "tag") and hasattr(answer, "payload") and not isinstance(answer, dict):
+    if isinstance(answer, Variant):
         return {"error": {"case": answer.tag, "message": answer.payload}}
-    if answer is not None and hasattr(answer, "status"):
+    if isinstance(answer, Record):  # the http response
+        response: Any = answer
         return {
             "ok": {
-                "status": answer.status,
-                "headers": [[h.name, h.value] for h in answer.headers],
-                "body": answer.body,
+                "status": response.status,
+                "headers": [[h.name, h.value] for h in response.headers],
+                "body": response.body,
             }
         }
     return {"ok": answer}
 
 
-def _http_request(r: dict[str, Any]) -> Any:
-    req = SimpleNamespace(
-        method=str(r.get("method", "GET")),
-        url=str(r["url"]),
-        headers=[SimpleNamespace(name=str(k), value=str(v)) for k, v in r.get("headers", [])],
-        body=r.get("body"),
-    )
-    setattr(req, "timeout-ms", r.get("timeout_ms"))
-    return _imports.http_fetch(None, req)
-
-
-HOST_FUNCTIONS = [
-    _json_host_fn("ionflux_log", lambda r: _imports.log_write(None, r["level"], r["message"])),
-    _json_host_fn("ionflux_config_get", lambda r: _imports.config_get(None, r["key"])),
-    _json_host_fn("ionflux_pod_get", lambda r: _imports.pod_get(None, r["reference"])),
-    _json_host_fn("ionflux_pod_put", lambda r: _imports.pod_put(None, r["path"], r["data"])),
-    _json_host_fn(
-        "ionflux_bus_publish", lambda r: _imports.bus_publish(None, r["subject"], r["payload"])
-    ),
-    _json_host_fn("ionflux_http_fetch", _http_request),
-]
-ALLOWED_USER_IMPORTS = frozenset(
-    [
-        "ionflux_log",
-        "ionflux_config_get",
-        "ionflux_pod_get",
-        "ionflux_pod_put",
-        "ionflux_bus_publish",
-        "ionflux_http_fetch",
-    ]
-)
+HOST_FUNCTIONS = [_host_fn(name) for name in _HANDLERS]
+ALLOWED_USER_IMPORTS = frozenset(_HANDLERS)
 
 _check_engine = Engine()
 
@@ -188,15 +294,17 @@ class ExtismLoaded:
         if len(input_text.encode("utf-8")) > limits.max_input_bytes:
             raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
         started = time.perf_counter()
-        set_env(env)
+        # The host functions find the call through the plugin's host context,
+        # never through anything shared between calls.
+        state = _CallState(env, limits.memory_bytes)
         failure: GuestError | None = None
         try:
             with extism.Plugin(self.compiled(limits), functions=HOST_FUNCTIONS) as plugin:
-                out = plugin.call("run", input_text, parse=lambda buf: _take(buf, limits))
+                out = plugin.call(
+                    "run", input_text, parse=lambda buf: _take(buf, limits), host_context=state
+                )
         except extism.Error as exc:
             failure = _classify(str(exc), limits)
-        finally:
-            set_env(None)
         if failure is not None:
             raise failure
         try:
