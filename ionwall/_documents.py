@@ -49,7 +49,7 @@ class DocumentLimits:
 
     max_bytes: int = 1024 * 1024
     max_depth: int = 64
-    max_nodes: int = 200_000
+    max_nodes: int = 100_000
     max_alias_expansion: int = 100_000
     hint: str = "raise documents.<limit> in the host's configuration if the document is trusted"
 

@@ -164,7 +164,7 @@ class DocumentSettings(_Section):
     max_bytes: int = Field(default=1024 * 1024, gt=0, description="text size, checked first")
     max_depth: int = Field(default=64, ge=2, le=512, description="nesting of maps and lists")
     max_nodes: int = Field(
-        default=200_000, gt=0, description="scalars, maps and lists, aliases counted as copies"
+        default=100_000, gt=0, description="scalars, maps and lists, aliases counted as copies"
     )
     max_alias_expansion: int = Field(
         default=100_000,

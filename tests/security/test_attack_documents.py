@@ -23,6 +23,7 @@ are printed; run with ``-s`` to see them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -211,6 +212,39 @@ async def test_a_graph_past_the_document_size_is_refused_before_parsing(
     detail = r.json()["detail"]
     assert detail["limit"] == "max_bytes" and detail["value"] == 1024 * 1024
     assert "big" not in running.engine.repository.names()
+    await still_serves(running, http)
+
+
+async def test_the_costliest_document_is_refused_while_the_host_answers(
+    running: RunningHost, http: httpx.AsyncClient
+) -> None:
+    # Within max_bytes, every byte pair a node: the budget that takes longest to
+    # reach (max_nodes, counted as the events arrive; parsed off the event loop).
+    items = (1024 * 1024 - 64) // 2
+    graph = "name: wide\nx: [" + "1," * items + "1]\ngraph:\n  - {id: a, transform: echo}\n"
+    before = rss_mb()
+    polls: list[float] = []
+
+    async def poll() -> None:
+        while True:
+            started = time.perf_counter()
+            r = await http.get("/healthz")
+            assert r.status_code == 200
+            polls.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+
+    poller = asyncio.create_task(poll())
+    started = time.perf_counter()
+    r = await http.post("/graphs", json={"graph": graph}, headers=admin(running))
+    took = time.perf_counter() - started
+    poller.cancel()
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["limit"] == "max_nodes"
+    print(
+        f"\n1 MiB of nodes over HTTP: refused in {took * 1000:.0f} ms, RSS {before:.0f} -> "
+        f"{rss_mb():.0f} MB, /healthz worst {max(polls, default=0) * 1000:.0f} ms "
+        f"over {len(polls)} polls"
+    )
     await still_serves(running, http)
 
 
