@@ -439,3 +439,17 @@ def test_a_pod_that_fails_is_an_answer_not_a_crash(
     name = publish(host, "get", caller("ionflux_pod_get"))
     out = call(host, name, {"reference": "notes/a.txt"}, AllowListGate(["read_pod_data:**"]))
     assert out["error"]["case"] == "failed" and "No space left" in out["error"]["message"]
+
+
+def test_large_requests_and_answers_cross_whole(host: Host, publish: Publish) -> None:
+    gate = AllowListGate(["write_pod_data:big.txt", "read_pod_data:*"])
+    text = "é" * 40_000  # 80 KB of UTF-8 each way
+    put = publish(host, "put", caller("ionflux_pod_put"))
+    assert call(host, put, {"path": "big.txt", "data": text}, gate)["ok"].startswith("bafk")
+    get = publish(host, "get", caller("ionflux_pod_get"))
+    assert call(host, get, {"reference": "big.txt"}, gate) == {"ok": text}
+    # An answer the plugin's memory cannot hold is refused as too large.
+    host.pod.bind("huge.txt", host.pod.put_bytes(b"x" * (1024 * 1024)))
+    small = publish(host, "small", caller("ionflux_pod_get"), limits={"memory_bytes": 512 * 1024})
+    out = call(host, small, {"reference": "huge.txt"}, gate)
+    assert out["error"]["case"] == "too-large" and "does not fit" in out["error"]["message"]

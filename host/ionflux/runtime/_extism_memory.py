@@ -48,6 +48,23 @@ _writev.restype = ctypes.c_ssize_t
 _writev.argtypes = _VM_ARGS
 
 
+# This process's id, for the two calls above; a forked child must not read
+# its parent's memory at the same addresses.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+# Up to this size a forged length costs a buffer no bigger than a page or so:
+# copied at once; past it, the last byte is checked first.
+_PROBE_ABOVE = 64 * 1024
+
+
 class BadBlock(ValueError):
     """The plugin named memory that is not a block it can hand over."""
 
@@ -73,10 +90,10 @@ def read_block(current: Any, offset: int, limit: int) -> bytes:
             f"{limit}-byte memory limit (a forged block header)"
         )
     address = _base(current) + offset
-    # The last byte first: a forged length is refused before a buffer of that
-    # size is made. (Mapped memory is a prefix of the reservation: if the last
-    # byte is there, all before it is.)
-    _copy_in(address + length - 1, 1, offset, length)
+    if length > _PROBE_ABOVE:
+        # The last byte first: a forged length is refused before a buffer of
+        # that size is made. (Mapped memory is a prefix of the reservation.)
+        _copy_in(address + length - 1, 1, offset, length)
     return _copy_in(address, length, offset, length)
 
 
@@ -84,7 +101,7 @@ def _copy_in(address: int, size: int, offset: int, length: int) -> bytes:
     buffer = ctypes.create_string_buffer(size)
     local = _IoVec(ctypes.addressof(buffer), size)
     remote = _IoVec(address, size)
-    done = _readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    done = _readv(_pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if done != size:
         _raise_unless_unmapped(done)
         raise BadBlock(
@@ -105,10 +122,9 @@ def write_block(current: Any, data: bytes, limit: int) -> int:
     if offset + len(data) > limit:
         _lib.extism_current_plugin_memory_free(current, offset)
         return 0
-    buffer = ctypes.create_string_buffer(data, len(data))
-    local = _IoVec(ctypes.addressof(buffer), len(data))
+    local = _IoVec(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value, len(data))
     remote = _IoVec(_base(current) + offset, len(data))
-    done = _writev(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    done = _writev(_pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if done != len(data):
         # The kernel's allocator was lied to (a forged root): the block is not all there.
         _raise_unless_unmapped(done)

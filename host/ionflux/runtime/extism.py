@@ -177,7 +177,16 @@ def _serve(name: str, current: Any, offset: int) -> int:
         text = json.dumps(_encode(Variant("failed", f"{name}: {type(exc).__name__}: {exc}")))
     finally:
         _imports.set_env(previous)
-    return write_block(current, text.encode("utf-8"), state.memory_bytes)
+    data = text.encode("utf-8")
+    written = write_block(current, data, state.memory_bytes)
+    if written == 0:  # no room in the plugin's memory for the answer: say so, briefly
+        refusal = Variant(
+            "too-large",
+            f"{name}: the answer ({len(data)} bytes) does not fit in the plugin's memory "
+            f"(limits.memory_bytes = {state.memory_bytes})",
+        )
+        written = write_block(current, json.dumps(_encode(refusal)).encode(), state.memory_bytes)
+    return written
 
 
 def _refuse_bad_request(env: ImportEnv, name: str, exc: BaseException) -> Variant:
