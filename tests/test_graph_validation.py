@@ -444,3 +444,16 @@ def test_a_dependency_on_a_node_that_does_not_validate_is_a_problem_not_a_crash(
         "description, id, if, inputs, ionwall_approval_scope, on_error, outputs, retry, "
         "subgraph, timeout, transform)"
     ]
+
+
+def test_a_graph_file_is_read_no_further_than_the_document_budget(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("name: g\ngraph:\n  - {id: a, transform: echo}\n" + "#" * 5000 + "\n")
+    repo = GraphRepository(tmp_path / "graphs.sqlite3", document_limits=DocumentLimits(4096))
+    try:
+        with pytest.raises(GraphValidationError) as caught:
+            repo.resolve(str(big))
+        assert isinstance(caught.value.reason, DocumentTooLarge)
+        assert caught.value.problems[0].file == str(big)
+    finally:
+        repo.close()

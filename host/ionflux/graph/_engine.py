@@ -191,7 +191,9 @@ class Engine:
         return cls(
             host.config,
             invoker=HostInvoker(host),
-            repository=GraphRepository(data / "graphs.sqlite3", pod=pod),
+            repository=GraphRepository(
+                data / "graphs.sqlite3", pod=pod, document_limits=host.config.documents.limits()
+            ),
             history=RunHistory(data / "runs.sqlite3"),
             pod=pod,
             authorizer=authorizer,

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .._errors import GraphNotFound, GraphValidationError, GraphVersionExists
+from ionwall import DocumentError, DocumentLimits, read_text
+
+from .._errors import GraphNotFound, GraphProblem, GraphValidationError, GraphVersionExists
 from .._sqlite import Changes, open_database, transaction
 from ..store import cid_for_bytes
 from ._model import FluxGraph
-from ._source import parse_yaml
+from ._source import default_limits, parse_yaml
 
 _FILES_KEPT = 256  # graph files remembered with their stat
 
@@ -72,7 +74,14 @@ class GraphText:
 
 
 class GraphRepository:
-    def __init__(self, path: Path, pod: BytesPod | None = None):
+    def __init__(
+        self,
+        path: Path,
+        pod: BytesPod | None = None,
+        document_limits: DocumentLimits | None = None,
+    ):
+        # Graph files and stored texts are read within these (None: the defaults).
+        self.document_limits = document_limits
         self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
         self._pod = pod
@@ -197,9 +206,13 @@ class GraphRepository:
                 seen = self._files.get(ref)
                 if seen is not None and seen[0] == key:
                     return seen[1]
-                text = path.read_text(encoding="utf-8")
+                # Never more than the document budget read: parse_yaml refuses the rest.
+                text = read_text(path, self.document_limits or default_limits())
             except OSError as exc:
                 raise GraphNotFound(f"cannot read graph file {ref}: {exc.strerror}") from None
+            except DocumentError as exc:
+                problem = GraphProblem(exc.problem, file=ref, line=exc.line)
+                raise GraphValidationError([problem], reason=exc) from None
             read = GraphText(text, cid_for_bytes(text.encode("utf-8")), str(path))
             if len(self._files) >= _FILES_KEPT:
                 self._files.clear()
@@ -238,7 +251,9 @@ class GraphRepository:
         cached = self._parsed.get(found.cid)
         if cached is None:
             try:
-                cached = FluxGraph.model_validate(parse_yaml(found.text).data)
+                cached = FluxGraph.model_validate(
+                    parse_yaml(found.text, limits=self.document_limits).data
+                )
             except (GraphValidationError, ValueError):
                 return None
             self._parsed[found.cid] = cached

@@ -48,7 +48,7 @@ def parse_yaml(text: str, file: str | None = None, limits: DocumentLimits | None
     """Parses ``text`` within ``limits`` (the ``documents.*`` defaults when None);
     raises ``GraphValidationError`` for malformed YAML, a budget passed or duplicate keys."""
     try:
-        node, data = compose_yaml(text, file or "<graph>", limits or _default_limits())
+        node, data = compose_yaml(text, file or "<graph>", limits or default_limits())
     except DocumentError as exc:
         problem = GraphProblem(exc.problem, file=file, line=exc.line)
         raise GraphValidationError([problem], reason=exc) from exc
@@ -62,7 +62,8 @@ def parse_yaml(text: str, file: str | None = None, limits: DocumentLimits | None
     return Source(data=data, text=text, file=file, lines=lines)
 
 
-def _default_limits() -> DocumentLimits:
+def default_limits() -> DocumentLimits:
+    """The ``documents.*`` defaults (the configuration's, when none are given)."""
     from ..config import DocumentSettings
 
     return DocumentSettings().limits()
