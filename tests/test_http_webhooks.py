@@ -257,3 +257,38 @@ async def test_manual_runs_health_and_metrics(
     assert 'ionflux_step_duration_seconds_count{graph="digest",node="n0"} 1.0' in text
     assert "ionflux_queue_depth 0.0" in text
     assert "ionflux_gate_denials_total" in text or "ionflux_gate_denials" in text
+
+
+async def test_a_test_host_without_tokens_still_bounds_bodies(
+    tmp_path: Path, nats_server: NatsServer, built: Path
+) -> None:
+    """``require_token=False`` (a test host on loopback): routes take no token,
+    but a webhook that asks for one still does, and the body limits hold."""
+    config = make_config(tmp_path / "data")
+    config = config.model_copy(
+        update={
+            "nats": config.nats.model_copy(
+                update={"url": nats_server.url, "token": nats_server.credentials.token}
+            ),
+            "http": config.http.model_copy(update={"port": 0, "max_body_bytes": 1024}),
+        }
+    )
+    host = await start_host(config, require_token=False)
+    try:
+        publish_wasm(host.host, "echo", TESTING / "echo.wasm")
+        await deploy(
+            host,
+            chain_graph("digest", triggers=[f"{{type: webhook, config: {{path: {HOOK}}}}}"]),
+        )
+        async with httpx.AsyncClient(base_url=host.url, timeout=20) as http:
+            for path in ("/transforms", "/graphs", "/triggers", "/metrics", "/runs"):
+                assert (await http.get(path)).status_code == 200, path
+            assert (await http.post(HOOK, json={"text": "x"})).status_code == 401
+            r = await http.post("/graphs/digest/runs", json={"input": {"text": "y" * 2000}})
+            assert r.status_code == 413 and r.json()["detail"]["limit"] == 1024
+            r = await http.post("/graphs/digest/runs", content=b"[" * 100 + b"]" * 100)
+            assert r.status_code == 422 and r.json()["detail"]["kind"] == "json_too_deep"
+            r = await http.post("/graphs/digest/runs", json={"input": {"text": "z"}})
+            assert r.status_code == 200 and r.json()["output"] == {"text": "z"}
+    finally:
+        await host.aclose(5)

@@ -10,7 +10,9 @@
 3. The triggers of every deployed graph are switched on: NATS subjects (queue
    group ``nats.queue_group``, so several hosts share the work), JetStream
    durable consumers, webhooks, schedules.
-4. The HTTP API is served with uvicorn on ``--http-host``/``--http-port``.
+4. The HTTP API is served with uvicorn on ``--http-host``/``--http-port``. The
+   port is bound before anything else starts: one in use ends ``ionflux up`` at
+   once with a one-line error naming it (exit code 1), nothing left running.
 5. SIGINT or SIGTERM: triggers stop taking events, in-flight runs finish
    (up to ``--drain-timeout`` seconds), then HTTP, NATS and the nats-server stop.
    A second signal stops at once.
