@@ -323,6 +323,33 @@ def test_the_per_call_import_budget_stops_a_flood(host: Host, publish: Publish) 
     assert call(host, fits, {"key": "k"}, gate) == {"ok": None}
 
 
+def test_a_plugin_over_its_budget_is_stopped_not_left_to_spin(
+    host: Host, publish: Publish, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the budget every call is refused; the plugin is cancelled rather
+    # than left to loop on refusals until its deadline or fuel (~180,000 more
+    # calls here). Cancelling reaches it through Extism's timer thread, so a
+    # few more calls may land first.
+    served = 0
+    original = ionflux_extism._HANDLERS["ionflux_config_get"]
+
+    def counting(request: dict[str, Any]) -> Any:
+        nonlocal served
+        served += 1
+        return original(request)
+
+    monkeypatch.setitem(ionflux_extism._HANDLERS, "ionflux_config_get", counting)
+    name = publish(
+        host,
+        "spinner",
+        caller("ionflux_config_get", times=2**31 - 1),
+        limits={"max_import_calls": 20, "timeout_ms": 8_000, "fuel": 200_000_000},
+    )
+    with pytest.raises(e.ImportBudgetExceeded):
+        call(host, name, {"key": "k"}, AllowListGate(["read_config:*"]))
+    assert 20 < served < 20_000
+
+
 def test_the_log_budget_holds_for_plugins(host: Host, publish: Publish) -> None:
     line = {"level": "info", "message": "x" * 8000}
     fits = host.config.limits.max_log_bytes // 8000

@@ -89,6 +89,7 @@ class _CallState:
 
     env: ImportEnv
     memory_bytes: int  # the call's memory limit, the bound of every kernel block
+    cancel: Any  # the plugin's extism.CancelHandle: stops it once it is over a budget
 
 
 class _BadRequest(ValueError):
@@ -162,6 +163,10 @@ def _serve(name: str, current: Any, offset: int) -> int:
         answer: Any = Variant("unavailable", "no call in progress")
         return write_block(current, json.dumps(_encode(answer)).encode(), _PAGE)
     env = state.env
+    if env.over_budget is not None:
+        # The call fails whatever the plugin does next (ImportBudgetExceeded):
+        # it is stopped rather than left to spin on refusals until its deadline.
+        state.cancel.cancel()
     previous = _imports.current_env()
     _imports.set_env(env)
     try:
@@ -305,10 +310,10 @@ class ExtismLoaded:
         started = time.perf_counter()
         # The host functions find the call through the plugin's host context,
         # never through anything shared between calls.
-        state = _CallState(env, limits.memory_bytes)
         failure: GuestError | None = None
         try:
             with extism.Plugin(self.compiled(limits), functions=HOST_FUNCTIONS) as plugin:
+                state = _CallState(env, limits.memory_bytes, plugin.cancel_handle())
                 out = plugin.call(
                     "run", input_text, parse=lambda buf: _take(buf, limits), host_context=state
                 )
