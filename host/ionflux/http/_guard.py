@@ -94,6 +94,8 @@ class Rule:
 
 #: No route matched: Starlette answers 404 without reading the body.
 _UNMATCHED = Rule(public=True)
+#: Rules remembered at most (paths with a run id or a consent id are many).
+_CACHED_RULES = 4096
 
 
 class Door:
@@ -101,8 +103,24 @@ class Door:
         self.app = app
         self.ctx = ctx
         self.router = router
+        # Rules by (method, path), for as long as the routes stay the same
+        # (deploys replace the webhook routes); matching every route costs
+        # tens of microseconds a request, a lookup well under one.
+        self._rules: dict[tuple[str, str], Rule] = {}
+        self._routes: tuple[int, ...] = ()
 
     def rule(self, scope: Scope) -> Rule:
+        routes = tuple(map(id, self.router.routes))
+        if routes != self._routes or len(self._rules) >= _CACHED_RULES:
+            self._rules = {}
+            self._routes = routes
+        key = (str(scope.get("method")), str(scope.get("path")))
+        found = self._rules.get(key)
+        if found is None:
+            found = self._rules[key] = self._match(scope)
+        return found
+
+    def _match(self, scope: Scope) -> Rule:
         partial = None
         for route in _flat(self.router.routes):
             match, _ = route.matches(scope)
