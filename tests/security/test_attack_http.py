@@ -389,3 +389,20 @@ async def test_a_dry_run_over_http_runs_no_node(
     assert r.status_code == 422 and r.json()["detail"]["field"] == "mode"
     assert all(run.mode == "dry_run_validate_only" for run in history.list_runs(graph="digest"))
     await still_serves(running, http)
+
+
+async def test_an_alias_bomb_manifest_is_refused_by_the_yaml_budget(
+    running: RunningHost, http: httpx.AsyncClient
+) -> None:
+    manifest = ALIAS_BOMB.replace("name: bomb", "name: bomb\nabi: component")
+    r = await http.post(
+        "/transforms",
+        json={"manifest": manifest, "module_base64": "AGFzbQEAAAA="},
+        headers=token(running, "manage_agent_lifecycle:transforms"),
+    )
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail["kind"] == "manifest" and "max_alias_expansion" in detail["message"]
+    no_exception_names(r.json())
+    assert [t.name for t in running.host.registry.list()] == ["echo"]
+    await still_serves(running, http)

@@ -24,15 +24,16 @@ import binascii
 import dataclasses
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ionwall import DocumentLimits
+
 from .._errors import GraphNotFound, InvalidInput, ManifestError
 from ..graph import Mode, RunTrigger
-from ..manifest import Manifest, parse_manifest
+from ..manifest import Manifest, parse_manifest, parse_manifest_text
 from ..triggers import RunRequest, graph_scope, reply
 from ._bodies import request_body
 from ._context import ApiContext
@@ -89,7 +90,8 @@ def management_router(ctx: ApiContext) -> APIRouter:
     async def publish_transform(request: Request) -> dict[str, Any]:
         ctx.require(request, "manage_agent_lifecycle:transforms")
         body = await bodies.model(request, PublishBody)
-        manifest, module = await bodies.call(_manifest_and_module, body)
+        limits = host.config.documents.limits()
+        manifest, module = await bodies.call(_manifest_and_module, body, limits)
         # Compiling a large module takes seconds: on the general thread pool,
         # so the parsing threads stay free for other requests.
         published = await run_in_threadpool(host.publish_bytes, manifest, module)
@@ -280,17 +282,13 @@ async def _dry_run(ctx: ApiContext, name: str, value: Any, caller: str | None) -
     )
 
 
-def _manifest_and_module(body: PublishBody) -> tuple[Manifest, bytes]:
-    """The manifest and the module's bytes of a publish request (on a parsing thread)."""
-    # TODO(issue 11): the manifest's YAML through ionwall._documents.load_yaml (the
-    # alias and size budget) once it exists; safe_load until then.
-    data: Any = body.manifest
-    if isinstance(data, str):
-        try:
-            data = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"not YAML: {exc}", field="manifest") from None
-    manifest = parse_manifest(data)
+def _manifest_and_module(body: PublishBody, limits: DocumentLimits) -> tuple[Manifest, bytes]:
+    """The manifest and the module's bytes of a publish request (on a parsing thread).
+    A manifest sent as text is read by the bounded YAML loader (``documents.*``)."""
+    if isinstance(body.manifest, str):
+        manifest = parse_manifest_text(body.manifest, path="<http>", limits=limits)
+    else:
+        manifest = parse_manifest(body.manifest, path="<http>")
     try:
         module = base64.b64decode(body.module_base64, validate=True)
     except (binascii.Error, ValueError) as exc:
