@@ -292,3 +292,28 @@ async def test_a_test_host_without_tokens_still_bounds_bodies(
             assert r.status_code == 200 and r.json()["output"] == {"text": "z"}
     finally:
         await host.aclose(5)
+
+
+async def test_metrics_public_opens_metrics_only(
+    tmp_path: Path, nats_server: NatsServer, built: Path
+) -> None:
+    """``http.metrics_public``: a local Prometheus scraper reads /metrics without a
+    token; every other route still needs one."""
+    config = make_config(tmp_path / "data")
+    config = config.model_copy(
+        update={
+            "nats": config.nats.model_copy(
+                update={"url": nats_server.url, "token": nats_server.credentials.token}
+            ),
+            "http": config.http.model_copy(update={"port": 0, "metrics_public": True}),
+        }
+    )
+    host = await start_host(config)
+    try:
+        async with httpx.AsyncClient(base_url=host.url, timeout=20) as http:
+            r = await http.get("/metrics")
+            assert r.status_code == 200 and "ionflux_queue_depth" in r.text
+            for path in ("/triggers", "/transforms", "/graphs", "/runs"):
+                assert (await http.get(path)).status_code == 401, path
+    finally:
+        await host.aclose(5)
