@@ -411,6 +411,9 @@ def test_concurrent_calls_of_different_plugins_do_not_share_state(
     [
         ('"just a string"', "JSON object"),
         ('{"key": 5}', "must be a string"),
+        # A component cannot send one (the canonical ABI passes valid UTF-8 only);
+        # in a scope it would reach the audit log, which writes UTF-8.
+        ('{"key": "\\ud800x"}', "lone surrogate"),
     ],
 )
 def test_a_bad_request_is_invalid(

@@ -156,7 +156,7 @@ _HANDLERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 def _serve(name: str, current: Any, offset: int) -> int:
     """One host-function call: the request read from the plugin, the answer
-    written back (a kernel offset, 0 if the plugin's memory has no room)."""
+    written back (a kernel offset; 0 only if not even a short refusal fits)."""
     handle = _lib.extism_current_plugin_host_context(current)
     state = _ffi.from_handle(handle) if handle != _ffi.NULL else None
     if not isinstance(state, _CallState):
@@ -171,9 +171,12 @@ def _serve(name: str, current: Any, offset: int) -> int:
     _imports.set_env(env)
     try:
         try:
-            request = json.loads(read_block(current, offset, state.memory_bytes).decode("utf-8"))
+            raw = read_block(current, offset, state.memory_bytes).decode("utf-8")
+            request = json.loads(raw)
             if not isinstance(request, dict):
                 raise _BadRequest("the request must be a JSON object")
+            if _SURROGATE_ESCAPE.search(raw):
+                _check_no_lone_surrogates(request)
             answer = _HANDLERS[name](request)
         except (ValueError, RecursionError) as exc:  # BadBlock, _BadRequest, JSON, UTF-8
             answer = _refuse_bad_request(env, name, exc)
@@ -192,6 +195,20 @@ def _serve(name: str, current: Any, offset: int) -> int:
         )
         written = write_block(current, json.dumps(_encode(refusal)).encode(), state.memory_bytes)
     return written
+
+
+# A lone surrogate can only come from a JSON escape (UTF-8 text has none).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_no_lone_surrogates(request: dict[str, Any]) -> None:
+    """Strings a component could not send (the canonical ABI passes only
+    valid UTF-8) are refused here too: a lone surrogate in a scope would
+    reach the audit log, which writes UTF-8."""
+    try:
+        json.dumps(request, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _BadRequest("strings must be valid Unicode (a lone surrogate escape)") from None
 
 
 def _refuse_bad_request(env: ImportEnv, name: str, exc: BaseException) -> Variant:
