@@ -3,7 +3,10 @@
 ``create_app(ApiContext(host, engine, triggers, ionwall))`` builds the app
 ``ionflux up`` serves: ``_management`` (transforms, graphs, runs), ``_ops``
 (healthz, metrics, triggers), ``_webhooks`` (the graphs' webhook triggers),
-``_ionwall_routes`` (consents, grants, audit).
+``_ionwall_routes`` (consents, grants, audit). In front of them all,
+``_guard``'s door checks each route's declared access (the token) and the
+body's size before a route reads a byte; ``_bodies`` parses what gets through
+(JSON depth, large bodies and YAML on a small thread pool).
 """
 
 from ._app import create_app
