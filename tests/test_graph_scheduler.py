@@ -159,6 +159,7 @@ def test_public_api_is_pinned() -> None:
         "StepResult",
         "SubgraphRef",
         "Template",
+        "TemplateBudget",
         "TransformCatalog",
         "TransformInfo",
         "Trigger",
