@@ -77,7 +77,10 @@ def openapi(app: FastAPI) -> dict[str, Any]:
 
 def _documentation(app: FastAPI, ctx: ApiContext) -> None:
     async def openapi_json(request: Request) -> JSONResponse:
-        spec = openapi(app)
+        # Building it walks every route and model: tens of milliseconds, off the loop.
+        spec = app.openapi_schema
+        if spec is None:
+            spec = await ctx.bodies.call(openapi, app)
         try:
             ctx.require(request, "read_host:graphs")
         except Exception:  # anyone: the API without the deployed graphs' webhooks

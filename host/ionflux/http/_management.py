@@ -137,6 +137,9 @@ def management_router(ctx: ApiContext) -> APIRouter:
         version, created = await bodies.call(
             engine.repository.deploy, body.graph, plan.name, plan.graph.version, body.message
         )
+        # Planned here, on a parsing thread, the new version is in the engine's
+        # cache when the triggers switch it on (they would plan it on the loop).
+        await bodies.call(engine.load, plan.name)
         await triggers.sync()
         return {
             **_version(version),
