@@ -28,10 +28,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import TESTING, make_config  # noqa: E402
-from ionflux.http import RunningHost, start_host  # noqa: E402
-from ionflux.http.testing import chain_graph, deploy, publish_wasm  # noqa: E402
-from ionflux.triggers import NatsServer  # noqa: E402
+from conftest import TESTING, make_config
+from ionflux.http import RunningHost, start_host
+from ionflux.http.testing import chain_graph, deploy, publish_wasm
+from ionflux.triggers import NatsServer
 
 HOOK = "/webhooks/invoke/digest"
 SERVE_WITHIN_S = 10.0
