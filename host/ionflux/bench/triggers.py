@@ -158,16 +158,16 @@ async def _run(repo: Path, workdir: Path) -> list[Row]:
             )
         )
 
-        _prepare(workdir / "a", echo)
-        # Hosts in one queue group verify the same tokens: one IONWALL key.
-        (workdir / "b" / "ionwall").mkdir(parents=True, mode=0o700, exist_ok=True)
-        key = workdir / "a" / "ionwall" / "signing_key.pem"
-        shutil.copy2(key, workdir / "b" / "ionwall" / key.name)
-        _prepare(workdir / "b", echo)
         from ionwall import Ionwall
 
-        with Ionwall(workdir / "a" / "ionwall") as wall:
+        _prepare(workdir / "a", echo)
+        with Ionwall(workdir / "a" / "ionwall") as wall:  # makes its key
             token = wall.issue_token(["execute_graph:graph3"]).token
+        # Hosts in one queue group verify the same tokens: one IONWALL (its key and
+        # the grant behind the token), copied before either host opens it.
+        (workdir / "b").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(workdir / "a" / "ionwall", workdir / "b" / "ionwall")
+        _prepare(workdir / "b", echo)
         auth = {"Authorization": f"Bearer {token}"}
         a = UpProcess(workdir / "a", nats_url=server.url, env=env).start()
         hosts.append(a)
