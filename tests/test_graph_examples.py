@@ -181,7 +181,7 @@ async def test_reactor_example_asks_consent_then_runs(
         "target_audience_segment": "subscribers_group_A"
     }
     subject, payload = bus.messages[-1]
-    assert subject == "ionflux.reactor.execute_master_plan.completion"
+    assert subject == "ionflux.reactor.plans.completed"
     assert json.loads(payload)["execution_id"] == result.execution_id
 
     without_params = await engine.run(path, {"master_plan_cid": plan_cid})

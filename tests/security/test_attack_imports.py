@@ -200,3 +200,29 @@ async def test_no_grant_publishes_a_fake_completion_event(
     first = json.loads((await events.next_msg(timeout=10)).data)
     assert first["execution_id"] != "fake" and first["graph"] == "digest"
     await events.unsubscribe()
+
+
+async def test_a_deployed_graphs_own_completion_topic_is_not_publishable(
+    running: RunningHost, http: httpx.AsyncClient
+) -> None:
+    """A graph may name its completion subject (``completion_topic``); once it is
+    deployed, no guest may publish there either, whatever its grant."""
+    from ionflux.http.testing import chain_graph, deploy
+
+    await deploy(
+        running,
+        chain_graph(
+            "announcer",
+            triggers=[
+                "{type: event_driven, config: {event_source: NATS, topic: ops.announce, "
+                "completion_topic: ops.announced}}"
+            ],
+        ),
+    )
+    answer = await attack(
+        running, http, "forger", {"call": "bus", "subject": "ops.announced", "payload": "{}"}
+    )
+    error = guest_error(answer)
+    assert error["case"] == "denied"
+    assert "ops.announced" in error["message"] and "completion" in error["message"]
+    await still_serves(running, http)

@@ -12,6 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ionwall import Ionwall, Masker, load_policy
 
@@ -111,6 +112,11 @@ async def start_host(
         stack.callback(wall.close)
         host = Host(config, bus=bus, ionwall=wall)
         stack.callback(host.close)
+        # Ports learnt only now (port 0, the nats-server we started): the http
+        # import must not reach them on the host's own addresses either.
+        if http_socket is not None:
+            host.egress.add_own_port(http_socket.getsockname()[1])
+        host.egress.add_own_port(urlsplit(url).port or 4222)
         metrics = Metrics()
         engine = Engine.for_host(host, authorizer=_authorizer(wall, metrics, host))
         stack.callback(engine.close)

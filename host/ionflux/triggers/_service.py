@@ -161,6 +161,10 @@ class TriggerService:
                     continue
                 hooks[hook.path] = hook
         self.graphs = wanted
+        reserve = getattr(self.bus, "reserve", None)
+        if reserve is not None:  # no guest may forge a deployed graph's completion event
+            custom = {t.completion_topic for g in wanted.values() for t in g.nats}
+            reserve({g.completion_subject() for g in wanted.values()} | (custom - {None}))
         changed = hooks != self.webhooks
         self.webhooks = hooks
         if changed:
