@@ -21,7 +21,8 @@ from ionflux.http.testing import UpProcess, chain_graph, deploy, publish_wasm
 from ionflux.triggers import NatsServer
 from ionflux.triggers._jetstream import consumer_name, stream_name
 from nats.aio.client import Client
-from nats.js.api import StreamConfig
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo, StreamConfig
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,18 @@ async def collect(sub: nats.aio.subscription.Subscription, n: int, timeout: floa
     return out
 
 
+async def settled(js: JetStreamContext, stream: str, consumer: str) -> ConsumerInfo:
+    """Waits until the consumer has nothing left to deliver and nothing unacked: from
+    then on no message of the stream can run (again). The timeout only stops a hang."""
+    deadline = time.monotonic() + 30
+    while True:
+        info: ConsumerInfo = await js.consumer_info(stream, consumer)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return info
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.05)
+
+
 async def test_a_flood_waits_in_the_stream_and_every_message_runs_once(
     tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
 ) -> None:
@@ -100,12 +113,14 @@ async def test_a_flood_waits_in_the_stream_and_every_message_runs_once(
         ack = await js.publish(subject, b'{"text": "0"}', headers={"Nats-Msg-Id": "m0"})
         assert ack.duplicate
         events = await collect(completions, 150, timeout=60)
-        events += await collect(completions, 1, timeout=0.5)  # nothing more comes
         assert sorted(e["msg_id"] for e in events) == sorted(f"m{i}" for i in range(150))
         assert all(e["overall_status"] == "success" for e in events)
         assert host.triggers.dispatcher.slots.high_water == 2
-        info = await js.consumer_info(stream_name(subject), consumer_name("dflood"))
-        assert info.num_pending == 0 and info.num_ack_pending == 0
+        # Everything delivered and acked: nothing more can run. The history is the
+        # record that nothing ran twice.
+        await settled(js, stream_name(subject), consumer_name("dflood"))
+        runs = host.engine.history.list_runs(graph="dflood", limit=1000)
+        assert len(runs) == 150
     finally:
         await host.aclose(5)
 
@@ -125,19 +140,25 @@ async def test_a_processed_message_id_is_not_run_again_after_the_window(
         completions = await client.subscribe(f"{subject}.completion")
         await js.publish(subject, b'{"text": "a"}', headers={"Nats-Msg-Id": "order-1"})
         assert len(await collect(completions, 1, timeout=10)) == 1
-        await asyncio.sleep(1.0)
-        ack = await js.publish(subject, b'{"text": "a"}', headers={"Nats-Msg-Id": "order-1"})
-        assert not ack.duplicate  # past the window: the stream took it
+        # Publish the same id again until the stream takes it: inside the window
+        # it drops each copy (nothing runs), past it the stream stores it.
+        deadline = time.monotonic() + 30
+        while True:
+            ack = await js.publish(subject, b'{"text": "a"}', headers={"Nats-Msg-Id": "order-1"})
+            if not ack.duplicate:
+                break
+            assert time.monotonic() < deadline, "the duplicate window never ended"
+            await asyncio.sleep(0.05)
         await js.publish(subject, b"not json", headers={"Nats-Msg-Id": "order-2"})
-        events = await collect(completions, 1, timeout=5)
-        events += await collect(completions, 1, timeout=0.5)
+        events = await collect(completions, 1, timeout=10)
         assert [e["msg_id"] for e in events] == ["order-2"]  # order-1 did not run again
         assert events[0]["error_details"][0]["kind"] == "invalid_input"
+        # Both delivered and acked (order-1 before order-2): the history and the
+        # duplicates counter say order-1 was recognised, not run.
+        await settled(js, stream_name(subject), consumer_name("donce"))
         assert len(host.engine.history.list_runs(graph="donce")) == 1
         metrics = host.triggers.metrics.render().decode()
         assert 'ionflux_durable_duplicates_total{graph="donce"} 1.0' in metrics
-        info = await js.consumer_info(stream_name(subject), consumer_name("donce"))
-        assert info.num_ack_pending == 0
     finally:
         await host.aclose(5)
 
@@ -182,14 +203,9 @@ async def test_a_message_without_a_valid_token_is_refused_once_and_terminated(
         runs = host.engine.history.list_runs(graph="dauth")
         assert [r.trigger_details["msg_id"] for r in runs] == ["good"]  # type: ignore[index]
         # Terminated, not left for redelivery: nothing stays pending (the last run's
-        # ack follows its completion event) and nothing comes again.
-        for _ in range(100):
-            info = await js.consumer_info(stream_name(subject), consumer_name("dauth"))
-            if info.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert info.num_ack_pending == 0 and info.num_redelivered == 0
-        assert await collect(completions, 1, timeout=0.5) == []
+        # ack follows its completion event), so nothing can come again.
+        info = await settled(js, stream_name(subject), consumer_name("dauth"))
+        assert info.num_redelivered == 0
     finally:
         await host.aclose(5)
 
@@ -231,17 +247,25 @@ async def test_a_host_killed_mid_run_hands_the_message_to_another_once(
             if info.num_ack_pending == 1:
                 break
             await asyncio.sleep(0.05)
-        assert info.num_ack_pending == 1  # host A is running it
-        await asyncio.sleep(0.3)  # well inside the 1.5 s run
+        assert info.num_ack_pending == 1  # host A has it
+        # Host A has started the run (its record says so) and is inside the 1.5 s
+        # spin: kill it there.
+        runs_a = RunHistory(tmp_path / "a" / "runs.sqlite3", recover=False)
+        try:
+            for _ in range(600):
+                if runs_a.list_runs(graph="dslow"):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            runs_a.close()
         a.kill()
         b.start()
-        events = await collect(completions, 1, timeout=20)
-        events += await collect(completions, 1, timeout=3)  # > ack_wait: no second run
+        events = await collect(completions, 1, timeout=30)
         assert len(events) == 1, events
         assert events[0]["msg_id"] == "job-1"
         assert events[0]["overall_status"] in ("success", "partial_success_with_errors")
-        info = await js.consumer_info(stream, consumer)
-        assert info.num_ack_pending == 0
+        # B's ack settles the message: no delivery (so no second run) can follow.
+        await settled(js, stream, consumer)
         runs_a = RunHistory(tmp_path / "a" / "runs.sqlite3", recover=False)
         runs_b = RunHistory(tmp_path / "b" / "runs.sqlite3", recover=False)
         try:
@@ -279,7 +303,13 @@ async def test_durable_messages_survive_a_nats_server_restart_under_load(
             )
         port = server.port
         server.stop()  # mid-flood: some runs done, some in flight, the rest in the stream
-        await asyncio.sleep(0.3)
+        assert host.triggers.durable is not None
+        bus = host.triggers.durable.nc
+        for _ in range(600):  # the host has seen the server go before it comes back
+            if not bus.is_connected:
+                break
+            await asyncio.sleep(0.05)
+        assert not bus.is_connected
         server = NatsServer(tmp_path / "nats", port=port).start()
         for i in range(60, 80):
             for _ in range(100):
@@ -355,7 +385,8 @@ async def test_soak_two_hosts_a_long_flood_and_two_restarts_every_id_once(
             if len({r.trigger_details["msg_id"] for r in ran}) >= total:  # type: ignore[index]
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(6)  # > ack_wait: a stray redelivery would have run by now
+        # Every message delivered and acked: no stray redelivery can follow.
+        await settled(js, stream_name(subject), consumer_name("dsoak"))
         ran = a.engine.history.list_runs(graph="dsoak", limit=total * 2)
         ran += b.engine.history.list_runs(graph="dsoak", limit=total * 2)
         ids = [r.trigger_details["msg_id"] for r in ran]  # type: ignore[index]
