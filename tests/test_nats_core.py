@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,14 @@ async def request(nc: Client, subject: str, data: bytes, timeout: float, **kw: A
         except nats.errors.NoRespondersError:
             await asyncio.sleep(0.05)
     raise AssertionError(f"no responders on {subject} for 2 s")
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Polls ``condition`` until it holds; the timeout only stops a hang (the caller's
+    assertion then says what did not happen)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def topic() -> str:
@@ -322,16 +330,15 @@ async def test_the_host_reconnects_after_nats_server_restarts_under_load(
                 i += 1
 
         loader = asyncio.get_running_loop().create_task(load())
-        await asyncio.sleep(0.5)
+        # Under load: requests are being answered when the server goes.
+        await until(lambda: results.count("success") >= 5)
         port = server.port
         server.stop()
-        await asyncio.sleep(0.5)
+        await until(lambda: not host.bus.connected)  # the host has seen it go
         server = NatsServer(tmp_path / "nats", port=port).start()
         before = len(results)
-        for _ in range(100):  # up to 10 s for both sides to reconnect
-            await asyncio.sleep(0.1)
-            if results[before:].count("success") >= 20:
-                break
+        # Both sides reconnect: answers come again.
+        await until(lambda: results[before:].count("success") >= 20, timeout=30)
         loader.cancel()
         assert results[before:].count("success") >= 20, results[before:][-10:]
         assert host.bus.connected
