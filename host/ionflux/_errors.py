@@ -220,6 +220,9 @@ class GuestError(IonfluxError):
     """A guest failed one call. The host and every other call go on."""
 
     kind = "guest"
+    #: Fuel the failed call burnt (a component's; Extism reports none): a run's
+    #: fuel budget counts failed calls too.
+    fuel_used: int = 0
 
 
 class GuestTrap(GuestError):

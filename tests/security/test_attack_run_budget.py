@@ -94,7 +94,8 @@ async def test_a_40x40x40_fan_out_through_subgraphs_stops_at_the_node_budget(
     assert any(e["kind"] == "run_budget_exceeded" for e in record.error_details or [])
     served = await still_serves(running, http)
     print(
-        f"\n40x40x40 fan-out: {len(runs)} runs, {node_calls(running.engine, ('fan', 'mid', 'leaf'))} node calls; "
+        f"\n40x40x40 fan-out: {len(runs)} runs, "
+        f"{node_calls(running.engine, ('fan', 'mid', 'leaf'))} node calls; "
         f"/healthz max {max(latencies, default=0) * 1e3:.0f} ms over {len(latencies)} probes; "
         f"normal call after {served * 1e3:.0f} ms; peak RSS {peak_rss_mb():.0f} MB"
     )
@@ -124,4 +125,36 @@ async def test_a_graphs_fuel_budget_stops_its_run_at_the_first_call_past_it(
         [r for r in runs if r.graph_name == "fleaf"]
     )
     assert "running" not in {r.status for r in runs}
+    await still_serves(running, http)
+
+
+async def test_failed_calls_count_against_the_fuel_budget(
+    running: RunningHost, http: httpx.AsyncClient
+) -> None:
+    """A call that runs out of fuel burnt all of it: retrying it must not make
+    the run's fuel budget look unspent."""
+    from conftest import TESTING
+    from ionflux.http.testing import publish_wasm
+
+    publish_wasm(running.host, "spinner", TESTING / "spin.wasm", limits={"fuel": 1_000_000})
+    text = (
+        "name: spinning\n"
+        'version: "1.0.0"\n'
+        "budget: {max_fuel: 1500000}\n"
+        "triggers: [{type: manual}]\n"
+        "graph:\n"
+        "  - id: spin\n"
+        "    transform: spinner\n"
+        "    retry: 5\n"
+        "    inputs: {}\n"
+    )
+    await deploy(running, text)
+    result = await running.engine.run("spinning", {})
+    assert result.overall_status == "failure"
+    kinds = [e["kind"] for e in result.error_details or []]
+    assert "run_budget_exceeded" in kinds, result.error_details
+    # Each attempt burnt its whole million; the second crossed 1.5 million and
+    # the retries after it were refused (on the old code: six attempts, 0 fuel counted).
+    assert result.fuel_used == 2_000_000
+    assert result.step("spin").attempts < 6
     await still_serves(running, http)

@@ -8,6 +8,7 @@ a typed ``GuestError`` while the host goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -177,6 +178,8 @@ class Runtime:
             # Raised below, outside this block: a raise here would keep the
             # native error alive through __context__ until the GC finds it.
             failure = classify_trap(exc, limits)
+            with contextlib.suppress(wasmtime.WasmtimeError):
+                failure.fuel_used = limits.fuel - store.get_fuel()
         finally:
             store.close()  # give the pool slot back before the next caller takes it
             self._ticker.leave()
@@ -186,9 +189,13 @@ class Runtime:
             raise failure
         duration = time.perf_counter() - started
         if isinstance(result, Variant):
-            raise TransformFailed(result.tag, str(result.payload))
+            failed = TransformFailed(result.tag, str(result.payload))
+            failed.fuel_used = fuel_used
+            raise failed
         if not isinstance(result, str):
-            raise InvalidOutput(f"run returned {type(result).__name__}, expected a string")
+            invalid = InvalidOutput(f"run returned {type(result).__name__}, expected a string")
+            invalid.fuel_used = fuel_used
+            raise invalid
         # Its UTF-8 size was checked against max_output_bytes before it was copied (call_run).
         return CallResult(result, fuel_used, duration, env.logs, env.calls, env.import_s)
 
