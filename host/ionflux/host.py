@@ -34,6 +34,7 @@ from ._errors import (
     ModuleError,
     UnknownTransform,
 )
+from ._health import Health
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
@@ -112,6 +113,8 @@ class Host:
         self.config = config
         self.gate = gate
         self.bus = bus
+        # What is degraded now (the data disk, NATS), for /healthz and /metrics.
+        self.health = Health()
         if ionwall is not None:
             self.__dict__["ionwall"] = ionwall
         self._owns_pod = pod is None

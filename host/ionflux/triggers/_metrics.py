@@ -83,6 +83,24 @@ class Metrics:
             registry=r,
         )
 
+        self.healthy = Gauge(
+            "ionflux_healthy", "1 while /healthz answers ok, 0 while degraded", registry=r
+        )
+        self.degraded = Gauge(
+            "ionflux_degraded",
+            "1 for each component that is degraded now (the reason is in /healthz)",
+            ["component"],
+            registry=r,
+        )
+
+    def observe_health(self, components: Iterable[str]) -> None:
+        """Sets the health gauges to the degraded ``components`` (none: healthy)."""
+        names = sorted(components)
+        self.degraded.clear()
+        for name in names:
+            self.degraded.labels(name).set(1)
+        self.healthy.set(0 if names else 1)
+
     def observe_steps(self, graph: str, steps: Iterable[Any]) -> None:
         for step in steps:
             duration: float | None = getattr(step, "duration_s", None)
