@@ -441,7 +441,7 @@ def test_a_dependency_on_a_node_that_does_not_validate_is_a_problem_not_a_crash(
     )
     assert found == [
         "g.yaml:3: node 'a' field 'colour': unknown key 'colour' (allowed: dependencies, "
-        "description, id, if, inputs, ionwall_approval_scope, on_error, outputs, retry, "
+        "description, id, idempotent, if, inputs, ionwall_approval_scope, on_error, outputs, retry, "
         "subgraph, timeout, transform)"
     ]
 

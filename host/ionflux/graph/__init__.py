@@ -7,13 +7,17 @@
 The parts: ``_source`` (YAML with line numbers), ``_model`` (the DSL),
 ``_template`` (sandboxed templates), ``_plan`` (validation and levels),
 ``_scheduler`` (pure state transitions), ``_step`` (one node's policies),
-``_engine`` (the driver), ``_history`` (runs in SQLite), ``_repository``
+``_engine`` (the driver), ``_context`` (what one run's nodes share),
+``_placement`` (cost model: which nodes share a worker thread), ``_workers``
+(the threads), ``_debug`` (the debugger's turn), ``_dryrun``, ``_history`` (runs in
+SQLite), ``_repository``
 (graph versions by CID), ``_recorder`` (step rows and pod values of a run),
 ``_seams`` (Protocols for the host, IONWALL, the debugger), ``_ionwall``
 (the IONWALL authorizer).
 """
 
-from ._engine import Engine, RunTrigger
+from ._context import RunTrigger
+from ._engine import Engine
 from ._history import RunHistory, RunRecord, StepRecord, new_run_id
 from ._ionwall import IonwallAuthorizer
 from ._model import FluxGraph, Node, Retry, SubgraphRef, Trigger

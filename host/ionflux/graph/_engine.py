@@ -13,14 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,7 +31,23 @@ from .._errors import (
 )
 from ..config import Config
 from ._budget import RunBudget
+from ._context import (
+    Head,
+    RunContext,
+    Running,
+    RunTrigger,
+    cancelled_error,
+    node_scope,
+    requested_scopes,
+    run_output,
+    run_scope,
+    runs_in_lane,
+    step_order,
+)
+from ._debug import pause
+from ._dryrun import dry_run
 from ._history import RunHistory, new_run_id
+from ._placement import Costs, cost_key, groups, measure
 from ._plan import Plan, PlannedNode, Planner, TransformInfo
 from ._recorder import RunRecorder, ValuePod, ValueWriter, json_text
 from ._repository import GraphRepository, GraphVersion
@@ -44,10 +55,8 @@ from ._result import MODES, Mode, RunResult, StepResult
 from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
 from ._schema import apply_defaults, check
 from ._seams import (
-    Authorization,
     Authorizer,
     Debugger,
-    DebugPause,
     HostInvoker,
     Invoker,
     NoAuthorizer,
@@ -62,58 +71,11 @@ from ._step import (
     render,
     run_once,
 )
+from ._workers import Workers
 
 if TYPE_CHECKING:
     from ..host import Host
 
-
-@dataclass(frozen=True, slots=True)
-class RunTrigger:
-    """How a run was started: ``manual``, ``event_driven``, ``webhook``, ``scheduled``,
-    ``rerun``, … with whatever details the trigger has (subject, path, caller)."""
-
-    type: str = "manual"
-    details: Mapping[str, Any] | None = None
-    subject: str = "local-user"
-
-
-@dataclass
-class _Context:
-    """What every node of one run shares."""
-
-    plan: Plan
-    run_id: str
-    mode: Mode
-    depth: int
-    chain: tuple[str, ...]
-    trigger: RunTrigger
-    authorization: Authorization
-    scope: dict[str, Any]
-    debugger: Debugger | None
-    recorder: RunRecorder
-    budget: RunBudget
-    # Sub-runs of the whole tree in flight, per depth (see ``_call``).
-    subruns: dict[int, asyncio.Semaphore]
-    # Set when this run stopped because the whole run's budget ran out.
-    stopped_by: RunBudgetExceeded | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """A rendered node that runs as one blocking call, waiting for a thread."""
-
-    planned: PlannedNode
-    rendered: Rendered
-    started: float
-
-
-# Calls measured under _LIGHT_S, or computing more than they wait, share
-# threads, each with at least _GROUP_S of work; the averages weigh a new
-# measure by _COST_WEIGHT.
-_LIGHT_S = 0.0005
-_GROUP_S = 0.002
-_COST_WEIGHT = 0.3
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 # A run that ends sooner is written in one transaction with its steps; a longer
 # one's row is written this long after it starts, so it shows as running.
@@ -126,22 +88,8 @@ _Advanced = tuple[PlannedNode, Outcome, str]
 # How long a lane may run nodes before it reports them to the loop.
 _LANE_REPORT_S = 0.01
 
-
-@dataclass(slots=True)
-class _Running:
-    """What one task of ``_execute`` is running. A lane (a chain of nodes run back
-    to back on one worker thread) moves ``node_id`` along the chain; ``None`` once
-    the loop refused the next node. ``stop`` tells the worker to start no more."""
-
-    node_id: str | None
-    stop: threading.Event | None = None
-    closed: bool = False
-    members: tuple[str, ...] = ()  # a group's nodes (see ``_group``)
-
-    def unsettled(self, scheduler: Scheduler) -> list[str]:
-        """The nodes this task still owns, to cancel with it."""
-        owned = self.members or ((self.node_id,) if self.node_id is not None else ())
-        return [n for n in owned if scheduler.status[n] is NodeStatus.RUNNING]
+# Kept for callers of the engine's old names.
+_Head = Head
 
 
 class Engine:
@@ -176,12 +124,8 @@ class Engine:
         self._plans: dict[str, Plan] = {}
         # What each transform's calls take, moving averages of (CPU, I/O wait)
         # seconds: ``_groups`` packs light and CPU-bound ones on as few threads as pay.
-        self._costs: dict[str, tuple[float, float]] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._semaphores: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Semaphore
-        ] = weakref.WeakKeyDictionary()
+        self._costs: Costs = {}
+        self.workers = Workers(config.graph.concurrency)
 
     @classmethod
     def for_host(cls, host: Host, *, authorizer: Authorizer | None = None) -> Engine:
@@ -205,8 +149,7 @@ class Engine:
             self._writer.flush(timeout)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self.workers.close()
         if self._writer is not None:
             self._writer.close()
         self.history.close()
@@ -332,7 +275,7 @@ class Engine:
             write=False,
         )
         recorder.defer_start(start_row, _START_AFTER_S)
-        scope = _scope(plan, run_id, value, trigger, started)
+        scope = run_scope(plan, run_id, value, trigger, started)
         errors: list[dict[str, Any]] = []
         steps: dict[str, StepResult] = {}
         status = RunStatus.FAILURE
@@ -342,7 +285,7 @@ class Engine:
         try:
             if not input_checked:
                 check("input", plan.input_validator, value)
-            requested = _requested_scopes(plan, scope)
+            requested = requested_scopes(plan, scope)
             auth = self.authorizer.authorize(
                 subject=trigger.subject,
                 graph=plan.name,
@@ -352,7 +295,7 @@ class Engine:
                 dry_run=mode == "dry_run_validate_only",
             )
             to_ask = list(auth.missing)
-            ctx = _Context(
+            ctx = RunContext(
                 plan,
                 run_id,
                 mode,
@@ -367,7 +310,7 @@ class Engine:
                 {} if subruns is None else subruns,
             )
             if mode == "dry_run_validate_only":
-                steps = _dry_run(plan, scope)
+                steps = dry_run(plan, scope)
                 failed = any(s.error is not None for s in steps.values())
                 status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
             else:
@@ -377,15 +320,15 @@ class Engine:
                 status = RunStatus.FAILURE  # not a cancellation: the run was refused more work
                 errors.append(error_dict(ctx.stopped_by))
             if status in (RunStatus.SUCCESS, RunStatus.PARTIAL) and mode != "dry_run_validate_only":
-                output = _output(plan, scope)
+                output = run_output(plan, scope)
                 check("output", plan.output_validator, output)
         except asyncio.CancelledError:
-            self._finish(recorder, RunStatus.CANCELLED, None, [_cancelled()], steps, plan)
+            self._finish(recorder, RunStatus.CANCELLED, None, [cancelled_error()], steps, plan)
             raise
         except (SchemaViolation, TemplateError, IonfluxError) as exc:
             status = RunStatus.FAILURE
             errors.append(error_dict(exc))
-        ordered = [steps[n] for n in _step_order(plan, steps)]
+        ordered = [steps[n] for n in step_order(plan, steps)]
         result = RunResult(
             execution_id=run_id,
             graph_name=plan.name,
@@ -456,7 +399,7 @@ class Engine:
             )
         return result
 
-    async def _execute(self, ctx: _Context) -> tuple[RunStatus, dict[str, StepResult]]:
+    async def _execute(self, ctx: RunContext) -> tuple[RunStatus, dict[str, StepResult]]:
         plan = ctx.plan
         specs = {
             node_id: NodeSpec(p.deps, plan.dependents[node_id], p.node.on_error, p.index)
@@ -465,7 +408,7 @@ class Engine:
         scheduler = Scheduler(specs)
         states: dict[str, dict[str, Any]] = ctx.scope["nodes"]
         steps: dict[str, StepResult] = {}
-        tasks: dict[asyncio.Task[Outcome | None], _Running] = {}
+        tasks: dict[asyncio.Task[Outcome | None], Running] = {}
         one_at_a_time = ctx.mode == "step_through_debug"
         try:
             while not scheduler.done:
@@ -473,7 +416,7 @@ class Engine:
                 # tree starts nothing (each node would be refused one by one).
                 self._stop_past_budget(ctx, scheduler, tasks)
                 room = 1 - len(tasks) if one_at_a_time else None
-                lanes: list[_Head] = []
+                lanes: list[Head] = []
                 for node_id in scheduler.ready(room) if room is None or room > 0 else []:
                     planned = plan.nodes[node_id]
                     # Counted as it starts, on the loop: a wide fan-out is refused
@@ -543,9 +486,9 @@ class Engine:
 
     def _stop_past_budget(
         self,
-        ctx: _Context,
+        ctx: RunContext,
         scheduler: Scheduler,
-        tasks: Mapping[asyncio.Task[Outcome | None], _Running],
+        tasks: Mapping[asyncio.Task[Outcome | None], Running],
     ) -> None:
         """Once the whole run's budget ran out (here or in any run of the tree), no
         node of this run starts: pending nodes are cancelled, running ones stopped."""
@@ -561,17 +504,17 @@ class Engine:
 
     async def _start(
         self,
-        ctx: _Context,
+        ctx: RunContext,
         planned: PlannedNode,
         scheduler: Scheduler,
         steps: dict[str, StepResult],
-    ) -> tuple[asyncio.Task[Outcome | None], _Running] | _Head | None:
+    ) -> tuple[asyncio.Task[Outcome | None], Running] | Head | None:
         """Renders the node and starts it as a task, or settles it at once (skipped by
         ``if`` or by the debugger, a template that fails). A node that runs as one
-        blocking call is returned as a ``_Head``, for ``_groups`` to place."""
+        blocking call is returned as a ``Head``, for ``_groups`` to place."""
         now = time.time()
         try:
-            first = render(planned, _node_scope(ctx, planned, 1))
+            first = render(planned, node_scope(ctx, planned, 1))
         except TemplateError as exc:
             self._settle(
                 ctx,
@@ -590,43 +533,30 @@ class Engine:
                 steps,
             )
             return None
-        if ctx.debugger is not None and ctx.mode == "step_through_debug":
-            done = {n: s.status for n, s in steps.items()}
-            action = await ctx.debugger(
-                DebugPause(
-                    ctx.run_id,
-                    ctx.plan.name,
-                    planned.id,
-                    planned.target,
-                    planned.level,
-                    first.inputs,
-                    first.approval_scope,
-                    done,
-                )
+        action = await pause(ctx, planned, first, steps)
+        if action == "skip":
+            self._settle(
+                ctx,
+                planned,
+                Outcome(
+                    "skipped",
+                    now,
+                    time.time(),
+                    inputs=first.inputs,
+                    reason="skipped in the debugger",
+                ),
+                scheduler,
+                steps,
             )
-            if action == "skip":
-                self._settle(
-                    ctx,
-                    planned,
-                    Outcome(
-                        "skipped",
-                        now,
-                        time.time(),
-                        inputs=first.inputs,
-                        reason="skipped in the debugger",
-                    ),
-                    scheduler,
-                    steps,
-                )
-                return None
-            if action == "abort":
-                scheduler.abort("aborted in the debugger")
-                scheduler.reasons[planned.id] = "aborted in the debugger"
-                scheduler.cancelled(planned.id)
-                return None
+            return None
+        if action == "abort":
+            scheduler.abort("aborted in the debugger")
+            scheduler.reasons[planned.id] = "aborted in the debugger"
+            scheduler.cancelled(planned.id)
+            return None
 
-        if _runs_in_lane(ctx, planned):
-            return _Head(planned, first, now)
+        if runs_in_lane(ctx, planned):
+            return Head(planned, first, now)
 
         async def call(inputs: Any, attempt: int) -> Called:
             if attempt > 1:
@@ -634,62 +564,32 @@ class Engine:
             return await self._call(ctx, planned, inputs)
 
         def rerender(attempt: int) -> Rendered:
-            return render(planned, _node_scope(ctx, planned, attempt))
+            return render(planned, node_scope(ctx, planned, attempt))
 
         task: asyncio.Task[Outcome | None] = asyncio.create_task(
             execute(planned, first, rerender, call), name=planned.id
         )
-        return task, _Running(planned.id)
+        return task, Running(planned.id)
 
-    def _groups(self, heads: list[_Head]) -> list[list[_Head]]:
-        """Places the nodes that became ready together on worker threads. A node
-        whose calls were measured light (under ``_LIGHT_S``) or CPU-bound (more
-        CPU time than time waiting in imports) shares threads with the others like it: as
-        many threads as there are CPUs, fewer when there is too little work for
-        each to be worth its hop (``_GROUP_S``), balanced by measured cost. More
-        threads than CPUs would only queue on the GIL, and a thread hop costs more
-        than a light call. Any other node (waiting on I/O, or never measured) gets
-        a thread of its own."""
-        if len(heads) < 2:
-            return [heads] if heads else []
-        packed: list[tuple[float, _Head]] = []
-        groups: list[list[_Head]] = []
-        for head in heads:
-            cost = self._costs.get(_cost_key(head.planned))
-            if cost is not None and (cost[0] + cost[1] < _LIGHT_S or cost[1] < cost[0]):
-                packed.append((cost[0] + cost[1], head))
-            else:
-                groups.append([head])
-        if packed:
-            work = sum(weight for weight, _ in packed)
-            threads = max(1, min(len(packed), _CPUS, int(work / _GROUP_S)))
-            loads = [0.0] * threads
-            shares: list[list[_Head]] = [[] for _ in range(threads)]
-            for weight, head in sorted(packed, key=lambda item: -item[0]):  # costliest first
-                least = loads.index(min(loads))
-                shares[least].append(head)
-                loads[least] += weight
-            # The nodes of a share keep their file order.
-            order = {id(head): i for i, head in enumerate(heads)}
-            groups += [sorted(s, key=lambda h: order[id(h)]) for s in shares if s]
-        return groups
+    def _groups(self, heads: list[Head]) -> list[list[Head]]:
+        return groups(self._costs, heads)
 
     def _launch(
         self,
-        ctx: _Context,
-        group: list[_Head],
+        ctx: RunContext,
+        group: list[Head],
         scheduler: Scheduler,
         steps: dict[str, StepResult],
-    ) -> tuple[asyncio.Task[Outcome | None], _Running]:
+    ) -> tuple[asyncio.Task[Outcome | None], Running]:
         if len(group) == 1:
             (head,) = group
-            running = _Running(head.planned.id, threading.Event())
+            running = Running(head.planned.id, threading.Event())
             lane = self._lane(
                 ctx, head.planned, head.rendered, head.started, running, scheduler, steps
             )
             return asyncio.create_task(lane, name=head.planned.id), running
         members = tuple(head.planned.id for head in group)
-        running = _Running(None, threading.Event(), members=members)
+        running = Running(None, threading.Event(), members=members)
         task = asyncio.create_task(
             self._group(ctx, group, running, scheduler, steps), name="+".join(members)
         )
@@ -697,9 +597,9 @@ class Engine:
 
     async def _group(
         self,
-        ctx: _Context,
-        group: list[_Head],
-        running: _Running,
+        ctx: RunContext,
+        group: list[Head],
+        running: Running,
         scheduler: Scheduler,
         steps: dict[str, StepResult],
     ) -> None:
@@ -727,11 +627,11 @@ class Engine:
 
     async def _lane(
         self,
-        ctx: _Context,
+        ctx: RunContext,
         planned: PlannedNode,
         first: Rendered,
         started: float,
-        running: _Running,
+        running: Running,
         scheduler: Scheduler,
         steps: dict[str, StepResult],
     ) -> Outcome | None:
@@ -758,10 +658,10 @@ class Engine:
                 if outcome.status != "success" or following is None or stop.is_set():
                     return current.id, outcome, batch
                 after = plan.nodes[following]
-                if not _runs_in_lane(ctx, after):
+                if not runs_in_lane(ctx, after):
                     return current.id, outcome, batch
                 # The loop settles `current` later; `after` reads its outputs now.
-                scope = _node_scope(ctx, after, 1)
+                scope = node_scope(ctx, after, 1)
                 scope["nodes"] = {
                     **scope["nodes"],
                     current.id: {"outputs": outcome.outputs, "status": "success", "error": None},
@@ -789,8 +689,8 @@ class Engine:
 
     def _advance(
         self,
-        ctx: _Context,
-        running: _Running,
+        ctx: RunContext,
+        running: Running,
         batch: list[_Advanced],
         scheduler: Scheduler,
         steps: dict[str, StepResult],
@@ -810,7 +710,7 @@ class Engine:
                 assert running.stop is not None
                 running.stop.set()
 
-    def _blocking_call(self, ctx: _Context, planned: PlannedNode) -> Callable[[Any], Called]:
+    def _blocking_call(self, ctx: RunContext, planned: PlannedNode) -> Callable[[Any], Called]:
         transform = planned.transform
         assert transform is not None
         call_ctx = CallContext(
@@ -822,7 +722,7 @@ class Engine:
         )
         gate: Gate | None = ctx.authorization.gate
 
-        costs, key = self._costs, _cost_key(planned)
+        costs, key = self._costs, cost_key(planned)
         budget = ctx.budget
 
         def call(inputs: Any) -> Called:
@@ -837,29 +737,13 @@ class Engine:
                     budget.spend_fuel(getattr(exc, "fuel_used", 0) or 0)
                 raise
             finally:  # a failed call is measured too, as all compute
-                cpu = time.thread_time() - cpu
-                before = costs.get(key)
-                if before is not None:
-                    cpu = before[0] + _COST_WEIGHT * (cpu - before[0])
-                    wait = before[1] + _COST_WEIGHT * (wait - before[1])
-                costs[key] = (cpu, wait)
+                measure(costs, key, time.thread_time() - cpu, wait)
             budget.spend_fuel(done.fuel_used)
             return Called(done.value, done.fuel_used)
 
         return call
 
-    def _executor(self) -> ThreadPoolExecutor:
-        """The engine's worker threads. At least as many as ``asyncio.to_thread``'s
-        default pool: a timed-out call keeps its thread until the sandbox's own
-        deadline, and a retry must not queue behind it."""
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    workers = max(self.config.graph.concurrency, min(32, (os.cpu_count() or 1) + 4))
-                    self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ionflux-node")
-        return self._pool
-
-    async def _call(self, ctx: _Context, planned: PlannedNode, inputs: Any) -> Called:
+    async def _call(self, ctx: RunContext, planned: PlannedNode, inputs: Any) -> Called:
         if planned.transform is not None:
             return await self._call_transform(ctx, planned, planned.transform, inputs)
         assert planned.subgraph is not None
@@ -904,37 +788,18 @@ class Engine:
         return Called(result.output, result.fuel_used, result.execution_id)
 
     async def _call_transform(
-        self, ctx: _Context, planned: PlannedNode, transform: TransformInfo, inputs: Any
+        self, ctx: RunContext, planned: PlannedNode, transform: TransformInfo, inputs: Any
     ) -> Called:
         return await self._off_loop(self._blocking_call(ctx, planned), inputs)
 
     async def _off_loop(
-        self, fn: Callable[..., _T], *args: Any, running: _Running | None = None
+        self, fn: Callable[..., _T], *args: Any, running: Running | None = None
     ) -> _T:
-        """``fn(*args)`` on one of the engine's worker threads, within its concurrency
-        limit. If the task is cancelled meanwhile, ``running`` is closed and its
-        thread told to stop after the call it is in."""
-        try:
-            async with self._semaphore():
-                return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
-        except asyncio.CancelledError:
-            if running is not None:
-                running.closed = True
-                assert running.stop is not None
-                running.stop.set()
-            raise
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(self.config.graph.concurrency)
-            self._semaphores[loop] = semaphore
-        return semaphore
+        return await self.workers.off_loop(fn, *args, running=running)
 
     def _settle(
         self,
-        ctx: _Context,
+        ctx: RunContext,
         planned: PlannedNode,
         outcome: Outcome,
         scheduler: Scheduler,
@@ -968,120 +833,5 @@ class Engine:
         )
         steps[node_id] = self._record(ctx, step)
 
-    def _record(self, ctx: _Context, step: StepResult) -> StepResult:
+    def _record(self, ctx: RunContext, step: StepResult) -> StepResult:
         return ctx.recorder.step(step)
-
-
-def _scope(
-    plan: Plan, run_id: str, input: Any, trigger: RunTrigger, started: float
-) -> dict[str, Any]:
-    stamp = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
-    return {
-        "trigger": {
-            "input_data": input,
-            "type": trigger.type,
-            "details": dict(trigger.details) if trigger.details else None,
-        },
-        "nodes": {
-            node_id: {"outputs": None, "status": "pending", "error": None} for node_id in plan.nodes
-        },
-        "system": {
-            "run_id": run_id,
-            "timestamp_utc_iso": stamp.replace("+00:00", "Z"),
-            "graph_name": plan.name,
-            "graph_version": plan.graph.version,
-            "node_id": None,
-            "attempt": 1,
-        },
-        "null": None,
-    }
-
-
-def _cost_key(planned: PlannedNode) -> str:
-    transform = planned.transform
-    return transform.cid if transform is not None else planned.target
-
-
-def _runs_in_lane(ctx: _Context, planned: PlannedNode) -> bool:
-    """Whether the node can run as one blocking call on a worker thread: a transform
-    with no ``timeout`` and no ``retry`` (those are timed on the loop), outside the
-    debugger."""
-    node = planned.node
-    return (
-        ctx.mode == "run_all"
-        and planned.transform is not None
-        and node.timeout is None
-        and node.retry.count == 0
-    )
-
-
-def _node_scope(ctx: _Context, planned: PlannedNode, attempt: int) -> dict[str, Any]:
-    system = {**ctx.scope["system"], "node_id": planned.id, "attempt": attempt}
-    return {**ctx.scope, "system": system}
-
-
-def _requested_scopes(plan: Plan, scope: dict[str, Any]) -> list[str]:
-    """Manifest scopes of every node, plus each ``ionwall_approval_scope`` that can be
-    rendered before the run (those reading only ``trigger`` and ``system``)."""
-    scopes = set(plan.manifest_scopes)
-    for planned in plan.nodes.values():
-        compiled = planned.approval_scope
-        if compiled is None or any(ref[0] == "nodes" for ref in compiled.refs):
-            continue
-        scopes.add(str(compiled.render(scope)))
-    return sorted(scopes)
-
-
-def _dry_run(plan: Plan, scope: dict[str, Any]) -> dict[str, StepResult]:
-    """Every node as it would start, with what can be rendered before anything runs."""
-    steps: dict[str, StepResult] = {}
-
-    def waits(template: Any) -> bool:
-        return any(ref[0] == "nodes" for ref in template.refs)
-
-    for level in plan.levels:
-        for node_id in level:
-            planned = plan.nodes[node_id]
-            reason = None
-            if planned.node.if_ is False:
-                reason = "'if' is false: would be skipped"
-            elif planned.condition is not None and not waits(planned.condition):
-                if not planned.condition.render(scope):
-                    reason = "'if' is false: would be skipped"
-            elif planned.condition is not None:
-                reason = f"'if' decided at run time: {planned.condition.source}"
-            inputs = planned.inputs.render(scope, keep=waits)
-            # The check the real run makes of each call's input, on what is known now.
-            error = None if reason and "skipped" in reason else planned.dry_run_error(scope)
-            steps[node_id] = StepResult(
-                node_id,
-                planned.target,
-                "failure" if error else "planned",
-                planned.level,
-                inputs=inputs,
-                error=error,
-                reason=reason,
-            )
-    return steps
-
-
-def _output(plan: Plan, scope: dict[str, Any]) -> Any:
-    if plan.output is not None:
-        return plan.output.render(scope)
-    nodes = scope["nodes"]
-    terminal = plan.terminal_nodes
-    if len(terminal) == 1:
-        return nodes[terminal[0]]["outputs"]
-    return {node_id: nodes[node_id]["outputs"] for node_id in terminal}
-
-
-def _step_order(plan: Plan, steps: Mapping[str, StepResult]) -> list[str]:
-    def key(node_id: str) -> tuple[float, int]:
-        started = steps[node_id].started_at
-        return (started if started is not None else float("inf"), plan.nodes[node_id].index)
-
-    return sorted(steps, key=key)
-
-
-def _cancelled() -> dict[str, Any]:
-    return {"kind": "cancelled", "message": "the run was cancelled"}

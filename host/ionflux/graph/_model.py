@@ -91,6 +91,10 @@ class Node(_Strict):
     timeout: Seconds | None = None
     retry: Annotated[Retry, BeforeValidator(_retry)] = Retry()
     on_error: OnError = "fail_run"
+    # False: calling it twice is not safe (it charges, sends, appends). A run whose
+    # host died while this node was in flight stops in ``needs_attention`` for a
+    # person instead of calling it again on resume.
+    idempotent: bool = True
 
     @model_validator(mode="after")
     def _one_target(self) -> Node:
