@@ -21,6 +21,8 @@ from test_http_up import alive, gone, prepare
 
 from ionwall import Ionwall
 
+ENDED = {"success", "failure", "partial_success_with_errors", "cancelled", "interrupted"}
+
 
 def worker_pids(data: Path) -> list[int]:
     return [int(p.stem) for p in (data / "workers").glob("*.ready")]
@@ -68,13 +70,16 @@ async def test_two_workers_share_requests_runs_and_stop_together(
             )
             assert r.status_code == 202
             status_url = r.json()["status_url"]
-            states = []
-            for _ in range(30):
+            # Polled on new connections (so from either process) until it ends.
+            deadline = time.monotonic() + 30
+            while True:
                 got = await http.get(status_url, headers={**auth, "Connection": "close"})
                 assert got.status_code == 200, got.text
-                states.append(got.json()["status"])
+                status = got.json()["status"]
+                if status in ENDED or time.monotonic() > deadline:
+                    break
                 await asyncio.sleep(0.02)
-            assert states[-1] == "success"
+            assert status == "success"
         # NATS: both processes are in the queue group; every request is answered.
         # The workers found the token of the nats-server the first process started.
         nc = await nats.connect(up.nats_url, **NatsCredentials.stored(data / "nats").options())
@@ -158,16 +163,27 @@ async def test_a_second_signal_stops_at_once_without_a_traceback(
     try:
         with Ionwall(data / "ionwall") as wall:
             token = wall.issue_token(["execute_graph:*"]).token
+        auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=up.url, timeout=20) as http:
             r = await http.post(
                 "/webhooks/invoke/slow",
                 json={"text": "long"},
-                headers={"Authorization": f"Bearer {token}", "Prefer": "respond-async"},
+                headers={**auth, "Prefer": "respond-async"},
             )
             assert r.status_code == 202
-        await asyncio.sleep(0.2)  # the slow run (1.5 s) is in flight
+            # The slow run (a 1.5 s spin) is in flight: its status says so.
+            status_url = r.json()["status_url"]
+            deadline = time.monotonic() + 30
+            while (await http.get(status_url, headers=auth)).json()["status"] != "running":
+                assert time.monotonic() < deadline, "the slow run never started"
+                await asyncio.sleep(0.01)
         up.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        # The first signal is being handled (draining) before the second comes.
+        deadline = time.monotonic() + 30
+        while "stopping: draining runs in flight" not in up.log.read_text():
+            assert up.proc.poll() is None, up.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first signal was not handled"
+            await asyncio.sleep(0.01)
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(10) == 1
         log = up.log.read_text()
