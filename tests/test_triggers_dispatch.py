@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +26,14 @@ class Result:
     ended_at: float = field(default_factory=time.time)
 
 
-class SlowRunner:
-    """Stands in for the engine where only timing matters: each run takes ``delay``."""
+class GatedRunner:
+    """Stands in for the engine where only the order of events matters: each run
+    waits until ``gate`` opens (open from the start unless ``closed``)."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, *, closed: bool = False) -> None:
+        self.gate = asyncio.Event()
+        if not closed:
+            self.gate.set()
         self.running = 0
         self.most = 0
         self.count = 0
@@ -47,10 +50,18 @@ class SlowRunner:
             raise SchemaViolation("input", "$.text", "'text' is a required property")
         self.running += 1
         self.most = max(self.most, self.running)
-        await asyncio.sleep(self.delay)
+        await self.gate.wait()
         self.running -= 1
         self.count += 1
         return Result(f"r{self.count}", output=input)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Lets the loop turn until ``condition`` holds; the timeout only stops a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0)
 
 
 class Events:
@@ -64,12 +75,13 @@ class Events:
 
 
 async def test_runs_are_bounded_and_the_rest_wait_in_line() -> None:
-    runner = SlowRunner(0.01)
+    runner = GatedRunner(closed=True)
     dispatcher = Dispatcher(runner, concurrency=3, publisher=Events())
     requests = [RunRequest("g", i, "manual", "done") for i in range(30)]
     tasks = [asyncio.create_task(dispatcher.run(r)) for r in requests]
-    await asyncio.sleep(0.005)
-    assert dispatcher.queue_depth() == 27
+    # No run can end while the gate is shut: three run, the rest wait in line.
+    await until(lambda: runner.running == 3 and dispatcher.queue_depth() == 27)
+    runner.gate.set()
     results = await asyncio.gather(*tasks)
     assert sorted(r.output for r in results) == list(range(30))
     assert runner.most == 3 and dispatcher.slots.high_water == 3
@@ -78,7 +90,7 @@ async def test_runs_are_bounded_and_the_rest_wait_in_line() -> None:
 
 async def test_a_refused_run_publishes_an_error_event_and_raises() -> None:
     events = Events()
-    dispatcher = Dispatcher(SlowRunner(0), concurrency=1, publisher=events)
+    dispatcher = Dispatcher(GatedRunner(), concurrency=1, publisher=events)
     with pytest.raises(RunRefused) as info:
         await dispatcher.run(RunRequest("g", "bad", "manual", "g.completion"))
     assert info.value.status == 422
@@ -89,13 +101,19 @@ async def test_a_refused_run_publishes_an_error_event_and_raises() -> None:
 
 
 async def test_drain_lets_runs_finish_and_refuses_new_ones() -> None:
-    runner = SlowRunner(0.05)
+    runner = GatedRunner(closed=True)
     dispatcher = Dispatcher(runner, concurrency=2, max_accepted=3)
     ids = [dispatcher.submit(RunRequest("g", i, "webhook")) for i in range(3)]
     with pytest.raises(Overloaded):
         dispatcher.submit(RunRequest("g", 9, "webhook"))
-    await asyncio.sleep(0)
-    assert await dispatcher.drain(5) == 0
+    await until(lambda: runner.running == 2)  # two in flight, one waiting
+    draining = asyncio.create_task(dispatcher.drain(30))
+    await until(lambda: dispatcher.closing)
+    with pytest.raises(ShuttingDown):  # refused while the drain waits
+        await dispatcher.run(RunRequest("g", 1, "manual"))
+    assert not draining.done()  # the runs cannot end while the gate is shut
+    runner.gate.set()
+    assert await draining == 0
     assert runner.count == 3
     assert all(dispatcher.pending[i].status == "done" for i in ids)
     with pytest.raises(ShuttingDown):
