@@ -38,6 +38,16 @@ re-reads the log's true end. Strings are
 masked (``Masker``) before they are written. Appends are not fsync'ed: a
 crash may lose the last entries, and ``verify`` then names them.
 
+A write that fails part way (a full disk, a writer killed mid-write) leaves a
+torn last line. The next append, in whichever process, cuts it under the
+locks: back to the last entry that verifies (its hash, the chain before it and
+the last signed checkpoint), keeping the cut bytes in ``audit.jsonl.torn-<time>``
+and recording the cut as a ``TORN_TAIL_CUT`` entry, which ``verify`` lists. A
+failed write marks the head so that every writer sees it. Only a torn *last*
+line is cut: damage anywhere else is still reported by ``verify``, and a
+torn line after entries that do not verify is left for it too. Reading
+(``verify``, ``tail``) never changes the log.
+
 Entries of write-behind gates (see ``Ionwall.gate``) are queued in memory and
 written in one batch (one ``write``, one head update) by the run's barrier or
 by the next immediate append, whichever comes first. The masked, encoded
@@ -58,7 +68,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring as _encode_str  # what json.dumps uses
 from pathlib import Path
@@ -84,6 +94,10 @@ CONSENT_APPROVED = "consent-approved"
 CONSENT_DENIED = "consent-denied"
 GRANT_REVOKED = "grant-revoked"
 TOKEN_ISSUED = "token-issued"
+# What IONWALL itself did to the log: a torn last line (a write that failed part
+# way, on a full disk or in a writer killed mid-write) was cut, its bytes kept
+# in a side file (``_cut_torn_tail``).
+TORN_TAIL_CUT = "torn-tail-cut"
 OWNER_DECISIONS = (CONSENT_REQUESTED, CONSENT_APPROVED, CONSENT_DENIED, GRANT_REVOKED, TOKEN_ISSUED)
 _FIELDS = (
     "index", "time", "subject", "transform", "run_id", "node_id",
@@ -92,6 +106,10 @@ _FIELDS = (
 # "%020d %s %020d\n" % (count, last hash, count the last checkpoint covers); the
 # third field only tells writers when to sign: ``verify`` never trusts it.
 _HEAD_SIZE = 107
+# The third field of a head left by a write that failed part way: no writer
+# remembers this head, so the next one (in any process) re-reads the log's
+# end and cuts the torn line.
+_TORN_MARK = b"torn-tail".rjust(20, b"-")
 CHECKPOINT_EVERY = 256
 """Entries between two signed checkpoints: one Ed25519 signature (about 30 µs)
 per this many gate decisions."""
@@ -125,7 +143,8 @@ class AuditReport:
     ``signed``: how many entries (from the first) the last valid signed
     checkpoint covers (before the damage, if any), ``signed_at`` when it was
     signed and ``key_id`` the key it was checked against. Entries from
-    ``signed`` on are only hash-chained."""
+    ``signed`` on are only hash-chained. ``repairs``: the entries that record a
+    torn last line cut by a writer (``TORN_TAIL_CUT``)."""
 
     ok: bool
     entries: int
@@ -134,14 +153,26 @@ class AuditReport:
     signed: int = 0
     signed_at: str | None = None
     key_id: str | None = None
+    repairs: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         if self.ok:
             return (
                 f"audit log intact: {self.entries} entries, chain and head verified; "
                 + self.coverage()
+                + self._repairs()
             )
         return f"audit log damaged: {self.problem}; {self.coverage()}"
+
+    def _repairs(self) -> str:
+        if not self.repairs:
+            return ""
+        which = ", ".join(str(i) for i in self.repairs[:10])
+        more = f" and {len(self.repairs) - 10} more" if len(self.repairs) > 10 else ""
+        return (
+            f"; {len(self.repairs)} torn last line(s) were cut by a writer, as entries "
+            f"{which}{more} record (`ionflux audit tail` shows their reasons)"
+        )
 
     def coverage(self) -> str:
         """What a signature vouches for, and what only the hash chain does."""
@@ -330,7 +361,15 @@ class AuditLog:
         self._wake = threading.Event()
         self._signer: threading.Thread | None = None
         self._signer_pid = 0
+        self._failing = False  # the last write failed (see ``watch_writes``)
+        self._on_write: Callable[[str | None], None] | None = None
         _open_logs.add(self)
+
+    def watch_writes(self, listener: Callable[[str | None], None]) -> None:
+        """Calls ``listener(reason)`` when a write to the log fails (a full disk)
+        and ``listener(None)`` when one succeeds again: for a health check. It is
+        called under the log's locks: it must be quick and must not append."""
+        self._on_write = listener
 
     def close(self) -> None:
         """Writes what is queued, signs a checkpoint over it and closes the files."""
@@ -482,7 +521,9 @@ class AuditLog:
         try:
             seen = head.read()
             if seen != self._head_seen:
-                self._refresh(seen)
+                repaired = self._refresh(seen, repair=True)
+                if repaired is not None:
+                    batch = [repaired, *batch]
             count, last = self._count, self._last
             lines = []
             for pending in batch:
@@ -501,12 +542,23 @@ class AuditLog:
             data = lines[0] if len(lines) == 1 else b"".join(lines)
             new_head = b"%020d %s %020d\n" % (count, last.encode(), self._signed)
             head.write(new_head)  # first: see the module's docstring
+            written = 0
             try:
-                if os.write(self._log_fd, data) != len(data):
-                    raise OSError(errno.EIO, "short write")
+                written = os.write(self._log_fd, data)
+                if written != len(data):
+                    raise OSError(
+                        errno.ENOSPC,
+                        f"short write ({written} of {len(data)} bytes): no space left on device?",
+                    )
             except OSError:
-                head.write(seen)  # the log did not take the entries: neither does the head
+                # The log did not take the entries: neither does the head. If part
+                # of them landed, the log ends in a torn line: mark the head so the
+                # next writer, in any process, cuts it (``_cut_torn_tail``).
+                before = b"%020d %s " % (self._count, self._last.encode())
+                head.write(before + _TORN_MARK + b"\n" if written else seen)
                 raise
+            if self._failing:
+                self._note_write(None)
             self._count, self._last = count, last
             self._head_seen = new_head
             if count - self._signed >= self._every:
@@ -514,17 +566,93 @@ class AuditLog:
             elif not self._armed:
                 self._arm()
         except OSError as exc:
+            self._note_write(str(exc))
             raise AuditError(f"{self.path}: cannot append to the audit log: {exc}") from exc
         finally:
             head.unlock()
 
-    def _refresh(self, seen: bytes) -> None:
-        """Another writer moved the log: its end from the log, the head's hint."""
-        self._count, self._last = self._read_end(os.fstat(self._log_fd).st_size)
+    def _note_write(self, failure: str | None) -> None:
+        self._failing = failure is not None
+        if self._on_write is not None:
+            try:
+                self._on_write(failure)
+            except Exception:  # a health check must not turn a write into a failure
+                log.exception("%s: the write listener failed", self.path)
+
+    def _refresh(self, seen: bytes, *, repair: bool = False) -> _Pending | None:
+        """Another writer moved the log: its end from the log, the head's hint.
+
+        With ``repair``, a torn last line is cut (``_cut_torn_tail``) and the
+        entry that says so is returned, to be written first."""
+        size = os.fstat(self._log_fd).st_size
+        repaired = None
+        if repair and _torn(self.path, size):
+            self._count, self._last, repaired = self._cut_torn_tail(size)
+        else:
+            self._count, self._last = self._read_end(size)
         try:
             self._signed = min(int(seen[86:106]), self._count)
-        except ValueError:  # no hint (an older head, or none yet): sign soon
+        except ValueError:  # no hint (an older head, none yet, a torn tail): sign soon
             self._signed = 0
+        return repaired
+
+    def _cut_torn_tail(self, size: int) -> tuple[int, str, _Pending]:
+        """Cuts the log back to its last verified entry, keeping the cut bytes in
+        a side file; returns the log's end and the entry that records the cut.
+
+        Only a torn last line (bytes after the last newline: a write that failed
+        part way) is cut. The complete entries before it must verify: each one's
+        hash, the chain between them and the last signed checkpoint, if it falls
+        among them (the stretch read is as long as writers may leave unsigned).
+        Anything else is damage ``verify`` must report, not something a writer
+        mends. Caller holds ``_lock`` and the head's lock."""
+        window = unsigned_max(self._every) + 1
+        start, data = _tail_bytes(self.path, size, window)
+        cut = data.rindex(b"\n") + 1 if b"\n" in data else 0
+        fragment = data[cut:]
+        complete = data[:cut].splitlines(keepends=True)
+        if start > 0 and complete:
+            complete = complete[1:]  # the first line read may be cut
+        try:
+            count, last = _verify_run(complete, whole=start == 0)
+            checkpoint = _checkpoint.last(self._ckpt_fd)
+            if checkpoint is not None:
+                first = count - len(complete)
+                if checkpoint.count > count:
+                    raise ValueError(
+                        f"the last signed checkpoint covers {checkpoint.count} entries, "
+                        f"only {count} precede the torn line"
+                    )
+                if checkpoint.count > first and not (
+                    _hash_at(complete, checkpoint.count - 1 - first) == checkpoint.hash
+                    and checkpoint.valid(self._key.public_key())
+                ):
+                    raise ValueError(
+                        f"entry {checkpoint.count - 1} is not the one the last signed "
+                        "checkpoint covers"
+                    )
+        except ValueError as exc:
+            raise AuditError(
+                f"{self.path}: the log ends in a torn line, but the entries before it do not "
+                f"verify ({exc}): not repaired; run `ionflux audit verify`"
+            ) from exc
+        at = start + cut
+        side = _keep_torn(self.path, fragment)
+        os.ftruncate(self._log_fd, at)
+        log.warning(
+            "%s: cut a torn last line of %d bytes after entry %d; kept in %s",
+            self.path, len(fragment), count - 1, side.name,
+        )  # fmt: skip
+        template = self._template(
+            (
+                "ionwall", "ionwall", "audit:repair", True,
+                f"a torn last line of {len(fragment)} bytes (a write that failed part way: "
+                f"a full disk or a writer killed mid-write) was cut after entry {count - 1} "
+                f"at byte {at}; the cut bytes are kept in {side.name}",
+                None, None, None, TORN_TAIL_CUT,
+            )
+        )  # fmt: skip
+        return count, last, _Pending(template, _now_text(), None)
 
     # -- signed checkpoints (see ``_checkpoint``) ------------------------------
 
@@ -696,13 +824,15 @@ class _Verifier:
         self.signed = 0
         self.signed_at: str | None = None
         self.every = audit._every
+        self.repairs: list[int] = []
 
     def report(
         self, entries: int, index: int | None = None, problem: str | None = None
     ) -> AuditReport:
         return AuditReport(
-            problem is None, entries, index, problem, self.signed, self.signed_at, self.kid
-        )
+            problem is None, entries, index, problem, self.signed, self.signed_at, self.kid,
+            tuple(self.repairs),
+        )  # fmt: skip
 
     def run(self) -> AuditReport:
         checkpoints: list[_checkpoint.Checkpoint] = []
@@ -734,7 +864,10 @@ class _Verifier:
             problem = _check_line(i, raw, prev)
             if problem is not None:
                 return self.report(i, i, problem)
-            prev = json.loads(raw)["hash"]
+            entry = json.loads(raw)
+            prev = entry["hash"]
+            if entry["decision"] == TORN_TAIL_CUT:
+                self.repairs.append(i)
             count = i + 1
         mismatch = self._reach(pending, count, prev)
         if mismatch is not None:
@@ -792,7 +925,10 @@ def _flush_open_logs() -> None:
 
 def _check_line(i: int, raw: bytes, prev: str) -> str | None:
     if not raw.endswith(b"\n"):
-        return f"entry {i} is truncated: the log ends in the middle of it"
+        return (
+            f"entry {i} is truncated: the log ends in the middle of it (a write that failed "
+            "part way; the next append cuts it, keeping the bytes in a side file)"
+        )
     try:
         obj = json.loads(raw)
     except ValueError:
@@ -813,6 +949,86 @@ def _check_line(i: int, raw: bytes, prev: str) -> str | None:
             "and re-hashed, or entries were inserted, removed or reordered"
         )
     return None
+
+
+def _torn(path: Path, size: int) -> bool:
+    """Whether the log (``size`` bytes) ends in the middle of a line."""
+    if size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(size - 1)
+        return f.read(1) != b"\n"
+
+
+def _tail_bytes(path: Path, size: int, lines: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the end of ``path`` up to ``size``: at least ``lines``
+    whole lines before the last newline, or the whole file."""
+    with path.open("rb") as f:
+        chunk = 8192
+        start = size
+        data = b""
+        while start > 0 and data.count(b"\n") <= lines:
+            start = max(0, start - chunk)
+            f.seek(start)
+            data = f.read(size - start)
+            chunk *= 2
+    return start, data
+
+
+def _verify_run(lines: Sequence[bytes], *, whole: bool) -> tuple[int, str]:
+    """(count, last hash) of the chain ending with ``lines``, each an entry that
+    verifies and follows the one before; ``whole``: they start the log. Raises
+    ``ValueError`` naming what does not verify."""
+    if not lines:
+        if whole:
+            return 0, GENESIS
+        raise ValueError("no whole entry precedes it")
+    prev: str | None = GENESIS if whole else None
+    index = 0
+    for raw in lines:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or set(obj) != {*_FIELDS, "hash"}:
+            raise ValueError("a line before it is not an audit entry")
+        if prev is None:  # the first line read: its own hash and index are what there is
+            prev, index = obj["prev"], obj["index"]
+        problem = _check_line(index, raw, str(prev))
+        if problem is not None:
+            raise ValueError(problem)
+        prev = obj["hash"]
+        index += 1
+    return index, str(prev)
+
+
+def _hash_at(lines: Sequence[bytes], i: int) -> str | None:
+    if not 0 <= i < len(lines):
+        return None
+    return str(json.loads(lines[i])["hash"])
+
+
+def _keep_torn(path: Path, fragment: bytes) -> Path:
+    """Writes ``fragment`` to ``<log>.torn-<time>`` (new, 0600, synced) for forensics."""
+    stamp = _now_text().replace("-", "").replace(":", "")
+    for n in range(100):
+        side = path.with_name(f"{path.name}.torn-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            view = memoryview(fragment)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            side.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return side
+    raise OSError(errno.EEXIST, f"{path}.torn-{stamp}: 100 side files of that time exist")
 
 
 def _lines(path: Path) -> Iterator[bytes]:

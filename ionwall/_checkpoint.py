@@ -123,14 +123,20 @@ def read_all(path: Path) -> Iterator[tuple[int, bytes]]:
 def last_count(fd: int) -> int | None:
     """The ``count`` of the last checkpoint in the file open as ``fd`` (None: none
     or unreadable). Writers only need the count: ``verify`` checks signatures."""
+    found = last(fd)
+    return None if found is None else found.count
+
+
+def last(fd: int) -> Checkpoint | None:
+    """The last checkpoint in the file open as ``fd``, unchecked (None: none or
+    unreadable)."""
     size = os.fstat(fd).st_size
     if size == 0:
         return None
     start = max(0, size - 512)  # a line is about 250 bytes
     data = os.pread(fd, size - start, start)
     lines = data.rstrip(b"\n").rsplit(b"\n", 1)
-    found = parse(lines[-1])
-    return None if found is None else found.count
+    return parse(lines[-1])
 
 
 def _unb64(text: str) -> bytes:

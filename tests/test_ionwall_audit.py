@@ -211,15 +211,138 @@ def test_appends_from_processes_stay_one_chain(tmp_path: Path) -> None:
     assert report.entries == 401
 
 
-def test_append_after_a_damaged_end_refuses(tmp_path: Path) -> None:
+def test_append_after_a_damaged_last_entry_refuses(tmp_path: Path) -> None:
+    # A whole last line that does not verify is not a torn write: nothing is cut.
     from ionwall import AuditError
 
     log = _log(tmp_path, 2)
-    with log.path.open("ab") as f:
-        f.write(b'{"broken')
+    _rewrite(log, [*_lines(log), b"not an entry\n"])
+    before = log.path.read_bytes()
     fresh = AuditLog(tmp_path / "audit")
     with pytest.raises(AuditError, match="ionflux audit verify"):
-        fresh.append(subject="s", transform="t", scope="emit_log:info", allowed=True, reason="x")
+        _append(fresh, "refused")
+    assert log.path.read_bytes() == before
+
+
+def _torn_files(log: AuditLog) -> list[Path]:
+    return sorted(log.path.parent.glob("audit.jsonl.torn-*"))
+
+
+def test_a_torn_last_line_is_cut_by_the_next_append(tmp_path: Path) -> None:
+    # The partial line a failed write leaves (a full disk): it used to refuse
+    # every append for good, so every scoped call was denied until the file was
+    # edited by hand.
+    log = _log(tmp_path, 3)
+    log.close()
+    with log.path.open("ab") as f:
+        f.write(b'{"decision":"allow","grant_id":"g-1","ind')
+    damaged = AuditLog(tmp_path / "audit")
+    report = damaged.verify()
+    assert not report.ok and report.index == 3 and "truncated" in str(report)
+    assert damaged.path.read_bytes().endswith(b"ind")  # reading changed nothing
+    _append(damaged, "after the torn line")
+    report = damaged.verify()
+    assert report.ok, report
+    assert report.entries == 5 and report.repairs == (3,)
+    assert "torn last line(s) were cut" in str(report)
+    cut = damaged.tail(2)[0]
+    assert cut.decision == "torn-tail-cut" and cut.index == 3
+    assert "a torn last line of 41 bytes" in cut.reason and "after entry 2" in cut.reason
+    (side,) = _torn_files(damaged)
+    assert side.name in cut.reason
+    assert side.read_bytes() == b'{"decision":"allow","grant_id":"g-1","ind'
+    assert side.stat().st_mode & 0o777 == 0o600
+    assert damaged.tail(1)[0].reason == "after the torn line"
+
+
+def test_a_torn_line_that_is_the_whole_log_is_cut(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit")
+    log.path.write_bytes(b'{"decis')
+    _append(log, "first")
+    report = log.verify()
+    assert report.ok and report.entries == 2 and report.repairs == (0,), report
+
+
+def test_a_middle_edit_still_fails_verify_after_a_repair(tmp_path: Path) -> None:
+    log = _log(tmp_path, 4)
+    with log.path.open("ab") as f:
+        f.write(b'{"torn')
+    fresh = AuditLog(tmp_path / "audit")
+    _append(fresh, "repaired")
+    assert fresh.verify().ok
+    lines = _lines(fresh)
+    lines[1] = lines[1].replace(b"no grant", b"granted!")
+    _rewrite(fresh, lines)
+    report = fresh.verify()
+    assert not report.ok and report.index == 1, report
+    assert "entry 1 was altered" in str(report)
+
+
+def test_a_torn_line_after_an_edited_entry_is_not_cut(tmp_path: Path) -> None:
+    # Whoever edits an entry and then appends a partial line does not get the
+    # edit laundered by a repair: the writer refuses, verify names the entry.
+    from ionwall import AuditError
+
+    log = _log(tmp_path, 4)
+    lines = _lines(log)
+    lines[2] = lines[2].replace(b"granted by g-1", b"granted by g-2")
+    _rewrite(log, [*lines, b'{"torn'])
+    before = log.path.read_bytes()
+    fresh = AuditLog(tmp_path / "audit")
+    with pytest.raises(AuditError, match="do not verify"):
+        _append(fresh, "refused")
+    assert log.path.read_bytes() == before and not _torn_files(log)
+    assert fresh.verify().index == 2
+
+
+def test_a_torn_line_below_the_last_checkpoint_is_not_cut(tmp_path: Path) -> None:
+    # Signed entries cut off and a partial line put in their place: not a torn
+    # write (a writer never signs what it has not written).
+    from ionwall import AuditError
+
+    log = _log(tmp_path, 5)
+    log.close()  # signs a checkpoint over the 5 entries
+    _rewrite(log, [*_lines(log)[:3], b'{"torn'])
+    fresh = AuditLog(tmp_path / "audit")
+    with pytest.raises(AuditError, match="checkpoint covers 5 entries"):
+        _append(fresh, "refused")
+    assert not fresh.verify().ok
+
+
+def test_a_partial_write_is_cut_by_the_next_writer_of_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk takes part of a write. The head is marked, so a writer that
+    # did not see the failure (another process: its own AuditLog here) cuts the
+    # torn line instead of appending after it (which would leave it in the
+    # middle of the chain, where verify fails for good).
+    import os
+
+    from ionwall import AuditError
+
+    a = _log(tmp_path, 2)
+    b = AuditLog(tmp_path / "audit")
+    _append(b, "b knows the end")
+    health: list[str | None] = []
+    a.watch_writes(health.append)
+    real_write = os.write
+
+    def half(fd: int, data: bytes) -> int:  # what a nearly full disk does (stands in for it)
+        return real_write(fd, bytes(data)[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half)
+    with pytest.raises(AuditError, match="short write"):
+        _append(a, "half of me lands")
+    monkeypatch.setattr(os, "write", real_write)
+    assert health and health[-1] is not None and "short write" in health[-1]
+    assert not a.path.read_bytes().endswith(b"\n")
+    _append(b, "b again")
+    report = b.verify()
+    assert report.ok and report.entries == 5 and report.repairs == (3,), report
+    _append(a, "a again")
+    assert health[-1] is None  # a write succeeded again
+    report = a.verify()
+    assert report.ok and report.entries == 6, report
 
 
 def _append(log: AuditLog, reason: str) -> None:
