@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-__all__ = ["Health", "HealthStatus"]
+from ._errors import CidMismatch, InvalidCid, NotFound, StoreError, TooLarge
+
+__all__ = ["Health", "HealthStatus", "WatchedBackend"]
 
 log = logging.getLogger("ionflux.health")
 
@@ -56,3 +58,37 @@ class Health:
         with self._lock:
             components = dict(sorted(self._degraded.items()))
         return {"status": "degraded" if components else "ok", "components": components}
+
+
+_WRITES = frozenset({"put_block", "put_blocks", "put_verified", "put_file", "pin"})
+
+
+class WatchedBackend:
+    """A pod's block backend whose writes report to ``health`` as ``component``:
+    degraded when one fails for want of room or a working disk (``StoreError``),
+    ok again when one succeeds. Everything else passes through; a write method
+    exists only where the wrapped backend has it (``Pod`` looks for
+    ``put_file`` and ``put_blocks`` with ``getattr``)."""
+
+    def __init__(self, backend: Any, health: Health, component: str = "pod") -> None:
+        self._backend = backend
+        self._health = health
+        self._component = component
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._backend, name)
+        if name not in _WRITES or not callable(attr):
+            return attr
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+            except (CidMismatch, InvalidCid, NotFound, TooLarge):
+                raise  # about the request, not the disk
+            except StoreError as exc:
+                self._health.degraded(self._component, f"pod write failed: {exc}")
+                raise
+            self._health.ok(self._component)
+            return result
+
+        return write

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import jsonschema
@@ -34,7 +34,7 @@ from ._errors import (
     ModuleError,
     UnknownTransform,
 )
-from ._health import Health
+from ._health import Health, WatchedBackend
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
@@ -44,7 +44,7 @@ from .runtime._imports import ImportBudget
 from .runtime.extism import ExtismLoaded, check_plugin
 
 if TYPE_CHECKING:
-    from .store import Pod
+    from .store import BlockBackend, Pod
 
 
 @dataclass
@@ -117,6 +117,7 @@ class Host:
         self.health = Health()
         if ionwall is not None:
             self.__dict__["ionwall"] = ionwall
+            self._watch_audit(ionwall)
         self._owns_pod = pod is None
         if pod is not None:
             self.__dict__["pod"] = pod
@@ -135,17 +136,35 @@ class Host:
     @cached_property
     def ionwall(self) -> Ionwall:
         settings = self.config.ionwall
-        return Ionwall(
+        wall = Ionwall(
             self.config.data_dir / "ionwall",
             load_policy(settings.policy_file),
             masker=Masker(settings.secret_values, settings.sensitive_fields),
         )
+        self._watch_audit(wall)
+        return wall
+
+    def _watch_audit(self, wall: Ionwall) -> None:
+        """A failed audit write (a full disk) degrades ``health`` until one succeeds."""
+        health = self.health
+
+        def on_write(failure: str | None) -> None:
+            if failure is None:
+                health.ok("audit")
+            else:
+                health.degraded("audit", f"cannot append to the audit log: {failure}")
+
+        wall.audit.watch_writes(on_write)
 
     @cached_property
     def pod(self) -> Pod:
         from .store import open_pod
 
-        return open_pod(self.config)
+        pod = open_pod(self.config)
+        # A failed block write (a full disk, Kubo gone) degrades ``health`` until
+        # one succeeds. Only the pod the host opened: a pod passed in is the caller's.
+        pod.backend = cast("BlockBackend", WatchedBackend(pod.backend, self.health))
+        return pod
 
     @cached_property
     def egress(self) -> EgressPolicy:
