@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TESTING, make_config
 from ionflux.config import Config
-from ionflux.graph import Engine, GraphRepository, HostInvoker, RunHistory
+from ionflux.graph import (
+    Engine,
+    GraphRepository,
+    HostInvoker,
+    Invoked,
+    RunHistory,
+    TransformInfo,
+)
 from ionflux.graph._engine import _Head
 from ionflux.graph._result import RunResult
 from ionflux.host import Host
 from test_graph_engine import publish
+
+from ionwall import CallContext, Gate
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +216,7 @@ def test_a_resolved_name_follows_deploys_here_and_elsewhere(tmp_path: Path) -> N
 
 
 async def test_a_run_shows_as_running_only_once_it_has_run_a_moment(
-    engine: Engine, tmp_path: Path
+    engine: Engine, phost: Host, tmp_path: Path
 ) -> None:
     from ionflux.graph._history import new_run_id
 
@@ -214,19 +226,31 @@ async def test_a_run_shows_as_running_only_once_it_has_run_a_moment(
     await engine.run(ref, {}, run_id=short)
     record = engine.history.get(short)
     assert record is not None and record.status == "success"
-    # ...a longer one is visible as running while it runs.
+    # ...a longer one is visible as running while it runs. Its one call is held
+    # at a gate (before the real sandbox runs) until the test has seen the run's
+    # row, so the run cannot end first however fast or slow the machine is.
+    opened = threading.Event()
+
+    class Held(HostInvoker):
+        def invoke(
+            self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
+        ) -> Invoked:
+            assert opened.wait(60), "the test never opened the gate"
+            return super().invoke(transform, input, ctx=ctx, gate=gate)
+
+    engine.invoker = Held(phost)
     slow = new_run_id()
-    ref = fan_out(
-        tmp_path, ["{id: b, transform: busy, inputs: {iterations: 150000000}}"], name="slow"
-    )
+    ref = fan_out(tmp_path, ["{id: b, transform: echo, inputs: {v: 2}}"], name="slow")
     task = asyncio.create_task(engine.run(ref, {}, run_id=slow))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        record = engine.history.get(slow)
-        if record is not None or task.done():
-            break
-    assert not task.done(), "the busy node ended before the run was seen running"
-    assert record is not None and record.status == "running"
+    try:
+        deadline = time.monotonic() + 30
+        while (record := engine.history.get(slow)) is None:
+            assert time.monotonic() < deadline and not task.done(), "the run never showed"
+            await asyncio.sleep(0.005)
+        assert record.status == "running"
+        assert not task.done()
+    finally:
+        opened.set()
     result = await task
     assert result.execution_id == slow and result.overall_status == "success"
     final = engine.history.get(slow)
