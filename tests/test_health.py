@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import make_config
-from ionflux._health import Health
+from ionflux._health import Health, disk_probe
 from ionflux.http import RunningHost, start_host
 from ionflux.triggers import NatsServer
 
@@ -57,6 +57,36 @@ def test_threads_share_one_registry() -> None:
     for t in threads:
         t.join()
     assert health.status()["components"] == {f"c{n}": "last" for n in range(8)}
+
+
+def test_a_probe_clears_a_component_no_one_writes_to_any_more() -> None:
+    # A host answering 503 may get no traffic, so no write shows the recovery:
+    # status() asks the probe (at most every probe_interval_s).
+    health = Health(probe_interval_s=0)
+    works = threading.Event()
+    health.degraded("audit", "no space left on device", probe=works.is_set)
+    assert health.status()["status"] == "degraded"
+    works.set()
+    assert health.status() == {"status": "ok", "components": {}}
+
+
+def test_a_probe_is_not_run_more_often_than_its_interval() -> None:
+    health = Health(probe_interval_s=3600)
+    calls: list[int] = []
+
+    def probe() -> bool:
+        calls.append(1)
+        return True
+
+    health.degraded("pod", "full", probe=probe)
+    assert health.status()["status"] == "degraded"  # not due yet
+    assert calls == []
+
+
+def test_disk_probe_writes_and_removes_its_file(tmp_path: Path) -> None:
+    assert disk_probe(tmp_path)() is True
+    assert list(tmp_path.iterdir()) == []
+    assert disk_probe(tmp_path / "missing")() is False
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from ._errors import (
     ModuleError,
     UnknownTransform,
 )
-from ._health import Health, WatchedBackend
+from ._health import Health, WatchedBackend, disk_probe
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
@@ -147,12 +147,14 @@ class Host:
     def _watch_audit(self, wall: Ionwall) -> None:
         """A failed audit write (a full disk) degrades ``health`` until one succeeds."""
         health = self.health
+        probe = disk_probe(wall.audit.path.parent)
 
         def on_write(failure: str | None) -> None:
             if failure is None:
                 health.ok("audit")
             else:
-                health.degraded("audit", f"cannot append to the audit log: {failure}")
+                reason = f"cannot append to the audit log: {failure}"
+                health.degraded("audit", reason, probe=probe)
 
         wall.audit.watch_writes(on_write)
 
@@ -163,7 +165,10 @@ class Host:
         pod = open_pod(self.config)
         # A failed block write (a full disk, Kubo gone) degrades ``health`` until
         # one succeeds. Only the pod the host opened: a pod passed in is the caller's.
-        pod.backend = cast("BlockBackend", WatchedBackend(pod.backend, self.health))
+        # The probe (room on the data disk) only where the blocks live there.
+        local = self.config.store.backend == "local"
+        probe = disk_probe(self.config.data_dir) if local else None
+        pod.backend = cast("BlockBackend", WatchedBackend(pod.backend, self.health, probe=probe))
         return pod
 
     @cached_property
