@@ -242,7 +242,7 @@ async def test_a_host_killed_mid_run_hands_the_message_to_another_once(
         js = client.jetstream()
         await js.publish(subject, b'{"text": "once"}', headers={"Nats-Msg-Id": "job-1"})
         stream, consumer = stream_name(subject), consumer_name("dslow")
-        for _ in range(100):
+        for _ in range(600):  # a generous bound: it only stops a hang
             info = await js.consumer_info(stream, consumer)
             if info.num_ack_pending == 1:
                 break
