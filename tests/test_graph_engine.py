@@ -471,39 +471,52 @@ async def test_history_survives_a_restart(ghost: Host, tmp_path: Path) -> None:
         again.close()
 
 
-async def test_run_left_running_by_a_crash_is_interrupted_then_rerun(
+async def test_run_left_running_by_a_crash_is_resumed_and_a_debug_run_interrupted(
     engine: Engine, tmp_path: Path
 ) -> None:
     path = write(tmp_path, LINEAR)
     plan = engine.load(path)
     db = engine.history.path
-    # A host process that dies in the middle of a run: it recorded the start only.
+    # A host process that dies in the middle of runs: it recorded their start only.
     crash = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
         "from ionflux.graph import RunHistory\n"
         "h = RunHistory(Path(sys.argv[1]))\n"
-        "h.start_run(run_id=sys.argv[2], graph_name='linear', graph_version='0.0.0',"
-        " graph_cid=sys.argv[3], trigger_type='manual', trigger_details=None, mode='run_all',"
+        "for run_id, mode in ((sys.argv[2], 'run_all'), (sys.argv[4], 'step_through_debug')):\n"
+        "    h.start_run(run_id=run_id, graph_name='linear', graph_version='0.0.0',"
+        " graph_cid=sys.argv[3], trigger_type='manual', trigger_details=None, mode=mode,"
         " start_time=time.time(), input={'text': 'again'}, input_cid=None)\n"
         "os._exit(9)\n"
     )
-    run_id = "01CRASHEDRUN0000000000000"
-    done = subprocess.run([sys.executable, "-c", crash, str(db), run_id, plan.cid], check=False)
+    run_id, debug_id = "01CRASHEDRUN0000000000000", "01CRASHEDDEBUG00000000000"
+    done = subprocess.run(
+        [sys.executable, "-c", crash, str(db), run_id, plan.cid, debug_id], check=False
+    )
     assert done.returncode == 9
     assert engine.history.get(run_id).status == "running"  # type: ignore[union-attr]
     reopened = RunHistory(db)  # what a host does when it starts
     try:
-        interrupted = reopened.get(run_id)
+        # a debugger run cannot be resumed (nobody is at the debugger): interrupted
+        interrupted = reopened.get(debug_id)
         assert interrupted is not None and interrupted.status == "interrupted"
         assert "re-run it" in (interrupted.error_details or [{}])[0]["message"]
-        assert [r.run_id for r in reopened.list_runs(status="interrupted")] == [run_id]
+        # a run_all run stays open, for the next host that looks to resume it
+        assert reopened.get(run_id).status == "running"  # type: ignore[union-attr]
     finally:
         reopened.close()
-    result = await engine.rerun(run_id)
+    assert engine.orphans() == [run_id]
+    result = await engine.resume(run_id)
+    assert result is not None and result.execution_id == run_id
     assert result.overall_status == "success"
     assert result.output == {"shout": "AGAIN", "count": 1}
-    record = engine.history.get(result.execution_id)
+    assert engine.orphans() == []
+    answered = await engine.resume(run_id)  # ended: its recorded result; nothing runs
+    assert answered is not None and answered.execution_id == run_id
+    assert (answered.overall_status, answered.output) == ("success", result.output)
+    assert answered.ended_at == engine.history.get(run_id).end_time  # type: ignore[union-attr]
+    again = await engine.rerun(run_id)  # a person may still run it again, as a new run
+    record = engine.history.get(again.execution_id)
     assert record is not None and record.trigger_type == "rerun"
     assert record.trigger_details == {"rerun_of": run_id, "trigger": "manual"}
 

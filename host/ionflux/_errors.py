@@ -3,7 +3,9 @@
     IonfluxError
     ├── ConfigError                  bad configuration file or environment
     ├── DataDirError                 a file in the data directory cannot be read or written
-    │                                (disk full, read-only, permissions): names the path
+    │   │                            (disk full, read-only, permissions): names the path
+    │   └── RunNotRecorded           the run history could not record a run (retryable: HTTP
+    │                                503, a durable message is nak'd, /healthz degraded)
     ├── ManifestError                a manifest that does not parse or validate (names the field)
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
@@ -33,7 +35,9 @@
     │   ├── TemplateBudgetExceeded   a template past its steps, value size, integer bits or time
     │   ├── GraphVersionExists       other text under a deployed name@version (is a
     │   │                            GraphValidationError: answered as one)
-    │   └── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
+    │   ├── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
+    │   └── RunLogNotStored          the run's log could not be stored in the pod: the run
+    │                                is recorded as failed, never as a success
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
     │   ├── AddressRefused           the http import's host resolves to an internal address
     │   └── SubjectReserved          the bus import may not publish to a host subject
@@ -511,3 +515,35 @@ class RunBudgetExceeded(GraphError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "budget": self.budget, "limit": self.limit, "used": self.used}
+
+
+class RunNotRecorded(DataDirError):
+    """The run history could not record a run (disk full, the database locked past
+    its busy timeout, an I/O error): nothing is acknowledged for it, and the
+    caller may retry (HTTP 503; a durable message is nak'd and redelivered)."""
+
+    kind = "run_not_recorded"
+
+    def __init__(self, run_id: str, doing: str, reason: str):
+        super().__init__(
+            f"run {run_id}: the run history could not record {doing}: {reason}; "
+            "free space in the data directory (or end what holds the database) and retry"
+        )
+        self.run_id = run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "run_id": self.run_id}
+
+
+class RunLogNotStored(GraphError):
+    """A run ended but its run log (the whole masked result) could not be stored in
+    the pod: the run is recorded as failed with this error, never as a success."""
+
+    kind = "run_log_not_stored"
+
+    def __init__(self, run_id: str, reason: str):
+        super().__init__(
+            f"run {run_id}: its run log could not be stored in the pod: {reason}; "
+            "free space in the pod's store and run it again"
+        )
+        self.run_id = run_id

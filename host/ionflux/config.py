@@ -145,6 +145,15 @@ class GraphSettings(_Section):
     template_timeout_ms: int = Field(
         default=2_000, gt=0, description="wall clock per render (a backstop for the steps)"
     )
+    # Durable runs: the host driving a run renews its lease; a run whose lease ran
+    # out (or whose process on this machine is gone) is resumed by the next host
+    # that looks, at start and every resume_interval_s.
+    run_lease_s: float = Field(
+        default=30.0, gt=0, description="seconds a run's lease lasts unless renewed"
+    )
+    resume_interval_s: float = Field(
+        default=5.0, gt=0, description="how often `ionflux up` looks for runs to resume"
+    )
 
     def template_budget(self) -> TemplateBudget:
         from .graph._template import TemplateBudget

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +28,8 @@ from .._errors import (
     GuestError,
     IonfluxError,
     RunBudgetExceeded,
+    RunLogNotStored,
+    RunNotRecorded,
     SchemaViolation,
     TemplateError,
 )
@@ -46,12 +50,14 @@ from ._context import (
 )
 from ._debug import pause
 from ._dryrun import dry_run
-from ._history import RunHistory, new_run_id
+from ._durable import HISTORY, RUN_LOG, HealthLike, Leases, recorded_result
+from ._history import RunHistory, RunRecord, RunRow, new_run_id
 from ._placement import Costs, cost_key, groups, measure
 from ._plan import Plan, PlannedNode, Planner, TransformInfo
 from ._recorder import RunRecorder, ValuePod, ValueWriter, json_text
 from ._repository import GraphRepository, GraphVersion
 from ._result import MODES, Mode, RunResult, StepResult
+from ._runstate import Action, RecordedStep, Resume, Seen, attention_error, next_action, resume_from
 from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
 from ._schema import apply_defaults, check
 from ._seams import (
@@ -88,6 +94,9 @@ _Advanced = tuple[PlannedNode, Outcome, str]
 # How long a lane may run nodes before it reports them to the loop.
 _LANE_REPORT_S = 0.01
 
+# How often a request for a run another live host drives looks at its record.
+_WAIT_S = 0.1
+
 # Kept for callers of the engine's old names.
 _Head = Head
 
@@ -102,8 +111,14 @@ class Engine:
         history: RunHistory,
         pod: ValuePod | None = None,
         authorizer: Authorizer | None = None,
+        health: HealthLike | None = None,
     ):
         self.config = config
+        # Where a run history or run log that cannot be written shows (``/healthz``).
+        self.health = health
+        self.leases = Leases(history, config.graph.run_lease_s)
+        # Set by a graceful stop: runs cancelled then are given back, not ended.
+        self.stopping = False
         self.invoker = invoker
         self.repository = repository
         self.history = history
@@ -141,6 +156,7 @@ class Engine:
             history=RunHistory(data / "runs.sqlite3"),
             pod=pod,
             authorizer=authorizer,
+            health=getattr(host, "health", None),
         )
 
     def flush(self, timeout: float | None = None) -> None:
@@ -149,6 +165,7 @@ class Engine:
             self._writer.flush(timeout)
 
     def close(self) -> None:
+        self.leases.close()
         self.workers.close()
         if self._writer is not None:
             self._writer.close()
@@ -192,20 +209,23 @@ class Engine:
         debugger: Debugger | None = None,
         run_id: str | None = None,
         input_checked: bool = False,
+        run_key: str | None = None,
     ) -> RunResult:
         """Runs a graph once; the result says how it went (see the module docstring).
 
         ``run_id``: the id to run under (a trigger that promised one to its caller);
         default a new ULID. ``input_checked``: the caller already checked ``input``
-        (with defaults applied) against the graph's ``input_schema``."""
+        (with defaults applied) against the graph's ``input_schema``. ``run_key``:
+        unique in the run history (a message id, an ``Idempotency-Key``): a run
+        already recorded under it is not started again; its recorded result is
+        answered (or it is resumed, if nobody drives it any more)."""
         if mode not in MODES:
             raise GraphError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
-        plan = graph_ref if isinstance(graph_ref, Plan) else self.load(graph_ref)
-        if not plan.cid:
-            text = plan.source.text
-            plan = dataclasses.replace(
-                plan, cid=self.repository.remember(text, plan.name, plan.graph.version)
-            )
+        if run_key is not None:
+            found = self.history.find_key(run_key)
+            if found is not None:
+                return await self._known(found)
+        plan = self._cid_plan(graph_ref)
         return await self._run(
             plan,
             input,
@@ -216,7 +236,179 @@ class Engine:
             chain=(plan.name,),
             run_id=run_id,
             input_checked=input_checked,
+            run_key=run_key,
         )
+
+    def _cid_plan(self, graph_ref: str | Plan) -> Plan:
+        plan = graph_ref if isinstance(graph_ref, Plan) else self.load(graph_ref)
+        if not plan.cid:
+            text = plan.source.text
+            plan = dataclasses.replace(
+                plan, cid=self.repository.remember(text, plan.name, plan.graph.version)
+            )
+        return plan
+
+    # -- durable runs ----------------------------------------------------------------
+
+    def accept(
+        self,
+        graph_ref: str | Plan,
+        input: Any,
+        *,
+        trigger: RunTrigger,
+        run_key: str,
+        run_id: str | None = None,
+    ) -> tuple[str, RunRecord | None]:
+        """Records a run as ``accepted`` (its input stored), committed before it
+        returns: from then on the run is not lost, whoever drives it. Returns the run
+        id and None; or, when a run is recorded under ``run_key`` already, its id
+        and its record (nothing is written). Raises ``RunNotRecorded``."""
+        plan = self._cid_plan(graph_ref)
+        run_id = run_id or new_run_id()
+        recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
+        row = self._start_row(
+            plan, run_id, input, "run_all", trigger, recorder, None, run_key, "accepted"
+        )[0]
+        try:
+            found = self.history.accept(row)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._not_recorded(run_id, "that it accepted the run", exc) from exc
+        self._recorded()
+        return (run_id, None) if found is None else (found.run_id, found)
+
+    async def resume(self, run_id: str) -> RunResult | None:
+        """Resumes a run nobody drives any more (its host died) from its first step
+        not recorded done; None when another host took it first."""
+        record = self.history.get(run_id)
+        if record is None:
+            return None
+        if not record.ended and not self.history.claim(
+            run_id, self.leases.owner, self.leases.expiry(), now=time.time()
+        ):
+            return None
+        record = self.history.get(run_id)
+        assert record is not None
+        return await self._known(record)
+
+    def orphans(self) -> list[str]:
+        """Runs that have not ended and that nobody drives (see ``resume``)."""
+        return [r.run_id for r in self.history.orphans(now=time.time())]
+
+    def stop(self) -> None:
+        """A graceful stop: runs cancelled from now on are given back to the run
+        history (resumed by the next host) rather than recorded ``cancelled``; runs
+        accepted here and not started yet are given back too."""
+        self.stopping = True
+
+    def release(self) -> None:
+        """Gives back every run this process holds (after a graceful stop's drain)."""
+        with contextlib.suppress(Exception):
+            self.history.release_owner(self.leases.owner)
+
+    async def _known(self, record: RunRecord) -> RunResult:
+        """A run already recorded: answered, driven, taken over or waited for."""
+        while True:
+            seen = Seen(
+                record.status,
+                record.lease_owner,
+                self.history.orphaned(record, now=time.time()),
+            )
+            action = next_action(seen, self.leases.owner)
+            if action is Action.ANSWER:
+                return recorded_result(self.history, record)
+            driving = self.leases.driving.get(record.run_id)
+            if driving is not None:
+                return await asyncio.shield(driving)
+            if action is Action.DRIVE:
+                return await self._resume(record)
+            if action is Action.TAKE_OVER and self.history.claim(
+                record.run_id, self.leases.owner, self.leases.expiry(), now=time.time()
+            ):
+                return await self._resume(record)
+            # Another live host drives it: its result lands in the history.
+            await asyncio.sleep(_WAIT_S)
+            found = self.history.get(record.run_id)
+            assert found is not None
+            record = found
+
+    async def _resume(self, record: RunRecord) -> RunResult:
+        plan = self._cid_plan(record.graph_cid)
+        details = dict(record.trigger_details or {})
+        caller = details.get("caller")
+        subject = str(caller) if caller else "local-user"
+        if not caller and record.trigger_type not in ("manual", "rerun"):
+            subject = "anonymous"
+        recorded = [
+            RecordedStep(
+                s.node_id, s.status, json.loads(s.outputs_json) if s.outputs_json else None
+            )
+            for s in self.history.steps(record.run_id)
+        ]
+        mode: Mode = record.mode if record.mode in MODES else "run_all"
+        return await self._run(
+            plan,
+            record.input,
+            mode,
+            RunTrigger(record.trigger_type, details, subject),
+            None,
+            depth=0,
+            chain=(plan.name,),
+            run_id=record.run_id,
+            input_checked=True,
+            run_key=record.run_key,
+            resumed=(record, recorded),
+        )
+
+    def _recorded(self) -> None:
+        if self.health is not None:
+            self.health.ok(HISTORY)
+
+    def _not_recorded(self, run_id: str, doing: str, exc: BaseException) -> RunNotRecorded:
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.health is not None:
+            self.health.degraded(HISTORY, reason)
+        return RunNotRecorded(run_id, doing, reason)
+
+    def _start_row(
+        self,
+        plan: Plan,
+        run_id: str,
+        input: Any,
+        mode: Mode,
+        trigger: RunTrigger,
+        recorder: RunRecorder,
+        parent: tuple[str, str] | None,
+        run_key: str | None,
+        status: str,
+        started: float | None = None,
+    ) -> tuple[RunRow, Any]:
+        """The run's row (not written) and its input with the schema's defaults."""
+        value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
+        input_text = json_text(value)
+        masked = recorder.masker.value(value)
+        shown = input_text if masked == value else json_text(masked)
+        _, input_cid = recorder.encoded(shown)
+        row = self.history.start_run(
+            run_id=run_id,
+            graph_name=plan.name,
+            graph_version=plan.graph.version,
+            graph_cid=plan.cid,
+            trigger_type=trigger.type,
+            trigger_details=dict(trigger.details) if trigger.details else None,
+            mode=mode,
+            start_time=time.time() if started is None else started,
+            input=value,
+            input_cid=input_cid,
+            parent_run_id=parent[0] if parent else None,
+            parent_node_id=parent[1] if parent else None,
+            input_text=input_text,
+            input_shown=shown,
+            write=False,
+            run_key=run_key,
+            lease=(self.leases.owner, self.leases.expiry()) if parent is None else None,
+            status=status,
+        )
+        return row, value
 
     async def rerun(self, run_id: str, *, mode: Mode = "run_all") -> RunResult:
         """Runs a recorded run again: the same graph version and input."""
@@ -241,8 +433,43 @@ class Engine:
         input_checked: bool = False,
         budget: RunBudget | None = None,
         subruns: dict[int, asyncio.Semaphore] | None = None,
+        run_key: str | None = None,
+        resumed: tuple[RunRecord, list[RecordedStep]] | None = None,
     ) -> RunResult:
         run_id = run_id or new_run_id()
+        if depth != 0:  # a sub-run is driven (and resumed) with its parent
+            return await self._drive(
+                plan, input, mode, trigger, debugger, depth, chain, parent, run_id,
+                input_checked, budget, subruns, run_key, resumed,
+            )  # fmt: skip
+        self.leases.hold(run_id)
+        result: RunResult | None = None
+        try:
+            result = await self._drive(
+                plan, input, mode, trigger, debugger, depth, chain, parent, run_id,
+                input_checked, budget, subruns, run_key, resumed,
+            )  # fmt: skip
+            return result
+        finally:
+            self.leases.let_go(run_id, result)
+
+    async def _drive(
+        self,
+        plan: Plan,
+        input: Any,
+        mode: Mode,
+        trigger: RunTrigger,
+        debugger: Debugger | None,
+        depth: int,
+        chain: tuple[str, ...],
+        parent: tuple[str, str] | None,
+        run_id: str,
+        input_checked: bool,
+        budget: RunBudget | None,
+        subruns: dict[int, asyncio.Semaphore] | None,
+        run_key: str | None,
+        resumed: tuple[RunRecord, list[RecordedStep]] | None,
+    ) -> RunResult:
         budget = RunBudget.for_run(
             self.config.graph.max_nodes_per_run,
             self.config.graph.max_fuel_per_run,
@@ -250,31 +477,24 @@ class Engine:
             plan.graph.budget,
             parent=budget,
         )
-        started = time.time()
         recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
-        value = apply_defaults(plan.graph.input_schema, {} if input is None else input)
-        input_text = json_text(value)
-        masked = recorder.masker.value(value)
-        shown = input_text if masked == value else json_text(masked)
-        _, input_cid = recorder.encoded(shown)
-        start_row = self.history.start_run(
-            run_id=run_id,
-            graph_name=plan.name,
-            graph_version=plan.graph.version,
-            graph_cid=plan.cid,
-            trigger_type=trigger.type,
-            trigger_details=dict(trigger.details) if trigger.details else None,
-            mode=mode,
-            start_time=started,
-            input=value,
-            input_cid=input_cid,
-            parent_run_id=parent[0] if parent else None,
-            parent_node_id=parent[1] if parent else None,
-            input_text=input_text,
-            input_shown=shown,
-            write=False,
-        )
-        recorder.defer_start(start_row, _START_AFTER_S)
+        restore: Resume | None = None
+        if resumed is None:
+            started = time.time()
+            start_row, value = self._start_row(
+                plan, run_id, input, mode, trigger, recorder, parent, run_key, "running", started
+            )
+            recorder.defer_start(start_row, _START_AFTER_S)
+        else:
+            record, recorded = resumed
+            started, value = record.start_time, record.input
+            if record.status == "accepted":
+                try:
+                    self.history.mark_running(run_id)
+                except (sqlite3.Error, OSError) as exc:
+                    raise self._not_recorded(run_id, "that the run started", exc) from exc
+            idempotent = {n: p.node.idempotent for n, p in plan.nodes.items()}
+            restore = resume_from(idempotent, recorded)
         scope = run_scope(plan, run_id, value, trigger, started)
         errors: list[dict[str, Any]] = []
         steps: dict[str, StepResult] = {}
@@ -309,13 +529,16 @@ class Engine:
                 budget,
                 {} if subruns is None else subruns,
             )
-            if mode == "dry_run_validate_only":
+            if restore is not None and restore.attention:
+                status = RunStatus.NEEDS_ATTENTION
+                errors.append(attention_error(restore.attention))
+            elif mode == "dry_run_validate_only":
                 steps = dry_run(plan, scope)
                 failed = any(s.error is not None for s in steps.values())
                 status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
             else:
-                status, steps = await self._execute(ctx)
-            errors = [s.error for s in steps.values() if s.error is not None]
+                status, steps = await self._execute(ctx, restore.done if restore else {})
+            errors += [s.error for s in steps.values() if s.error is not None]
             if ctx.stopped_by is not None:
                 status = RunStatus.FAILURE  # not a cancellation: the run was refused more work
                 errors.append(error_dict(ctx.stopped_by))
@@ -323,7 +546,14 @@ class Engine:
                 output = run_output(plan, scope)
                 check("output", plan.output_validator, output)
         except asyncio.CancelledError:
-            self._finish(recorder, RunStatus.CANCELLED, None, [cancelled_error()], steps, plan)
+            if self.stopping and parent is None:
+                # A graceful stop: the run is given back, and the next host resumes it.
+                with contextlib.suppress(Exception):
+                    recorder.flush()
+                    self.history.release([run_id], self.leases.owner)
+                raise
+            with contextlib.suppress(RunNotRecorded):
+                self._finish(recorder, RunStatus.CANCELLED, None, [cancelled_error()], steps, plan)
             raise
         except (SchemaViolation, TemplateError, IonfluxError) as exc:
             status = RunStatus.FAILURE
@@ -347,7 +577,87 @@ class Engine:
             scopes_to_ask=to_ask,
             parent_run_id=parent[0] if parent else None,
         )
-        return self._finish(recorder, status, output, errors or None, steps, plan, result)
+        return await self._close(recorder, status, output, errors or None, steps, result)
+
+    async def _close(
+        self,
+        recorder: RunRecorder,
+        status: RunStatus,
+        output: Any,
+        errors: list[dict[str, Any]] | None,
+        steps: dict[str, StepResult],
+        result: RunResult,
+    ) -> RunResult:
+        """Stores the run log in the pod, then closes the run in the history, in
+        that order: a run whose log could not be stored is recorded as failed
+        (``RunLogNotStored``), never as a success with a CID that names nothing."""
+        output_preview, output_cid = recorder.value(output)
+        result = dataclasses.replace(result, output_cid=output_cid)
+        log_text = recorder.run_log(result)
+        summary_cid = recorder.text_cid(log_text)
+        if summary_cid is not None and recorder.writer is not None:
+            try:
+                await asyncio.shield(
+                    asyncio.wrap_future(recorder.writer.put(log_text.encode("utf-8")))
+                )
+            except asyncio.CancelledError:
+                # Cancelled (a parent stopped) after the run's work ended: it is closed
+                # as it ended, without a run log it could not wait for.
+                with contextlib.suppress(Exception):
+                    self.history.finish_run(
+                        recorder.run_id,
+                        status=status.value,
+                        end_time=time.time(),
+                        output_preview=output_preview,
+                        output_cid=output_cid,
+                        error_details=errors,
+                        fuel_used=sum(s.fuel_used for s in steps.values()),
+                        step_results_summary_cid=None,
+                        steps=recorder.take(),
+                        start=recorder.take_start(),
+                        output=output,
+                    )
+                raise
+            except Exception as exc:
+                failed = RunLogNotStored(recorder.run_id, f"{type(exc).__name__}: {exc}")
+                if self.health is not None:
+                    self.health.degraded(RUN_LOG, str(failed))
+                status, summary_cid = RunStatus.FAILURE, None
+                errors = [*(errors or []), failed.to_dict()]
+                output, output_preview, output_cid = None, None, None
+                result = dataclasses.replace(
+                    result,
+                    overall_status=status.value,
+                    error_details=errors,
+                    output=None,
+                    output_cid=None,
+                )
+            else:
+                if self.health is not None:
+                    self.health.ok(RUN_LOG)
+        result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
+        try:
+            closed = self.history.finish_run(
+                recorder.run_id,
+                status=status.value,
+                end_time=time.time(),
+                output_preview=output_preview,
+                output_cid=output_cid,
+                error_details=errors,
+                fuel_used=sum(s.fuel_used for s in steps.values()),
+                step_results_summary_cid=summary_cid,
+                steps=recorder.take(),
+                start=recorder.take_start(),
+                output=output,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise self._not_recorded(recorder.run_id, "the end of the run", exc) from exc
+        self._recorded()
+        if not closed:  # another host took it over and closed it: its result stands
+            record = self.history.get(recorder.run_id)
+            assert record is not None
+            return recorded_result(self.history, record)
+        return result
 
     def _finish(
         self,
@@ -399,7 +709,9 @@ class Engine:
             )
         return result
 
-    async def _execute(self, ctx: RunContext) -> tuple[RunStatus, dict[str, StepResult]]:
+    async def _execute(
+        self, ctx: RunContext, done: Mapping[str, RecordedStep]
+    ) -> tuple[RunStatus, dict[str, StepResult]]:
         plan = ctx.plan
         specs = {
             node_id: NodeSpec(p.deps, plan.dependents[node_id], p.node.on_error, p.index)
@@ -408,6 +720,20 @@ class Engine:
         scheduler = Scheduler(specs)
         states: dict[str, dict[str, Any]] = ctx.scope["nodes"]
         steps: dict[str, StepResult] = {}
+        # A resumed run: the steps recorded done keep their outputs and do not run.
+        for node_id, recorded in done.items():
+            planned = plan.nodes[node_id]
+            scheduler.restore(node_id, NodeStatus(recorded.status))
+            states[node_id].update(outputs=recorded.outputs, status=recorded.status)
+            steps[node_id] = StepResult(
+                node_id,
+                planned.target,
+                recorded.status,
+                planned.level,
+                outputs=recorded.outputs,
+                reason="recorded done before the run was resumed",
+                step_run_id=f"{ctx.run_id}.{node_id}",
+            )
         tasks: dict[asyncio.Task[Outcome | None], Running] = {}
         one_at_a_time = ctx.mode == "step_through_debug"
         try:
@@ -557,6 +883,15 @@ class Engine:
 
         if runs_in_lane(ctx, planned):
             return Head(planned, first, now)
+
+        if not planned.node.idempotent:
+            # Known to be in flight before it is called: if the host dies now, the
+            # run stops in needs_attention on resume instead of calling it again.
+            try:
+                ctx.recorder.running(planned.id, planned.target, now)
+            except (sqlite3.Error, OSError) as exc:
+                doing = f"that node {planned.id!r} started"
+                raise self._not_recorded(ctx.run_id, doing, exc) from exc
 
         async def call(inputs: Any, attempt: int) -> Called:
             if attempt > 1:
@@ -831,7 +1166,7 @@ class Engine:
             fuel_used=outcome.fuel_used,
             child_run_id=outcome.child_run_id,
         )
-        steps[node_id] = self._record(ctx, step)
+        steps[node_id] = self._record(ctx, step, durable=not planned.node.idempotent)
 
-    def _record(self, ctx: RunContext, step: StepResult) -> StepResult:
-        return ctx.recorder.step(step)
+    def _record(self, ctx: RunContext, step: StepResult, *, durable: bool = False) -> StepResult:
+        return ctx.recorder.step(step, durable=durable)

@@ -52,7 +52,11 @@ CREATE TABLE IF NOT EXISTS runs (
     fuel_used INTEGER NOT NULL DEFAULT 0,
     step_results_summary_cid TEXT,
     owner_host TEXT NOT NULL,
-    owner_pid INTEGER NOT NULL
+    owner_pid INTEGER NOT NULL,
+    run_key TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    output_json TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_graph ON runs (graph_name, run_id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, run_id);
@@ -72,10 +76,29 @@ CREATE TABLE IF NOT EXISTS run_steps (
     error_message TEXT,
     error_json TEXT,
     fuel_used INTEGER NOT NULL DEFAULT 0,
-    child_run_id TEXT
+    child_run_id TEXT,
+    outputs_json TEXT
 );
 CREATE INDEX IF NOT EXISTS run_steps_run ON run_steps (run_id);
 """
+
+# Columns added since the first schema: an older database gains them when opened.
+_ADDED = {
+    "runs": (
+        ("run_key", "TEXT"),
+        ("lease_owner", "TEXT"),
+        ("lease_expires", "REAL"),
+        ("output_json", "TEXT"),
+    ),
+    "run_steps": (("outputs_json", "TEXT"),),
+}
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (run_key) WHERE run_key IS NOT NULL;
+"""
+
+# Statuses of a run that has not ended: it is resumed if its driver is gone.
+OPEN = ("accepted", "running")
+ENDED_NOT = "status IN ('accepted','running')"
 
 PREVIEW_CHARS = 200
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -132,10 +155,18 @@ class RunRecord:
     error_details: list[dict[str, Any]] | None
     fuel_used: int
     step_results_summary_cid: str | None
+    run_key: str | None = None
+    output: Any = None  # the real output (not masked), kept for a repeated request
+    lease_owner: str | None = None
+    lease_expires: float | None = None
 
     @property
     def duration_s(self) -> float | None:
         return None if self.end_time is None else self.end_time - self.start_time
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +187,7 @@ class StepRecord:
     error: dict[str, Any] | None
     fuel_used: int
     child_run_id: str | None
+    outputs_json: str | None = None  # the real outputs of a done step, to resume from
 
     @property
     def duration_s(self) -> float | None:
@@ -171,10 +203,12 @@ class RunHistory:
         self.path = path
         # NORMAL: fast enough to record every step as it ends (see open_database).
         self._db = open_database(path, _SCHEMA, autocheckpoint=False)
+        self.read_only = read_only(path.parent)
+        if not self.read_only:
+            _migrate(self._db)
         self._lock = threading.Lock()
         # On a read-only data directory (``_sqlite.read_only``) the history can
         # be listed and shown; recording a run raises ``DataDirError``.
-        self.read_only = read_only(path.parent)
         self._write_lock = -1
         self._checkpointer: Checkpointer | None = None
         if not self.read_only:
@@ -233,6 +267,9 @@ class RunHistory:
         input_text: str | None = None,
         input_shown: str | None = None,
         write: bool = True,
+        run_key: str | None = None,
+        lease: tuple[str, float] | None = None,
+        status: str = "running",
     ) -> RunRow:
         """Writes the run's row (status ``running``), committed before it returns.
         With ``write=False`` only returns the row, for ``finish_run(start=...)`` (a
@@ -267,6 +304,10 @@ class RunHistory:
             input_json,
             self._host,
             os.getpid(),
+            run_key,
+            lease[0] if lease else None,
+            lease[1] if lease else None,
+            status,
         )
         if write:
             self.write_start(row)
@@ -291,48 +332,175 @@ class RunHistory:
         step_results_summary_cid: str | None,
         steps: Sequence[StepRecord] = (),
         start: RunRow | None = None,
-    ) -> None:
+        output: Any = None,
+    ) -> bool:
         """Closes the run, writing its last ``steps`` in the same transaction;
-        ``start``: the run's row from ``start_run(write=False)``, not written yet."""
-        with self._tx() as db:
-            if start is not None:
-                _insert_run(db, start)
-            _insert_steps(db, steps)
-            db.execute(
-                "UPDATE runs SET status=?, end_time=?, output_preview=?, output_cid=?,"
-                " error_details_json=?, fuel_used=?, step_results_summary_cid=? WHERE run_id=?",
-                (
-                    status,
-                    end_time,
-                    output_preview,
-                    output_cid,
-                    _dump(error_details),
-                    fuel_used,
-                    step_results_summary_cid,
+        ``start``: the run's row from ``start_run(write=False)``, not written yet.
+        A run is closed once: False when it had ended already (another host that
+        took it over closed it), and nothing is written."""
+        try:
+            with self._tx() as db:
+                self._close_run(
+                    db,
                     run_id,
-                ),
-            )
+                    start,
+                    steps,
+                    (
+                        status,
+                        end_time,
+                        output_preview,
+                        output_cid,
+                        _dump(error_details),
+                        fuel_used,
+                        step_results_summary_cid,
+                        None if output is None else _dump(output),
+                        run_id,
+                    ),
+                )
+        except _Closed:
+            return False
+        return True
+
+    @staticmethod
+    def _close_run(
+        db: sqlite3.Connection,
+        run_id: str,
+        start: RunRow | None,
+        steps: Sequence[StepRecord],
+        values: tuple[Any, ...],
+    ) -> None:
+        if start is not None:
+            _insert_run(db, start)
+        _insert_steps(db, steps)
+        cursor = db.execute(
+            "UPDATE runs SET status=?, end_time=?, output_preview=?, output_cid=?,"
+            " error_details_json=?, fuel_used=?, step_results_summary_cid=?, output_json=?,"
+            f" lease_expires=NULL WHERE run_id=? AND {ENDED_NOT}",
+            values,
+        )
+        if cursor.rowcount == 0:
+            raise _Closed(run_id)  # rolls the transaction back
 
     def record_steps(self, steps: Sequence[StepRecord]) -> None:
         with self._tx() as db:
             _insert_steps(db, steps)
 
-    def recover(self) -> list[str]:
-        """Marks ``interrupted`` the runs left ``running`` by a process that is gone."""
+    # -- durable runs ------------------------------------------------------------
+
+    def accept(self, row: RunRow) -> RunRecord | None:
+        """Writes a run's row (made by ``start_run(write=False, status="accepted")``),
+        committed before it returns. None when written; the run already recorded
+        under the same run key when there is one (nothing is written)."""
+        try:
+            self.write_start(row)
+        except sqlite3.IntegrityError:
+            key = row[_KEY]
+            found = self.find_key(key) if key is not None else None
+            if found is None:
+                raise
+            return found
+        return None
+
+    def find_key(self, run_key: str) -> RunRecord | None:
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key=?", (run_key,)
+            ).fetchone()
+        return None if found is None else _run(found)
+
+    def claim(self, run_id: str, owner: str, expires: float, *, now: float) -> bool:
+        """Takes over the lease of a run that has not ended if its lease ran out, its
+        owning process on this machine is gone, or it is ``owner``'s already.
+        Compare-and-set: of hosts claiming together exactly one wins."""
+        record = self.get(run_id)
+        if record is None or record.ended:
+            return False
+        if not self.orphaned(record, now=now) and record.lease_owner != owner:
+            return False
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE runs SET lease_owner=?, lease_expires=?, owner_host=?, owner_pid=?"
+                f" WHERE run_id=? AND lease_owner IS ? AND {ENDED_NOT}",
+                (owner, expires, self._host, os.getpid(), run_id, record.lease_owner),
+            )
+            return cursor.rowcount == 1
+
+    def orphaned(self, record: RunRecord, *, now: float) -> bool:
+        """Whether nobody drives ``record`` any more (see ``claim``)."""
+        if record.ended:
+            return False
+        if record.lease_expires is not None and record.lease_expires < now:
+            return True
+        with self._lock:
+            found = self._db.execute(
+                "SELECT owner_host, owner_pid FROM runs WHERE run_id=?", (record.run_id,)
+            ).fetchone()
+        return found is not None and found[0] == self._host and not _alive(int(found[1]))
+
+    def renew(self, run_ids: Sequence[str], owner: str, expires: float) -> None:
+        """Pushes the lease of the runs ``owner`` drives to ``expires``."""
+        if not run_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                f"UPDATE runs SET lease_expires=? WHERE run_id=? AND lease_owner=? AND {ENDED_NOT}",
+                [(expires, run_id, owner) for run_id in run_ids],
+            )
+
+    def release(self, run_ids: Sequence[str], owner: str) -> None:
+        """Gives the runs back (a graceful stop): the next host resumes them at once."""
+        if not run_ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                f"UPDATE runs SET lease_expires=0 WHERE run_id=? AND lease_owner=? AND {ENDED_NOT}",
+                [(run_id, owner) for run_id in run_ids],
+            )
+
+    def release_owner(self, owner: str) -> None:
+        """Gives back every open run ``owner`` holds (a graceful stop's end)."""
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND {ENDED_NOT}", (owner,)
+            )
+
+    def mark_running(self, run_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET status='running' WHERE run_id=? AND status='accepted'", (run_id,)
+            )
+
+    def orphans(self, *, now: float) -> list[RunRecord]:
+        """Top-level runs that have not ended and that nobody drives, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT run_id, owner_host, owner_pid FROM runs WHERE status='running'"
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE {ENDED_NOT} AND parent_run_id IS NULL"
+                " ORDER BY run_id"
+            ).fetchall()
+        return [r for r in map(_run, rows) if self.orphaned(r, now=now)]
+
+    def recover(self) -> list[str]:
+        """Marks ``interrupted`` the runs left open by a process that is gone and that
+        cannot be resumed: sub-runs (their parent's node runs again) and runs of the
+        debugger or of a dry run. Top-level ``run_all`` runs stay open: the next host
+        that looks (``Engine.resume_orphans``) resumes them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, owner_host, owner_pid, parent_run_id, mode FROM runs"
+                f" WHERE {ENDED_NOT}"
             ).fetchall()
         dead = [
             run_id
-            for run_id, owner_host, pid in rows
-            if owner_host == self._host and not _alive(int(pid))
+            for run_id, owner_host, pid, parent, mode in rows
+            if owner_host == self._host
+            and not _alive(int(pid))
+            and (parent is not None or mode != "run_all")
         ]
         if dead:
             with self._tx() as db:
                 db.executemany(
                     "UPDATE runs SET status='interrupted', error_details_json=? "
-                    "WHERE run_id=? AND status='running'",
+                    f"WHERE run_id=? AND {ENDED_NOT}",
                     [(_dump([_interrupted()]), run_id) for run_id in dead],
                 )
         return dead
@@ -396,13 +564,13 @@ _RUN_COLUMNS = (
     "run_id, graph_name, graph_version, graph_cid, parent_run_id, parent_node_id, trigger_type,"
     " trigger_details_json, mode, status, start_time, end_time, input_preview, input_cid,"
     " input_json, output_preview, output_cid, error_details_json, fuel_used,"
-    " step_results_summary_cid"
+    " step_results_summary_cid, run_key, output_json, lease_owner, lease_expires"
 )
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
     values = list(row)
-    for index in (7, 14, 17):
+    for index in (7, 14, 17, 21):
         values[index] = json.loads(values[index]) if values[index] is not None else None
     return RunRecord(*values)
 
@@ -414,16 +582,37 @@ RunRow = tuple[Any, ...]
 def _insert_run(db: sqlite3.Connection, row: RunRow) -> None:
     db.execute(
         "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
-        " parent_node_id, trigger_type, trigger_details_json, mode, status, start_time,"
-        " input_preview, input_cid, input_json, owner_host, owner_pid)"
-        " VALUES (?,?,?,?,?,?,?,?,?,'running',?,?,?,?,?,?)",
+        " parent_node_id, trigger_type, trigger_details_json, mode, start_time,"
+        " input_preview, input_cid, input_json, owner_host, owner_pid, run_key, lease_owner,"
+        " lease_expires, status)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         row,
     )
 
 
+_KEY = 15  # the run key's place in a ``RunRow``
+
+
+class _Closed(Exception):
+    """The run had ended already: its closing transaction is rolled back."""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Adds the columns an older database lacks, then the indexes over them."""
+    for table, columns in _ADDED.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    db.executescript(_INDEXES)
+
+
 def _insert_steps(db: sqlite3.Connection, steps: Sequence[StepRecord]) -> None:
     db.executemany(
-        "INSERT OR REPLACE INTO run_steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT OR REPLACE INTO run_steps (step_run_id, run_id, node_id, target, status,"
+        " start_time, end_time, attempts, inputs_preview, inputs_cid, outputs_preview,"
+        " outputs_cid, error_message, error_json, fuel_used, child_run_id, outputs_json)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 s.step_run_id,
@@ -442,6 +631,7 @@ def _insert_steps(db: sqlite3.Connection, steps: Sequence[StepRecord]) -> None:
                 _dump(s.error),
                 s.fuel_used,
                 s.child_run_id,
+                s.outputs_json,
             )
             for s in steps
         ],
@@ -466,6 +656,7 @@ def _step(r: tuple[Any, ...]) -> StepRecord:
         error=json.loads(r[13]) if r[13] else None,
         fuel_used=r[14],
         child_run_id=r[15],
+        outputs_json=r[16] if len(r) > 16 else None,
     )
 
 

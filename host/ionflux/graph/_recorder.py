@@ -16,6 +16,7 @@ itself is written at start and is marked ``interrupted`` on the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -67,15 +68,23 @@ class ValueWriter:
     def submit(self, data: bytes, cid: str | None = None) -> str:
         """Queues ``data`` for the pod; ``cid`` when already computed from ``data``."""
         cid = cid or cid_for_bytes(data)
+        self.put(data)
+        return cid
+
+    def put(self, data: bytes) -> Future[str]:
+        """Queues ``data`` for the pod; the future fails if it could not be stored.
+        One writer thread: when it is done, every value queued before it is too."""
         future = self._pool.submit(self.pod.put_bytes, data)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._done)
-        return cid
+        return future
 
     def _done(self, future: Future[str]) -> None:
         with self._lock:
             self._pending.discard(future)
+        if future.cancelled():
+            return
         exc = future.exception()
         if exc is not None:
             log.warning("could not store a run value in the pod: %s", exc)
@@ -110,6 +119,7 @@ class RunRecorder:
         self._shown: dict[str, tuple[Any, Any]] = {}
         self._start: RunRow | None = None  # the run's row while it is not written yet
         self._start_timer: asyncio.TimerHandle | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def defer_start(self, row: RunRow, after_s: float) -> None:
         """Writes the run's row ``after_s`` from now, or with the run's last
@@ -163,14 +173,49 @@ class RunRecorder:
         """The CID ``put_text(text)`` will store it under (None without a pod)."""
         return None if self.writer is None else cid_for_bytes(text.encode("utf-8"))
 
-    def step(self, step: StepResult) -> StepResult:
+    def running(self, node_id: str, target: str, started: float) -> None:
+        """Records ``node_id`` as in flight, committed before it returns, with every
+        row buffered so far: a node that must not run twice (``idempotent: false``)
+        is known to have started if the host dies during its call."""
+        self._buffer.append(
+            StepRecord(
+                f"{self.run_id}.{node_id}",
+                self.run_id,
+                node_id,
+                target,
+                "running",
+                started,
+                None,
+                1,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                0,
+                None,
+            )
+        )
+        self.flush()
+
+    def step(self, step: StepResult, *, durable: bool = False) -> StepResult:
+        """Buffers the step's row (its real outputs with it, to resume from). The
+        buffer is written within ``flush_after_s``; ``durable``: now."""
         shown = self.masker.value(step.inputs), self.masker.value(step.outputs)
         self._shown[step.node_id] = shown
         inputs_preview, inputs_cid = self._masked(shown[0])
         outputs_preview, outputs_cid = self._masked(shown[1])
         step_run_id = f"{self.run_id}.{step.node_id}"
+        real = None
+        if step.status in ("success", "skipped") and step.outputs is not None:
+            real = json_text(step.outputs)
         if not self._buffer:
             self._oldest = time.monotonic()
+            if not durable and self._flush_timer is None:
+                with contextlib.suppress(RuntimeError):  # no loop: flushed at the end
+                    loop = asyncio.get_running_loop()
+                    self._flush_timer = loop.call_later(self.flush_after_s, self._timed_flush)
         self._buffer.append(
             StepRecord(
                 step_run_id=step_run_id,
@@ -189,9 +234,10 @@ class RunRecorder:
                 error=step.error,
                 fuel_used=step.fuel_used,
                 child_run_id=step.child_run_id,
+                outputs_json=real,
             )
         )
-        if time.monotonic() - self._oldest >= self.flush_after_s:
+        if durable or time.monotonic() - self._oldest >= self.flush_after_s:
             self.flush()
         return replace(
             step, inputs_cid=inputs_cid, outputs_cid=outputs_cid, step_run_id=step_run_id
@@ -218,11 +264,25 @@ class RunRecorder:
 
     def take(self) -> list[StepRecord]:
         """The buffered rows, for the run's closing transaction."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         rows, self._buffer = self._buffer, []
         return rows
+
+    def _timed_flush(self) -> None:
+        self._flush_timer = None
+        try:
+            self.flush()
+        except Exception:  # kept: the run's closing transaction writes them
+            log.exception("could not record the steps of run %s; retried at its end", self.run_id)
 
     def flush(self) -> None:
         rows = self.take()
         if rows:
             self.write_start()  # a step's row never comes before its run's
-            self.history.record_steps(rows)
+            try:
+                self.history.record_steps(rows)
+            except BaseException:
+                self._buffer = rows + self._buffer
+                raise

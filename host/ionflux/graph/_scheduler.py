@@ -32,12 +32,14 @@ class NodeStatus(StrEnum):
 
 
 class RunStatus(StrEnum):
+    ACCEPTED = "accepted"
     RUNNING = "running"
     SUCCESS = "success"
     FAILURE = "failure"
     PARTIAL = "partial_success_with_errors"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    NEEDS_ATTENTION = "needs_attention"
 
 
 DONE = frozenset({NodeStatus.SUCCESS, NodeStatus.FAILURE, NodeStatus.SKIPPED, NodeStatus.CANCELLED})
@@ -105,6 +107,14 @@ class Scheduler:
     def start(self, node_id: str) -> None:
         self._expect(node_id, NodeStatus.PENDING)
         self.status[node_id] = NodeStatus.RUNNING
+
+    def restore(self, node_id: str, status: NodeStatus) -> None:
+        """A node settled by a run's record before this host resumed it (``success``
+        or ``skipped``): it does not run, its dependents become ready as usual."""
+        if status not in (NodeStatus.SUCCESS, NodeStatus.SKIPPED):
+            raise ValueError(f"a node is restored as success or skipped, not {status}")
+        self._expect(node_id, NodeStatus.PENDING)
+        self._close(node_id, status)
 
     def succeed(self, node_id: str) -> None:
         self._expect(node_id, NodeStatus.RUNNING)

@@ -130,4 +130,5 @@ _STATUS = {
     "shutting_down": 503,
     "overloaded": 503,
     "bus_unavailable": 503,
+    "run_not_recorded": 503,
 }
