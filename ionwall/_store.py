@@ -159,7 +159,8 @@ class GrantStore:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a full disk may have ended it already
+                conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: cannot commit to the grant store: {exc}") from exc
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
