@@ -649,6 +649,10 @@ class Engine:
                 steps=recorder.take(),
                 start=recorder.take_start(),
                 output=output,
+                # Refused for a missing grant: not final for its trigger (which asks
+                # again later), so the run gives its key back. SEAM: awaiting_approval.
+                forget_key=status is RunStatus.FAILURE
+                and any(e.get("kind") == "consent_required" for e in errors or ()),
             )
         except (sqlite3.Error, OSError) as exc:
             raise self._not_recorded(recorder.run_id, "the end of the run", exc) from exc

@@ -333,11 +333,13 @@ class RunHistory:
         steps: Sequence[StepRecord] = (),
         start: RunRow | None = None,
         output: Any = None,
+        forget_key: bool = False,
     ) -> bool:
         """Closes the run, writing its last ``steps`` in the same transaction;
         ``start``: the run's row from ``start_run(write=False)``, not written yet.
         A run is closed once: False when it had ended already (another host that
-        took it over closed it), and nothing is written."""
+        took it over closed it), and nothing is written. ``forget_key``: the run
+        does not hold its run key any more (a later request with it starts anew)."""
         try:
             with self._tx() as db:
                 self._close_run(
@@ -354,6 +356,7 @@ class RunHistory:
                         fuel_used,
                         step_results_summary_cid,
                         None if output is None else _dump(output),
+                        int(forget_key),
                         run_id,
                     ),
                 )
@@ -375,6 +378,7 @@ class RunHistory:
         cursor = db.execute(
             "UPDATE runs SET status=?, end_time=?, output_preview=?, output_cid=?,"
             " error_details_json=?, fuel_used=?, step_results_summary_cid=?, output_json=?,"
+            " run_key=CASE WHEN ? THEN NULL ELSE run_key END,"
             f" lease_expires=NULL WHERE run_id=? AND {ENDED_NOT}",
             values,
         )

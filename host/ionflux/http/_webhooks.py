@@ -9,12 +9,17 @@ covering ``execute_graph:<graph>``; a graph whose trigger says
 then the body (422 for a body that is not JSON, nested past
 ``http.max_json_depth``, or that breaks the graph's ``input_schema``, naming
 the field), then the run. A large body is parsed and checked off the event
-loop. ``Prefer: respond-async`` answers ``202`` at once with the run id and a
-status URL.
+loop. ``Prefer: respond-async`` answers ``202`` with the run id and a status
+URL once the run is recorded (``accepted``, its input stored): a host that dies
+after the 202 leaves it for the next host to resume. ``Idempotency-Key: <key>``
+makes the request's run key: the same key again (on any host sharing the run
+history) answers the run it started instead of starting another (202 with
+its id; without ``Prefer``, its recorded result once it ended).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -120,6 +125,7 @@ async def handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSO
             "caller": getattr(claims, "subject", None),
             "remote": request.client.host if request.client else None,
         },
+        run_key=_run_key(hook.graph, request.headers.get("idempotency-key")),
     )
     if "respond-async" in request.headers.get("prefer", "").lower():
         try:
@@ -145,3 +151,10 @@ def _checked(check: Any, graph: str, body: bytes, max_depth: int) -> Any:
     if check is not None:
         check(graph, value)
     return value
+
+
+def _run_key(graph: str, key: str | None) -> str | None:
+    """The run key of an ``Idempotency-Key`` header, per graph (hashed: any length)."""
+    if not key:
+        return None
+    return f"http:{graph}:{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()[:40]}"

@@ -51,6 +51,8 @@ class RunRequest:
     completion_subject: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+    # Unique in the run history: a second request with it finds the first run.
+    run_key: str | None = None
 
     def trigger_info(self) -> dict[str, Any]:
         return {"type": self.trigger, "input_data": self.input, "details": dict(self.details)}
@@ -112,6 +114,8 @@ class Dispatcher:
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending: dict[str, Pending] = {}
+        self._resumer: asyncio.Task[None] | None = None
+        self._resuming: set[str] = set()
         self.metrics.track_gauge(self.metrics.runs_in_flight, lambda: self.slots.in_flight)
         self.extra_depth: list[Any] = []  # callables adding queued work outside the slots
         self.metrics.track_gauge(self.metrics.queue_depth, self.queue_depth)
@@ -144,12 +148,14 @@ class Dispatcher:
     async def _run(self, request: RunRequest) -> RunResultLike:
         m = self.metrics
         graph = request.graph.partition("@")[0]
+        keyed: dict[str, Any] = {} if request.run_key is None else {"run_key": request.run_key}
         try:
             result = await self.runner.run(
                 request.graph,
                 request.input,
                 trigger=request.trigger_info(),
                 run_id=request.run_id,
+                **keyed,
             )
         except Exception as exc:
             status = http_status(exc)
@@ -207,9 +213,21 @@ class Dispatcher:
         waiting = sum(1 for p in self.pending.values() if p.status == "queued")
         if waiting >= self.max_accepted:
             raise Overloaded(f"{waiting} accepted runs wait for a slot already; retry later")
-        # The engine runs it under this id, so any host sharing the data directory
-        # finds it in the run history once it started.
+        # Recorded (accepted, its input stored) before the caller hears of it: the
+        # run is not lost if this host dies; the next one resumes it.
         run_id = request.run_id or new_run_id()
+        run_key = request.run_key or f"run:{run_id}"
+        accept = getattr(self.runner, "accept", None)
+        if accept is not None:
+            run_id, known = accept(
+                request.graph,
+                request.input,
+                trigger=request.trigger_info(),
+                run_id=run_id,
+                run_key=run_key,
+            )
+            if known:  # the same key again: the run it started (ended, or under way)
+                return str(run_id)
         request = RunRequest(
             request.graph,
             request.input,
@@ -217,6 +235,7 @@ class Dispatcher:
             request.completion_subject,
             request.details,
             run_id,
+            run_key if accept is not None else request.run_key,
         )
         self.pending[run_id] = Pending(request)
         task = asyncio.get_running_loop().create_task(self._background(run_id, request))
@@ -253,13 +272,60 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def start_resuming(self) -> None:
+        """Resumes, now and every ``resume_interval_s``, the runs nobody drives any
+        more (their host died, or stopped before they ended)."""
+        if self._resumer is None and hasattr(self.runner, "orphans"):
+            self._resumer = asyncio.get_running_loop().create_task(
+                self._resume_loop(), name="ionflux-resume"
+            )
+
+    async def _resume_loop(self) -> None:
+        runner: Any = self.runner
+        while not self.closing:
+            try:
+                for run_id in await asyncio.to_thread(runner.orphans):
+                    if run_id not in self._resuming and not self.closing:
+                        self._resuming.add(run_id)
+                        self.spawn(self._resume(run_id))
+            except Exception:
+                log.exception("could not look for runs to resume")
+            await asyncio.sleep(float(getattr(runner, "resume_interval_s", 5.0)))
+
+    async def _resume(self, run_id: str) -> None:
+        runner: Any = self.runner
+        try:
+            await self.slots.acquire()
+            try:
+                result = await runner.resume(run_id)
+            finally:
+                self.slots.release()
+            if result is not None:
+                log.info("run %s resumed: %s", run_id, result.overall_status)
+        except Exception:
+            log.exception("could not resume run %s", run_id)
+        finally:
+            self._resuming.discard(run_id)
+
     async def drain(self, timeout: float = 30.0) -> int:
-        """Refuses new runs and waits for the ones in flight; returns how many did not end."""
+        """Refuses new runs and waits for the ones in flight; returns how many did not
+        end. Those are given back to the run history (not ended): the next host
+        resumes them."""
         self.closing = True
+        if self._resumer is not None:
+            self._resumer.cancel()
+        stop = getattr(self.runner, "stop", None)
+        if stop is not None:
+            stop()
         tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
-        if not tasks:
-            return 0
-        _done, not_done = await asyncio.wait(tasks, timeout=timeout)
-        for task in not_done:
-            task.cancel()
+        not_done: set[asyncio.Task[Any]] = set()
+        if tasks:
+            _done, not_done = await asyncio.wait(tasks, timeout=timeout)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                await asyncio.wait(not_done, timeout=5.0)
+        release = getattr(self.runner, "release", None)
+        if release is not None:
+            release()
         return len(not_done)

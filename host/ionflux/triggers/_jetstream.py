@@ -20,6 +20,14 @@ the stream, and work spreads to whichever host is free.
 - A body that is not JSON, or a message without a valid IONWALL token, is
   refused once (error completion event) and terminated (``term``):
   redelivering it would not make it JSON or authorised.
+- The run key of a message is its processed key: the run history holds at
+  most one run per key, so a redelivery (a host killed between recording the
+  run and acking it, a NATS outage) finds the run: answered if it ended,
+  resumed if its host died, waited for if another host drives it.
+- A run the history cannot record (disk full, database locked) is never
+  acked: the message is nak'd with a backoff (``/healthz`` says
+  ``run-history`` degraded); a run refused for a missing grant is nak'd too
+  (see ``_awaiting_consent``).
 """
 
 from __future__ import annotations
@@ -277,7 +285,12 @@ class DurableTriggers:
                 await msg.term()
                 return
             request = RunRequest(
-                graph, value, request.trigger, request.completion_subject, request.details
+                graph,
+                value,
+                request.trigger,
+                request.completion_subject,
+                request.details,
+                run_key=f"jetstream:{key}",
             )
             keepalive = asyncio.get_running_loop().create_task(
                 _keep_alive(msg, trigger.ack_wait_s / 3)
@@ -287,10 +300,19 @@ class DurableTriggers:
                 result = await self.dispatcher.run(request, slot_held=True)
                 execution_id = result.execution_id
             except RunRefused as exc:
+                if exc.status >= 500:
+                    # Not recorded (the run history cannot write: disk full, locked):
+                    # never acked; redelivered after a backoff, here or elsewhere.
+                    await msg.nak(delay=_backoff(meta.num_delivered))
+                    return
                 execution_id = str(exc.event.get("execution_id"))
             except ShuttingDown:
                 await msg.nak()  # another host takes it
                 return
+            else:
+                if _awaiting_consent(result):
+                    await msg.nak(delay=_backoff(meta.num_delivered))
+                    return
             # The keepalive goes on while the outcome is recorded and acked: if NATS is
             # away for a moment (a restart), JetStream must not hand the message to
             # another host while this one still means to ack it.
@@ -306,6 +328,25 @@ class DurableTriggers:
                 keepalive.cancel()
             if held:
                 self.dispatcher.slots.release()
+
+
+def _backoff(delivered: int) -> float:
+    """Seconds before a nak'd message comes back: 0.5 s doubling to 30 s."""
+    return float(min(30.0, 0.5 * 2 ** max(0, delivered - 1)))
+
+
+def _awaiting_consent(result: Any) -> bool:
+    """A run refused because its grant is missing or too narrow is not final: the
+    message is nak'd (redelivered with a backoff, up to ``max_deliver``) instead of
+    acked, and the engine released its run key so a later delivery runs.
+
+    SEAM: durable consent waiting (``awaiting_approval``: the run waits, recorded,
+    and approving resumes it) replaces this; then such a message is acked once
+    its run is recorded as waiting."""
+    errors = getattr(result, "error_details", None) or []
+    return getattr(result, "overall_status", "") == "failure" and any(
+        isinstance(e, dict) and e.get("kind") == "consent_required" for e in errors
+    )
 
 
 async def _seen(kv: KeyValue, key: str) -> bool:

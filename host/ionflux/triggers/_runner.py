@@ -91,6 +91,7 @@ class EngineRunner:
         *,
         trigger: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        run_key: str | None = None,
     ) -> RunResult:
         plan = self.plan(graph_ref)
         problem = input_problem(
@@ -98,18 +99,53 @@ class EngineRunner:
         )
         if problem is not None:
             raise problem
-        info = dict(trigger or {})
-        details = dict(info.get("details") or {})
-        caller = details.get("caller")
-        run_trigger = RunTrigger(
-            type=str(info.get("type", "manual")),
-            details=details,
-            subject=str(caller) if caller else "anonymous",
-        )
         # Checked above (a refusal there is a 422 / an error event, no run record).
         return await self.engine.run(
-            plan, input, trigger=run_trigger, run_id=run_id, input_checked=True
+            plan,
+            input,
+            trigger=_run_trigger(trigger),
+            run_id=run_id,
+            input_checked=True,
+            run_key=run_key,
         )
+
+    def accept(
+        self,
+        graph_ref: str,
+        input: Any,
+        *,
+        trigger: Mapping[str, Any] | None,
+        run_id: str,
+        run_key: str,
+    ) -> tuple[str, bool]:
+        """Records the run ``accepted`` before anyone is told (``Engine.accept``);
+        (run id, False) or, for a key recorded already, (its run id, True)."""
+        plan = self.plan(graph_ref)
+        problem = input_problem(
+            plan.input_validator, apply_defaults(plan.graph.input_schema, input)
+        )
+        if problem is not None:
+            raise problem
+        found_id, found = self.engine.accept(
+            plan, input, trigger=_run_trigger(trigger), run_key=run_key, run_id=run_id
+        )
+        return found_id, found is not None
+
+    @property
+    def resume_interval_s(self) -> float:
+        return self.engine.config.graph.resume_interval_s
+
+    def orphans(self) -> list[str]:
+        return self.engine.orphans()
+
+    async def resume(self, run_id: str) -> RunResult | None:
+        return await self.engine.resume(run_id)
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def release(self) -> None:
+        self.engine.release()
 
     def deployed(self) -> list[GraphTriggers]:
         """The triggers of the latest version of every deployed graph. A graph whose
@@ -127,3 +163,14 @@ class EngineRunner:
                 log.error("%s", exc)
                 self.problems[graph.name] = str(exc)
         return out
+
+
+def _run_trigger(trigger: Mapping[str, Any] | None) -> RunTrigger:
+    info = dict(trigger or {})
+    details = dict(info.get("details") or {})
+    caller = details.get("caller")
+    return RunTrigger(
+        type=str(info.get("type", "manual")),
+        details=details,
+        subject=str(caller) if caller else "anonymous",
+    )

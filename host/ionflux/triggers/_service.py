@@ -89,6 +89,8 @@ class TriggerService:
                 self.dispatcher, state, completion_subject=self._completion_subject
             )
         await self.sync()
+        # Runs a dead host (or this one, before a restart) left open go on here.
+        self.dispatcher.start_resuming()
         if self.watch_interval_s > 0:
             self._watch = asyncio.get_running_loop().create_task(self._watch_deploys())
 
