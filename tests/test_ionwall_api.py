@@ -61,7 +61,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_denial(tmp_path: Path) -> None:
         ctx = CallContext("bafy", "t")
         assert gate.check(ctx, "emit_log:info").allowed
         with wall.audit.path.open("ab") as f:
-            f.write(b"{broken")
+            f.write(b"{broken}\n")  # a whole damaged line (a torn one is cut and repaired)
         with Ionwall(tmp_path / "iw") as other:
             d = other.gate(grant.id).check(ctx, "emit_log:info")
         assert not d.allowed and "cannot be recorded" in d.reason
