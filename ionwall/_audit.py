@@ -586,10 +586,11 @@ class AuditLog:
         entry that says so is returned, to be written first."""
         size = os.fstat(self._log_fd).st_size
         repaired = None
-        if repair and _torn(self.path, size):
+        end = _tail_bytes(self.path, size, 1)[1] if size else b""
+        if repair and end and not end.endswith(b"\n"):
             self._count, self._last, repaired = self._cut_torn_tail(size)
         else:
-            self._count, self._last = self._read_end(size)
+            self._count, self._last = self._read_end(end)
         try:
             self._signed = min(int(seen[86:106]), self._count)
         except ValueError:  # no hint (an older head, none yet, a torn tail): sign soon
@@ -738,13 +739,13 @@ class AuditLog:
             self._armed = False  # appends from now on wake it again
             self.checkpoint()
 
-    def _read_end(self, size: int) -> tuple[int, str]:
-        """(entry count, last hash) from the last line of the log."""
-        if size == 0:
+    def _read_end(self, end: bytes) -> tuple[int, str]:
+        """(entry count, last hash) from the last line of the log, in ``end``
+        (the log's last bytes, holding its last line whole; empty: no entry)."""
+        if not end:
             return 0, GENESIS
-        lines = _last_lines(self.path, 1)
         try:
-            last = json.loads(lines[-1])
+            last = json.loads(end.splitlines()[-1])
             return int(last["index"]) + 1, str(last["hash"])
         except (IndexError, ValueError, KeyError, TypeError) as exc:
             raise AuditError(
@@ -949,15 +950,6 @@ def _check_line(i: int, raw: bytes, prev: str) -> str | None:
             "and re-hashed, or entries were inserted, removed or reordered"
         )
     return None
-
-
-def _torn(path: Path, size: int) -> bool:
-    """Whether the log (``size`` bytes) ends in the middle of a line."""
-    if size == 0:
-        return False
-    with path.open("rb") as f:
-        f.seek(size - 1)
-        return f.read(1) != b"\n"
 
 
 def _tail_bytes(path: Path, size: int, lines: int) -> tuple[int, bytes]:
