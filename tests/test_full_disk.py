@@ -333,3 +333,93 @@ async def test_a_run_whose_run_log_cannot_be_stored_does_not_report_success(
         _assert_no_unstored_success(running, r)
         filler.unlink()
         assert _succeeded(running, await _echo(running, http, "after"))
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from ionwall import AuditError, AuditLog
+
+log = AuditLog(Path(sys.argv[1]))
+failed = False
+i = 0
+while not Path(sys.argv[2]).exists():
+    i += 1
+    try:
+        log.append(subject="s", transform=sys.argv[3], scope="emit_log:info", allowed=True,
+                   reason=f"{sys.argv[3]} {i} " + "x" * (i % 300))
+    except AuditError as exc:
+        if not failed:
+            print("failed", exc, flush=True)
+        failed = True
+        continue
+    if failed:
+        print("ok again", flush=True)
+        failed = False
+log.close()
+print("done", flush=True)
+"""
+
+
+def test_writer_processes_sharing_the_log_through_a_full_disk(small_disk: Path) -> None:
+    # Two processes append to one log (as `ionflux up --workers` does) while the
+    # disk fills and is freed. Each refuses while full and goes on after; the
+    # torn lines are cut once each, under the shared lock, never appended after.
+    import selectors
+    import sys
+    import time
+
+    directory = small_disk / "ionwall"
+    AuditLog(directory).close()
+    stop = small_disk.parent / "stop"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(directory), str(stop), f"w{n}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    selector = selectors.DefaultSelector()
+    for p in procs:
+        assert p.stdout is not None
+        selector.register(p.stdout, selectors.EVENT_READ, p)
+
+    said: list[str] = []
+
+    def wait_for(word: str) -> None:
+        """Until every writer has printed a line starting with ``word``."""
+        waiting = set(procs)
+        deadline = time.monotonic() + 60  # a bound on a hang, not a measurement
+        while waiting:
+            assert time.monotonic() < deadline, f"writers never said {word!r}"
+            for key, _ in selector.select(timeout=1):
+                p = key.data
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                assert line, f"writer {p.args[-1]} ended: {p.wait()}"
+                if line.startswith(word):
+                    said.append(line.strip())
+                    waiting.discard(p)
+
+    try:
+        filler = fill(small_disk)
+        wait_for("failed")
+        filler.unlink()
+        wait_for("ok again")
+    finally:
+        stop.write_bytes(b"")
+        for p in procs:
+            p.wait(timeout=60)
+            assert p.stdout is not None
+            p.stdout.close()
+        selector.close()
+    log = AuditLog(directory)
+    report = log.verify()
+    assert report.ok, report
+    sides = list(directory.glob("audit.jsonl.torn-*"))
+    assert len(sides) == len(report.repairs)
+    print(
+        f"\n[figures] two writers through a full disk: {report.entries} entries, "
+        f"{len(report.repairs)} torn lines cut; {said}"
+    )
+    log.close()
