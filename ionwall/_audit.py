@@ -362,13 +362,15 @@ class AuditLog:
         self._signer: threading.Thread | None = None
         self._signer_pid = 0
         self._failing = False  # the last write failed (see ``watch_writes``)
-        self._on_write: Callable[[str | None], None] | None = None
+        self._on_write: Callable[[AuditError | None], None] | None = None
         _open_logs.add(self)
 
-    def watch_writes(self, listener: Callable[[str | None], None]) -> None:
-        """Calls ``listener(reason)`` when a write to the log fails (a full disk)
-        and ``listener(None)`` when one succeeds again: for a health check. It is
-        called under the log's locks: it must be quick and must not append."""
+    def watch_writes(self, listener: Callable[[AuditError | None], None]) -> None:
+        """Calls ``listener(error)`` when an append fails, ``listener(None)`` when
+        one succeeds again: for a health check. The error's ``__cause__`` is an
+        ``OSError`` when the disk failed (full, read-only), something else when
+        the log is damaged (which no free space mends). Called under the log's locks: it
+        must be quick and must not append."""
         self._on_write = listener
 
     def close(self) -> None:
@@ -566,12 +568,17 @@ class AuditLog:
             elif not self._armed:
                 self._arm()
         except OSError as exc:
-            self._note_write(str(exc))
-            raise AuditError(f"{self.path}: cannot append to the audit log: {exc}") from exc
+            error = AuditError(f"{self.path}: cannot append to the audit log: {exc}")
+            error.__cause__ = exc
+            self._note_write(error)
+            raise error from exc
+        except AuditError as exc:  # the log's end is damaged
+            self._note_write(exc)
+            raise
         finally:
             head.unlock()
 
-    def _note_write(self, failure: str | None) -> None:
+    def _note_write(self, failure: AuditError | None) -> None:
         self._failing = failure is not None
         if self._on_write is not None:
             try:

@@ -117,7 +117,7 @@ def test_the_audit_log_on_a_full_disk_refuses_then_repairs_itself(small_disk: Pa
     # the log's last page and no more, which is the torn line the issue found
     # (every scoped call denied for good, until the file was edited by hand).
     log = AuditLog(small_disk / "ionwall")
-    failures: list[str | None] = []
+    failures: list[AuditError | None] = []
     log.watch_writes(failures.append)
     _append(log, "before the disk fills")
     if log.path.stat().st_size % PAGE == 0:  # leave room in the log's last page
@@ -127,7 +127,7 @@ def test_the_audit_log_on_a_full_disk_refuses_then_repairs_itself(small_disk: Pa
     room = -log.path.stat().st_size % PAGE
     with pytest.raises(AuditError, match=r"(?i)no space left"):
         _append(log, "x" * (room + 100))  # longer than what fits: part of it lands
-    assert failures and failures[-1] is not None and "space" in failures[-1]
+    assert failures and failures[-1] is not None and "space" in str(failures[-1])
     assert not log.path.read_bytes().endswith(b"\n")  # the torn line the issue found
     with pytest.raises(AuditError):  # still full: still refused (and nothing half-cut)
         _append(log, "still full")

@@ -219,9 +219,14 @@ def test_append_after_a_damaged_last_entry_refuses(tmp_path: Path) -> None:
     _rewrite(log, [*_lines(log), b"not an entry\n"])
     before = log.path.read_bytes()
     fresh = AuditLog(tmp_path / "audit")
+    failures: list[AuditError | None] = []
+    fresh.watch_writes(failures.append)
     with pytest.raises(AuditError, match="ionflux audit verify"):
         _append(fresh, "refused")
     assert log.path.read_bytes() == before
+    # Damage, not the disk: no free space mends it (the health check knows).
+    assert len(failures) == 1 and failures[0] is not None
+    assert not isinstance(failures[0].__cause__, OSError)
 
 
 def _torn_files(log: AuditLog) -> list[Path]:
@@ -323,7 +328,7 @@ def test_a_partial_write_is_cut_by_the_next_writer_of_another_process(
     a = _log(tmp_path, 2)
     b = AuditLog(tmp_path / "audit")
     _append(b, "b knows the end")
-    health: list[str | None] = []
+    health: list[AuditError | None] = []
     a.watch_writes(health.append)
     real_write = os.write
 
@@ -334,7 +339,8 @@ def test_a_partial_write_is_cut_by_the_next_writer_of_another_process(
     with pytest.raises(AuditError, match="short write"):
         _append(a, "half of me lands")
     monkeypatch.setattr(os, "write", real_write)
-    assert health and health[-1] is not None and "short write" in health[-1]
+    assert health and health[-1] is not None and "short write" in str(health[-1])
+    assert isinstance(health[-1].__cause__, OSError)
     assert not a.path.read_bytes().endswith(b"\n")
     _append(b, "b again")
     report = b.verify()

@@ -149,12 +149,13 @@ class Host:
         health = self.health
         probe = disk_probe(wall.audit.path.parent)
 
-        def on_write(failure: str | None) -> None:
+        def on_write(failure: ionwall.AuditError | None) -> None:
             if failure is None:
                 health.ok("audit")
-            else:
-                reason = f"cannot append to the audit log: {failure}"
-                health.degraded("audit", reason, probe=probe)
+            elif isinstance(failure.__cause__, OSError):  # the disk: room may come back
+                health.degraded("audit", str(failure), probe=probe)
+            else:  # the log is damaged: until a write succeeds (after `audit verify`)
+                health.degraded("audit", str(failure))
 
         wall.audit.watch_writes(on_write)
 
