@@ -40,6 +40,18 @@ def _linear() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _linear_once_only() -> str:
+    """``_linear`` with every node ``idempotent: false``: each step is recorded
+    ``running`` before its call and ``done`` after it, each in its own committed
+    transaction (the durable path), where the default batches step rows."""
+    lines = ["name: bench_linear_once", "graph:"]
+    lines.append("  - {id: n0, transform: echo, inputs: {v: 0}, idempotent: false}")
+    for i in range(1, NODES):
+        ref = f"'{{{{ nodes.n{i - 1}.outputs.v }}}}'"
+        lines.append(f"  - {{id: n{i}, transform: echo, inputs: {{v: {ref}}}, idempotent: false}}")
+    return "\n".join(lines) + "\n"
+
+
 def _fan_out(transform: str = "echo", inputs: str = "{{v: {i}}}") -> str:
     lines = [f"name: bench_fan_out_{transform}", "graph:"]
     lines += [
@@ -94,6 +106,8 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
     linear.write_text(_linear())
     fan_out = workdir / "fan_out.yaml"
     fan_out.write_text(_fan_out())
+    once = workdir / "linear_once.yaml"
+    once.write_text(_linear_once_only())
     heavy = workdir / "heavy.yaml"
     heavy.write_text(_fan_out("busy", BUSY_INPUT))
     pool = ThreadPoolExecutor(NODES)
@@ -108,6 +122,7 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
         heavy_direct, heavy_pooled, heavy_fan = asyncio.run(
             _measure_heavy(host, engine, pool, str(heavy))
         )
+        batched_s, durable_s, runs_s = asyncio.run(_measure_durable(engine, str(linear), str(once)))
     finally:
         pool.shutdown()
         engine.close()
@@ -127,7 +142,44 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
         Row(f"{NODES} x busy on {NODES} threads, no engine", heavy_pooled * 1e3, "ms"),
         Row("  its time / sequential sum", heavy_pooled / heavy_direct, "x"),
         Row("1000-node graph validated and planned (engine.validate)", validate_s * 1e3, "ms"),
+        Row(f"linear graph of {NODES} x echo, step rows batched (default)", batched_s * 1e3, "ms"),
+        Row("  same, every step durable (idempotent: false)", durable_s * 1e3, "ms"),
+        Row(
+            "  cost of a durable step (running + done committed)",
+            (durable_s - batched_s) / NODES * 1e6,
+            "µs",
+        ),
+        Row(f"runs/s, linear graph of {NODES} x echo, {NODES} runs at once", runs_s, "runs/s"),
     ]
+
+
+async def _measure_durable(engine: Engine, linear: str, once: str) -> tuple[float, float, float]:
+    """The same graph with step rows batched and with every step recorded before and
+    after its call; then runs per second with ``NODES`` runs in flight."""
+
+    async def graph(ref: str) -> None:
+        result = await engine.run(ref, {})
+        if result.overall_status != "success":
+            raise RuntimeError(f"benchmark graph failed: {result.error_details}")
+
+    for _ in range(3):
+        await graph(linear)
+        await graph(once)
+    batched: list[float] = []
+    durable: list[float] = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        await graph(linear)
+        batched.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await graph(once)
+        durable.append(time.perf_counter() - start)
+    runs = 10 * NODES
+    start = time.perf_counter()
+    for _ in range(runs // NODES):
+        await asyncio.gather(*(graph(linear) for _ in range(NODES)))
+    per_s = runs / (time.perf_counter() - start)
+    return statistics.median(batched), statistics.median(durable), per_s
 
 
 def _timed(work: Callable[[], object]) -> float:
