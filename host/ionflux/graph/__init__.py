@@ -9,7 +9,9 @@ The parts: ``_source`` (YAML with line numbers), ``_model`` (the DSL),
 ``_scheduler`` (pure state transitions), ``_step`` (one node's policies),
 ``_engine`` (the driver), ``_context`` (what one run's nodes share),
 ``_placement`` (cost model: which nodes share a worker thread), ``_workers``
-(the threads), ``_debug`` (the debugger's turn), ``_dryrun``, ``_history`` (runs in
+(the threads), ``_debug`` (the debugger's turn), ``_dryrun``, ``_runstate``
+(the durable run as a pure state machine: answer, drive, take over or wait; what
+a resume keeps), ``_durable`` (leases, recorded results), ``_history`` (runs in
 SQLite), ``_repository``
 (graph versions by CID), ``_recorder`` (step rows and pod values of a run),
 ``_seams`` (Protocols for the host, IONWALL, the debugger), ``_ionwall``

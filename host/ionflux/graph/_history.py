@@ -1,10 +1,16 @@
 """Run history in SQLite, after the seeds' ``runs`` and ``run_steps`` tables.
 
-A run row is written when the run starts (status ``running``) and updated
-when it ends; a step row when the step ends. A host that dies mid-run leaves
-rows ``running``: ``recover()`` (called when a history is opened) marks the
-ones whose owning process is gone as ``interrupted``; ``Engine.rerun`` starts
-them again from their recorded graph version and input.
+A run row is written when the run is accepted (status ``accepted``, before
+anyone is told) or starts (``running``) and updated when it ends; a step row
+when the step ends (with its real outputs, to resume from), or before it
+starts for a node that is not idempotent. Each row carries a run key (unique:
+a second request with it finds the run) and a lease (owner, expiry). A host
+that dies mid-run leaves rows open: ``orphans()`` lists the top-level runs
+nobody drives (lease run out, or owning process on this machine gone) and
+``claim()`` takes one over (compare-and-set), for ``Engine.resume``;
+``recover()`` (called when a history is opened) marks ``interrupted`` only the
+ones that cannot be resumed (sub-runs, debugger and dry runs). An older
+database gains the new columns when it is opened.
 
 Run ids are time-sortable (ULID: 48-bit milliseconds, 80 random bits,
 Crockford base32), so ``ORDER BY run_id`` is start order.

@@ -6,11 +6,14 @@ Values are stored in IONPOD as JSON text (a UnixFS file, so ``pod-fetch`` and
 whole in the history row and get no CID. Pod writes happen behind the run on
 one writer thread (``ValueWriter``): the CID is computed from the bytes at
 once, the block lands a moment later; ``Engine.flush()`` (and ``close()``)
-wait for every pending write. Step rows are buffered and written
-in one transaction: when the run ends, or when the oldest buffered row is
-older than ``flush_after_s`` (a long run stays observable while it runs). A
-host that dies mid-run loses at most that window of step rows; the run row
-itself is written at start and is marked ``interrupted`` on the next start.
+wait for every pending write; the run log is awaited before the run is
+closed (a run whose log cannot be stored is not a success). Step rows are
+buffered and written in one transaction: when the run ends, or at the latest
+``flush_after_s`` after the oldest was buffered (a timer), so a long run
+stays observable and resumable from what it did. A node that is not
+idempotent is written ``running`` before its call and done after it, at once.
+A host that dies mid-run loses at most that window of step rows: those steps
+run again when the run is resumed.
 """
 
 from __future__ import annotations
