@@ -45,6 +45,8 @@ class Leases:
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Future[RunResult]] = {}
+        # Accepted here, waiting for a slot: their leases are kept too.
+        self.kept: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
 
     def expiry(self) -> float:
@@ -55,11 +57,22 @@ class Leases:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RunResult] = loop.create_future()
         self.driving[run_id] = future
-        if self._renewer is None or self._renewer.done():
-            self._renewer = loop.create_task(self._renew(), name="ionflux-leases")
+        self.kept.discard(run_id)
+        self._renewing(loop)
         return future
 
+    def keep(self, run_id: str) -> None:
+        """Keeps the lease of a run accepted here that is not driven yet."""
+        self.kept.add(run_id)
+        with contextlib.suppress(RuntimeError):  # no loop: nothing to renew it from
+            self._renewing(asyncio.get_running_loop())
+
+    def _renewing(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = loop.create_task(self._renew(), name="ionflux-leases")
+
     def let_go(self, run_id: str, result: RunResult | None) -> None:
+        self.kept.discard(run_id)
         future = self.driving.pop(run_id, None)
         if future is not None and not future.done():
             if result is None:
@@ -68,9 +81,9 @@ class Leases:
                 future.set_result(result)
 
     async def _renew(self) -> None:
-        while self.driving:
+        while self.driving or self.kept:
             await asyncio.sleep(self.lease_s / 3)
-            ids = list(self.driving)
+            ids = [*self.driving, *self.kept]
             try:
                 await asyncio.to_thread(self.history.renew, ids, self.owner, self.expiry())
             except Exception as exc:  # the lease runs out: another host may take over
@@ -78,9 +91,9 @@ class Leases:
 
     def close(self) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(RuntimeError):
-                self._renewer = None
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                self._renewer.cancel()
+            self._renewer = None
 
 
 def recorded_result(history: RunHistory, record: RunRecord) -> RunResult:

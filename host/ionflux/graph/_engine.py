@@ -274,7 +274,10 @@ class Engine:
         except (sqlite3.Error, OSError) as exc:
             raise self._not_recorded(run_id, "that it accepted the run", exc) from exc
         self._recorded()
-        return (run_id, None) if found is None else (found.run_id, found)
+        if found is not None:
+            return found.run_id, found
+        self.leases.keep(run_id)
+        return run_id, None
 
     async def resume(self, run_id: str) -> RunResult | None:
         """Resumes a run nobody drives any more (its host died) from its first step
@@ -302,6 +305,8 @@ class Engine:
 
     def release(self) -> None:
         """Gives back every run this process holds (after a graceful stop's drain)."""
+        self.leases.close()  # renews nothing from now on
+        self.leases.kept.clear()
         with contextlib.suppress(Exception):
             self.history.release_owner(self.leases.owner)
 

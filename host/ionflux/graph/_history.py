@@ -485,7 +485,7 @@ class RunHistory:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE {ENDED_NOT} AND parent_run_id IS NULL"
-                " ORDER BY run_id"
+                " AND mode='run_all' ORDER BY run_id"
             ).fetchall()
         return [r for r in map(_run, rows) if self.orphaned(r, now=now)]
 
