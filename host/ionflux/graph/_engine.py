@@ -992,6 +992,8 @@ class Engine:
         assert stop is not None
         plan = ctx.plan
 
+        costs = self._costs
+
         def chain() -> tuple[str, Outcome, list[_Advanced]]:
             current, rendered, began = planned, first, started
             batch: list[_Advanced] = []
@@ -1022,7 +1024,12 @@ class Engine:
                     return current.id, outcome, batch  # the loop stops the run
                 batch.append((current, outcome, after.id))
                 now = time.monotonic()
-                if now - reported >= _LANE_REPORT_S:
+                # Reported before a node measured slow, too: what the lane did so far
+                # is recorded (and a crash does not run it again) while that one runs.
+                cost = costs.get(cost_key(after))
+                if now - reported >= _LANE_REPORT_S or (
+                    cost is not None and cost[0] + cost[1] >= _LANE_REPORT_S
+                ):
                     loop.call_soon_threadsafe(self._advance, ctx, running, batch, scheduler, steps)
                     batch, reported = [], now
                 current, rendered, began = after, next_rendered, time.time()
