@@ -137,6 +137,19 @@ class ImportEnv:
         if self.over_budget is not None:
             raise self.over_budget from cause
 
+    def count_call(self) -> Variant | None:
+        """Counts one import call (a bad request too): ``too-large`` once the
+        call is over a budget or past ``max_import_calls``, else None."""
+        self.calls += 1
+        limit = self.budget.max_import_calls
+        if self.over_budget is not None or self.calls > limit:
+            return self.refuse_over(
+                "max_import_calls",
+                limit,
+                f"{self.ctx.transform} made more than {limit} import calls",
+            )
+        return None
+
     def refuse_over(self, budget: str, limit: int, what: str) -> Variant:
         """Marks the call over ``budget`` (unless it already is over one) and
         answers the guest ``too-large``."""
@@ -219,14 +232,10 @@ def _gated(
             env = current_env()
             if env is None:
                 return _err("unavailable", "no call in progress")
-            env.calls += 1
+            refused = env.count_call()
+            if refused is not None:
+                return refused
             budget = env.budget
-            if env.over_budget is not None or env.calls > budget.max_import_calls:
-                return env.refuse_over(
-                    "max_import_calls",
-                    budget.max_import_calls,
-                    f"{env.ctx.transform} made more than {budget.max_import_calls} import calls",
-                )
             try:
                 scope = scope_of(*args)
             except ValueError as exc:

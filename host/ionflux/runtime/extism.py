@@ -214,14 +214,9 @@ def _check_no_lone_surrogates(request: dict[str, Any]) -> None:
 def _refuse_bad_request(env: ImportEnv, name: str, exc: BaseException) -> Variant:
     """``invalid``, counted as an import call like any other (a flood of bad
     requests stops at the same budget)."""
-    env.calls += 1
-    budget = env.budget
-    if env.over_budget is not None or env.calls > budget.max_import_calls:
-        return env.refuse_over(
-            "max_import_calls",
-            budget.max_import_calls,
-            f"{env.ctx.transform} made more than {budget.max_import_calls} import calls",
-        )
+    refused = env.count_call()
+    if refused is not None:
+        return refused
     message = "recursion too deep" if isinstance(exc, RecursionError) else str(exc)
     return Variant("invalid", f"{name}: bad request: {message}")
 
