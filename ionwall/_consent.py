@@ -104,6 +104,7 @@ _ACTIONS: dict[str, tuple[str, str, str]] = {
         "Master Plan",
     ),
     "manage_agent_lifecycle": ("orchestration", "deploy, update or retire {r}", "agent"),
+    "control_run": ("orchestration", "pause, resume, cancel or retry the runs of {r}", "graph"),
     "emit_log": ("logging and configuration", "write messages to the run log at {r}", "level"),
     "read_config": ("logging and configuration", "read {r} you set", "configuration value"),
     "manage_ionwall": (

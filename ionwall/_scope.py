@@ -51,6 +51,7 @@ ACTIONS: dict[str, str] = {
     "manage_agent_lifecycle": "./",
     "manage_ionwall": "./",  # owner tokens: consents | grants | audit | tokens
     "read_host": "./",  # the host's HTTP API: transforms | graphs | triggers | metrics
+    "control_run": "./",  # an operator's pause | resume | cancel | retry of a graph's runs
 }
 
 LOG_LEVELS = ("debug", "info", "warn", "error")

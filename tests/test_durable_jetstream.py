@@ -1,5 +1,6 @@
-"""Durable messages whose run cannot be recorded, or is refused for a missing grant,
-are not acked: they come back, and run once when they can. A real nats-server and
+"""Durable messages whose run cannot be recorded are not acked: they come back, and
+run once when they can; a run waiting for consent is acked once recorded waiting,
+and runs after approval. A real nats-server and
 a real serving host; the history's closing write is made to fail by a stand-in
 wrapped around the real method (the process-level full-disk test is elsewhere)."""
 
@@ -21,7 +22,7 @@ from ionflux.http.testing import approve_pending, chain_graph, deploy
 from ionflux.triggers import NatsServer
 from ionflux.triggers._jetstream import consumer_name, stream_name
 from nats.aio.client import Client
-from test_nats_durable import collect, durable, serving
+from test_nats_durable import collect, durable, serving, settled
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ async def test_a_run_the_history_cannot_record_is_nakd_then_runs_once_it_can(
         await host.aclose()
 
 
-async def test_a_run_refused_for_a_missing_grant_is_not_acked_as_final(
+async def test_a_run_awaiting_consent_is_acked_once_recorded_and_resumes_after_approval(
     tmp_path: Path, nats_server: NatsServer, client: Client, built: Path
 ) -> None:
     subject = f"d.{uuid.uuid4().hex[:10]}"
@@ -131,12 +132,25 @@ async def test_a_run_refused_for_a_missing_grant_is_not_acked_as_final(
         js = client.jetstream()
         await js.publish(subject, b"{}", headers={"Nats-Msg-Id": "grant-1"})
         first = await collect(completions, 1, timeout=30)
-        assert first and first[0]["overall_status"] == "failure"
-        assert any(e["kind"] == "consent_required" for e in first[0]["error_details"])
+        assert first and first[0]["overall_status"] == "awaiting_approval"
+        [error] = first[0]["error_details"]
+        assert error["kind"] == "consent_required" and error["consent_id"]
+        # Recorded waiting, so the message is acked (not redelivered, not nak'd forever).
+        info = await settled(js, stream_name(subject), consumer_name("dgrant"))
+        assert info.num_redelivered == 0
+        [run] = host.engine.history.list_runs(graph="dgrant")
+        assert run.status == "awaiting_approval" and run.consent_id == error["consent_id"]
+        assert run.run_key is not None and run.run_key.startswith("jetstream:dgrant.")
         approve_pending(host.ionwall)
-        # The message was not acked: a later delivery runs it, once.
-        await until_success(completions, "grant-1")
-        msg = await sent.next_msg(timeout=10)
+        # What the dispatcher's scan does every graph.resume_interval_s, now:
+        assert await asyncio.to_thread(host.engine.wake) == [run.run_id]
+        host.triggers.dispatcher.nudge(run.run_id)
+        msg = await sent.next_msg(timeout=30)
         assert json.loads(msg.data) == {"n": 1}
+        await until(
+            lambda: host.engine.history.get(run.run_id).status == "success",  # type: ignore[union-attr]
+            "the approved run to end",
+        )
+        assert len(host.engine.history.list_runs(graph="dgrant")) == 1
     finally:
         await host.aclose()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUILD, MANIFESTS, REPO, make_config
-from ionflux._errors import GraphValidationError
+from ionflux import GraphValidationError
 from ionflux.config import Config
 from ionflux.graph import Engine, IonwallAuthorizer
 from ionflux.host import Host
@@ -159,7 +159,7 @@ async def test_reactor_example_asks_consent_then_runs(
     assert not wall.consents()  # a dry run asks nothing
 
     refused = await engine.run(path, given)
-    assert refused.overall_status == "failure"
+    assert refused.overall_status == "awaiting_approval"  # recorded waiting (durable runs)
     [error] = refused.error_details or []
     assert error["kind"] == "consent_required" and "ionflux consent approve" in error["message"]
     [request] = wall.consents()

@@ -5,18 +5,30 @@ every capability gated by IONWALL.
     host = Host(load_config())
     host.publish(Path("manifests/uppercase.yaml"))
     host.invoke("uppercase", {"text": "hi"}).value   # {"text": "HI"}
+
+Every error a caller can catch is exported here (the tree is drawn in
+``ionflux._errors``). Errors load eagerly; everything else on first use, so
+``import ionflux.store`` loads neither wasmtime nor IONWALL's gate.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AddressRefused,
     BackendUnavailable,
     BodyTooLarge,
+    BusUnavailable,
     CidMismatch,
     ConfigError,
     ConsentRequired,
     DataDirError,
     DeadlineExceeded,
     FuelExhausted,
+    GraphError,
+    GraphNotFound,
+    GraphProblem,
+    GraphValidationError,
+    GraphVersionExists,
     GuestError,
     GuestTrap,
     ImportBudgetExceeded,
@@ -25,35 +37,89 @@ from ._errors import (
     InvalidInput,
     InvalidOutput,
     InvalidPublisherSignature,
+    InvalidRunTransition,
     IonfluxError,
     JsonTooDeep,
     ManifestError,
     MemoryLimitExceeded,
     ModuleError,
     NotFound,
+    NotJson,
     NotWasm,
     OutputTooLarge,
     PermissionDenied,
     RunBudgetExceeded,
     RunLogNotStored,
     RunNotRecorded,
+    SchemaViolation,
     StackOverflow,
     StoreError,
     SubjectReserved,
     TemplateBudgetExceeded,
+    TemplateError,
     TooLarge,
     TransformFailed,
+    TriggerError,
     UnknownTransform,
 )
-from .config import Config, load_config
-from .host import Host, Invocation
-from .manifest import Manifest, load_manifest
-from .registry import PublishedTransform
+
+if TYPE_CHECKING:
+    from .config import Config, load_config
+    from .graph import ChildRunFailed
+    from .host import Host, Invocation
+    from .manifest import Manifest, load_manifest
+    from .registry import PublishedTransform
+    from .runtime import TableTooLarge
+    from .store import ImportMismatch
+    from .triggers import (
+        Overloaded,
+        RunRefused,
+        ShuttingDown,
+        TriggerConfigError,
+        Unauthorized,
+    )
+
+# name -> the module or package (under ionflux) that exports it, imported on first use
+_LAZY = {
+    "ChildRunFailed": "graph",
+    "Config": "config",
+    "Host": "host",
+    "ImportMismatch": "store",
+    "Invocation": "host",
+    "Manifest": "manifest",
+    "Overloaded": "triggers",
+    "PublishedTransform": "registry",
+    "RunRefused": "triggers",
+    "ShuttingDown": "triggers",
+    "TableTooLarge": "runtime",
+    "TriggerConfigError": "triggers",
+    "Unauthorized": "triggers",
+    "load_config": "config",
+    "load_manifest": "manifest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AddressRefused",
     "BackendUnavailable",
     "BodyTooLarge",
+    "BusUnavailable",
+    "ChildRunFailed",
     "CidMismatch",
     "Config",
     "ConfigError",
@@ -61,15 +127,22 @@ __all__ = [
     "DataDirError",
     "DeadlineExceeded",
     "FuelExhausted",
+    "GraphError",
+    "GraphNotFound",
+    "GraphProblem",
+    "GraphValidationError",
+    "GraphVersionExists",
     "GuestError",
     "GuestTrap",
     "Host",
     "ImportBudgetExceeded",
+    "ImportMismatch",
     "ImportOutsideWorld",
     "InvalidCid",
     "InvalidInput",
     "InvalidOutput",
     "InvalidPublisherSignature",
+    "InvalidRunTransition",
     "Invocation",
     "IonfluxError",
     "JsonTooDeep",
@@ -78,19 +151,29 @@ __all__ = [
     "MemoryLimitExceeded",
     "ModuleError",
     "NotFound",
+    "NotJson",
     "NotWasm",
     "OutputTooLarge",
+    "Overloaded",
     "PermissionDenied",
     "PublishedTransform",
     "RunBudgetExceeded",
     "RunLogNotStored",
     "RunNotRecorded",
+    "RunRefused",
+    "SchemaViolation",
+    "ShuttingDown",
     "StackOverflow",
     "StoreError",
     "SubjectReserved",
+    "TableTooLarge",
     "TemplateBudgetExceeded",
+    "TemplateError",
     "TooLarge",
     "TransformFailed",
+    "TriggerConfigError",
+    "TriggerError",
+    "Unauthorized",
     "UnknownTransform",
     "load_config",
     "load_manifest",

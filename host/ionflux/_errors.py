@@ -10,16 +10,19 @@
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
     │   ├── ImportOutsideWorld       the module imports something the world does not offer
-    │   └── InvalidPublisherSignature  the manifest's publisher signature does not verify
+    │   ├── InvalidPublisherSignature  the manifest's publisher signature does not verify
+    │   └── TableTooLarge            a table past limits.table_elements (runtime/_extism_init.py)
     ├── StoreError                   IONPOD failures
     │   ├── InvalidCid               a CID string that does not parse, or an unsupported codec/hash
     │   ├── CidMismatch              bytes that do not hash to the CID they were fetched by
     │   ├── NotFound                 no content for that CID or path
     │   ├── TooLarge                 content past a size limit
-    │   └── BackendUnavailable       a remote backend (Kubo) cannot be reached
+    │   ├── BackendUnavailable       a remote backend (Kubo) cannot be reached
+    │   └── ImportMismatch           Kubo built another root than IONPOD computed (store/_kubo.py)
     ├── UnknownTransform             no published transform by that name or CID
     ├── InvalidInput                 input that is not JSON, or too large
     │   ├── BodyTooLarge             an HTTP request body past its limit (HTTP 413)
+    │   ├── NotJson                  an HTTP request body that is not JSON (HTTP 422)
     │   └── JsonTooDeep              JSON nested past http.max_json_depth
     ├── GuestError                   the guest failed one call; the host goes on
     │   ├── GuestTrap                the guest trapped (unreachable, bad memory access, …)
@@ -32,18 +35,36 @@
     │   ├── TransformFailed          the guest returned its own error
     │   └── ImportBudgetExceeded     one call made too many imports, audit or log bytes
     ├── GraphError                   a graph that does not load, or a run that cannot go on
-    │   ├── TemplateBudgetExceeded   a template past its steps, value size, integer bits or time
-    │   ├── GraphVersionExists       other text under a deployed name@version (is a
-    │   │                            GraphValidationError: answered as one)
+    │   ├── GraphValidationError     a graph that does not validate (file, line, node, field)
+    │   │   └── GraphVersionExists   other text under a deployed name@version
+    │   ├── GraphNotFound            no deployed graph by that name (and version)
+    │   ├── TemplateError            a template that fails to render
+    │   │   └── TemplateBudgetExceeded  past its steps, value size, integer bits or time
+    │   ├── SchemaViolation          input or output against the graph's schema (names the path)
     │   ├── RunBudgetExceeded        a run (sub-graphs included) past its node or fuel budget
-    │   └── RunLogNotStored          the run's log could not be stored in the pod: the run
-    │                                is recorded as failed, never as a success
+    │   ├── RunLogNotStored          the run's log could not be stored in the pod: the run
+    │   │                            is recorded as failed, never as a success
+    │   └── InvalidRunTransition     an operator control a run's status does not allow
+    │                                (pause a run that ended, retry one that succeeded): 409
+    ├── ChildRunFailed               a sub-graph's run failed; carries its result (graph/_step.py)
+    ├── TriggerError                 a trigger that cannot be set up or served
+    │   ├── BusUnavailable           NATS cannot be reached, or did not answer in time
+    │   ├── TriggerConfigError       a graph's trigger block is invalid (triggers/_errors.py,
+    │   │                            as are the four below)
+    │   ├── Unauthorized             a caller without a valid IONWALL token (HTTP 401)
+    │   ├── RunRefused               a trigger event refused before its run
+    │   ├── ShuttingDown             the host is draining; no new runs (HTTP 503)
+    │   └── Overloaded               too many runs already wait for a slot (HTTP 503)
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
     │   ├── AddressRefused           the http import's host resolves to an internal address
     │   └── SubjectReserved          the bus import may not publish to a host subject
     └── ConsentRequired              nothing runs until the owner answers a consent request
                                      (also an ``ionwall.ConsentRequired``)
 
+Every class above is exported from ``ionflux`` (tests/test_error_tree.py walks the
+tree and checks both). Classes live here unless the drawing names their module.
+Other IONWALL errors reaching a caller are translated where they cross into
+IONFLUX (e.g. ``ionwall.AuditError`` from ``Host.invoke`` is a ``DataDirError``).
 Errors that cross a process boundary serialise with ``to_dict()``.
 """
 
@@ -202,6 +223,13 @@ class BodyTooLarge(InvalidInput):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "limit": self.limit, "setting": self.setting}
+
+
+class NotJson(InvalidInput):
+    """An HTTP request body that is not JSON (HTTP 422, ``field`` is ``(body)``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": "(body)"}
 
 
 class JsonTooDeep(InvalidInput):
@@ -533,6 +561,40 @@ class RunNotRecorded(DataDirError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "run_id": self.run_id}
+
+
+class TriggerError(IonfluxError):
+    """A trigger that cannot be set up or served (the branch is drawn above; all but
+    ``BusUnavailable`` live in ``triggers/_errors.py``)."""
+
+    kind = "trigger"
+
+
+class BusUnavailable(TriggerError):
+    """NATS cannot be reached, or did not answer in time (here, not in triggers:
+    ``bus.py`` sits below the triggers and raises it)."""
+
+    kind = "bus_unavailable"
+
+
+class InvalidRunTransition(GraphError):
+    """An operator control (pause, resume, cancel, retry) that the run's recorded
+    status does not allow; the message names the status and what is allowed."""
+
+    kind = "invalid_run_transition"
+
+    def __init__(self, run_id: str, status: str, action: str, allowed: tuple[str, ...]):
+        self.run_id = run_id
+        self.status = status
+        self.action = action
+        super().__init__(
+            f"run {run_id} is {status}: {action} is allowed only for a run that is "
+            f"{' or '.join(allowed)}; see `ionflux runs show {run_id}`"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "run_id": self.run_id, "status": self.status,
+                "action": self.action}  # fmt: skip
 
 
 class RunLogNotStored(GraphError):

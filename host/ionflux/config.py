@@ -154,6 +154,13 @@ class GraphSettings(_Section):
     resume_interval_s: float = Field(
         default=5.0, gt=0, description="how often `ionflux up` looks for runs to resume"
     )
+    # A run whose grant is missing waits (awaiting_approval) this long for the
+    # owner's answer, then fails with approval_expired.
+    approval_timeout_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="how long a run awaiting consent waits before it fails (approval_expired)",
+    )
 
     def template_budget(self) -> TemplateBudget:
         from .graph._template import TemplateBudget

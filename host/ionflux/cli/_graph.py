@@ -1,4 +1,11 @@
-"""``ionflux graph validate|deploy|versions|run`` and ``ionflux runs list|show|rerun``."""
+"""``ionflux graph validate|deploy|versions|run`` and ``ionflux runs
+list|show|rerun|pause|resume|cancel|retry``.
+
+The operator controls change the run's record (and write one IONWALL audit
+entry each): a run driven by a serving host (``ionflux up``) is paused or
+cancelled by that host when it next renews its leases; a run resumed or retried
+is driven by the next serving host that looks (every ``graph.resume_interval_s``),
+or here with ``--drive``."""
 
 from __future__ import annotations
 
@@ -13,10 +20,21 @@ from typing import Any, cast
 
 import click
 
-from .._errors import GraphNotFound, InvalidInput
-from ..graph import MODES, DebugAction, DebugPause, Engine, Mode, RunResult
-from ..graph._history import RunRecord, StepRecord, preview
-from ..graph._ionwall import IonwallAuthorizer
+from .. import GraphNotFound, InvalidInput
+from ..graph import (
+    MODES,
+    Control,
+    DebugAction,
+    DebugPause,
+    Engine,
+    IonwallAuthorizer,
+    Mode,
+    RunRecord,
+    RunResult,
+    StepRecord,
+    audit_control,
+    preview,
+)
 from ._app import App, pass_app
 
 
@@ -172,6 +190,12 @@ def _print_result(result: RunResult, as_json: bool) -> None:
     )
     if result.step_results_summary_cid:
         click.echo(f"run log: {result.step_results_summary_cid}")
+    if result.overall_status == "awaiting_approval":
+        click.echo(
+            "the run waits, recorded (awaiting_approval): once the consent is approved, a "
+            f"serving host (`ionflux up`) resumes it, or `ionflux runs resume "
+            f"{result.execution_id} --drive` runs it here"
+        )
 
 
 @click.group()
@@ -266,6 +290,79 @@ def rerun(app: App, run_id: str) -> None:
         result = asyncio.run(engine.rerun(run_id))
     _print_result(result, False)
     sys.exit(0 if result.ok else 1)
+
+
+def _control(
+    app: App,
+    action: Control,
+    run_id: str,
+    drive: bool,
+    from_step: str | None = None,
+    input_text: str | None = None,
+) -> None:
+    has_input = input_text is not None
+    value = _input(input_text, None) if has_input else None
+    with _engine(app) as engine:
+        record = engine.control(
+            run_id, action, by="owner (cli)", from_step=from_step, input=value, has_input=has_input
+        )
+        detail = f" from step {from_step}" if from_step else ""
+        detail += " with an edited input" if has_input else ""
+        audit_control(
+            app.host.ionwall,
+            run_id=record.run_id,
+            graph=record.graph_name,
+            graph_cid=record.graph_cid,
+            action=action.value,
+            by="owner (cli)",
+            detail=detail,
+        )
+        click.echo(f"run {record.run_id}: {record.status}")
+        if drive and record.status == "accepted":
+            result = asyncio.run(engine.resume(record.run_id))
+            if result is None:
+                click.echo("another host drives it")
+                return
+            _print_result(result, False)
+            sys.exit(0 if result.ok else 1)
+
+
+@runs.command()
+@click.argument("run_id")
+@pass_app
+def pause(app: App, run_id: str) -> None:
+    """Pause a run: no new step starts, steps in flight end and are recorded."""
+    _control(app, Control.PAUSE, run_id, False)
+
+
+@runs.command(name="resume")
+@click.argument("run_id")
+@click.option("--drive", is_flag=True, help="Drive it here to its end, not on a serving host.")
+@pass_app
+def resume_run(app: App, run_id: str, drive: bool) -> None:
+    """Resume a paused, waiting or needs_attention run from its first step not done."""
+    _control(app, Control.RESUME, run_id, drive)
+
+
+@runs.command()
+@click.argument("run_id")
+@pass_app
+def cancel(app: App, run_id: str) -> None:
+    """Cancel a run: steps in flight are stopped, the run ends cancelled."""
+    _control(app, Control.CANCEL, run_id, False)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--from-step", help="Node id (or its 1-based place) to run again from.")
+@click.option("--input", "input_text", help="JSON input for that step (recorded).")
+@click.option("--drive", is_flag=True, help="Drive it here to its end, not on a serving host.")
+@pass_app
+def retry(
+    app: App, run_id: str, from_step: str | None, input_text: str | None, drive: bool
+) -> None:
+    """Retry a failed run from its failed step (or --from-step), keeping earlier outputs."""
+    _control(app, Control.RETRY, run_id, drive, from_step, input_text)
 
 
 def _run_dict(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:

@@ -20,14 +20,16 @@ SQLite), ``_repository``
 
 from ._context import RunTrigger
 from ._engine import Engine
-from ._history import RunHistory, RunRecord, StepRecord, new_run_id
-from ._ionwall import IonwallAuthorizer
+from ._history import RunHistory, RunRecord, StepRecord, new_run_id, preview
+from ._ionwall import IonwallAuthorizer, audit_control, control_scope
 from ._model import FluxGraph, Node, Retry, SubgraphRef, Trigger
 from ._plan import GraphCatalog, Plan, PlannedNode, Planner, TransformCatalog, TransformInfo
 from ._recorder import RunRecorder, ValuePod
 from ._repository import GraphRepository, GraphText, GraphVersion
 from ._result import MODES, Mode, RunResult, StepResult
+from ._runstate import Control
 from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
+from ._schema import apply_defaults
 from ._seams import (
     Authorization,
     Authorizer,
@@ -40,12 +42,15 @@ from ._seams import (
     NoAuthorizer,
 )
 from ._source import Source, parse_yaml
+from ._step import ChildRunFailed
 from ._template import Template, TemplateBudget, compile_value
 
 __all__ = [
     "MODES",
     "Authorization",
     "Authorizer",
+    "ChildRunFailed",
+    "Control",
     "DebugAction",
     "DebugPause",
     "Debugger",
@@ -85,7 +90,11 @@ __all__ = [
     "TransformInfo",
     "Trigger",
     "ValuePod",
+    "apply_defaults",
+    "audit_control",
     "compile_value",
+    "control_scope",
     "new_run_id",
     "parse_yaml",
+    "preview",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +49,8 @@ class RunContext:
     subruns: dict[int, asyncio.Semaphore]
     # Set when this run stopped because the whole run's budget ran out.
     stopped_by: RunBudgetExceeded | None = None
+    # node id -> the input it runs with (an operator's retry with an edited input).
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

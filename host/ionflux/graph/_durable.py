@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._history import RunHistory, RunRecord
@@ -48,6 +49,10 @@ class Leases:
         # Accepted here, waiting for a slot: their leases are kept too.
         self.kept: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # Told (on the loop) of an operator's pause or cancel asked of a run driven
+        # here from another process (``RunHistory.request_control``), read as the
+        # leases are renewed: no read of the history per step.
+        self.on_control: Callable[[str, str], None] | None = None
 
     def expiry(self) -> float:
         return time.time() + self.lease_s
@@ -88,6 +93,14 @@ class Leases:
                 await asyncio.to_thread(self.history.renew, ids, self.owner, self.expiry())
             except Exception as exc:  # the lease runs out: another host may take over
                 log.warning("could not renew the leases of %d runs: %s", len(ids), exc)
+            if self.on_control is not None:
+                try:
+                    asked = await asyncio.to_thread(self.history.controls, self.owner)
+                except Exception as exc:
+                    log.warning("could not read the controls asked of runs: %s", exc)
+                    continue
+                for run_id, action in asked:
+                    self.on_control(run_id, action)
 
     def close(self) -> None:
         if self._renewer is not None:

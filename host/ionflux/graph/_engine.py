@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ionwall import CallContext, Gate, Masker
 
 from .._errors import (
+    ConsentRequired,
     GraphError,
+    GraphNotFound,
     GuestError,
+    InvalidRunTransition,
     IonfluxError,
     RunBudgetExceeded,
     RunLogNotStored,
@@ -57,7 +60,20 @@ from ._plan import Plan, PlannedNode, Planner, TransformInfo
 from ._recorder import RunRecorder, ValuePod, ValueWriter, json_text
 from ._repository import GraphRepository, GraphVersion
 from ._result import MODES, Mode, RunResult, StepResult
-from ._runstate import Action, RecordedStep, Resume, Seen, attention_error, next_action, resume_from
+from ._runstate import (
+    Action,
+    Control,
+    Effect,
+    RecordedStep,
+    Resume,
+    Seen,
+    allowed_from,
+    attention_error,
+    control,
+    next_action,
+    resume_from,
+    waits_for,
+)
 from ._scheduler import NodeSpec, NodeStatus, RunStatus, Scheduler
 from ._schema import apply_defaults, check
 from ._seams import (
@@ -141,6 +157,15 @@ class Engine:
         # seconds: ``_groups`` packs light and CPU-bound ones on as few threads as pay.
         self._costs: Costs = {}
         self.workers = Workers(config.graph.concurrency)
+        # Operator controls (pause, cancel) of runs driven here, and their tasks in
+        # flight: a step checks one dict, set by a control arriving in this process
+        # or read with the leases (``Leases.on_control``).
+        self._controls: dict[str, Control] = {}
+        self._live: dict[str, dict[asyncio.Task[Outcome | None], Running]] = {}
+        self.leases.on_control = self._signal
+        # Called (on the loop) with a run reopened here (resumed, retried, approved):
+        # the dispatcher drives it now rather than at its next look.
+        self.nudge: Callable[[str], None] | None = None
 
     @classmethod
     def for_host(cls, host: Host, *, authorizer: Authorizer | None = None) -> Engine:
@@ -310,6 +335,131 @@ class Engine:
         with contextlib.suppress(Exception):
             self.history.release_owner(self.leases.owner)
 
+    # -- waiting runs and operator controls --------------------------------------------
+
+    def control(
+        self,
+        run_id: str,
+        action: Control | str,
+        *,
+        by: str = "owner",
+        from_step: str | None = None,
+        input: Any = None,
+        has_input: bool = False,
+    ) -> RunRecord:
+        """An operator's ``pause``, ``resume``, ``cancel`` or ``retry`` of a run (by
+        id or prefix); returns its record after. A run driven here is told at once;
+        one driven by another host is told when that host renews its leases. Raises
+        ``GraphNotFound`` and ``InvalidRunTransition`` (a status that does not allow
+        it). ``retry``: from its failed steps, or ``from_step`` (a node id, or its
+        1-based place in the graph) and what depends on it; ``input``: the input
+        that step runs with (recorded), when ``has_input``."""
+        action = Control(action)
+        record = self.history.find(run_id)
+        if record is None:
+            raise GraphNotFound(f"no run {run_id!r} (see: ionflux runs list)")
+        effect = control(action, record.status)
+        if effect is None or (action is not Control.CANCEL and record.parent_run_id is not None):
+            raise InvalidRunTransition(
+                record.run_id, record.status, action.value, allowed_from(action)
+            )
+        changed = False
+        if effect is Effect.SIGNAL:
+            changed = self.history.request_control(record.run_id, action.value)
+            if changed:
+                self._signal(record.run_id, action.value)
+        elif effect is Effect.END:
+            changed = self.history.end(
+                record.run_id,
+                (record.status,),
+                RunStatus.CANCELLED.value,
+                [*(record.error_details or []), _cancelled_by_operator(by)],
+                now=time.time(),
+            )
+        else:
+            redo, overrides = self._redo(record, from_step, input, has_input)
+            changed = self.history.reopen(
+                record.run_id, (record.status,), redo=redo, overrides=overrides
+            )
+            if changed and self.nudge is not None:
+                self.nudge(record.run_id)
+        after = self.history.get(record.run_id)
+        assert after is not None
+        if not changed:  # its status changed meanwhile
+            raise InvalidRunTransition(
+                record.run_id, after.status, action.value, allowed_from(action)
+            )
+        return after
+
+    def _redo(
+        self, record: RunRecord, from_step: str | None, input: Any, has_input: bool
+    ) -> tuple[list[str], dict[str, Any] | None]:
+        """The nodes a retry runs again (the step and what depends on it) and the
+        input it is given."""
+        if from_step is None:
+            if has_input:
+                raise GraphError("--input edits the input of one step: name it with --from-step")
+            return [], None
+        plan = self._cid_plan(record.graph_cid)
+        node = from_step
+        if node not in plan.nodes and node.isdigit():
+            ordered = sorted(plan.nodes, key=lambda n: plan.nodes[n].index)
+            if 1 <= int(node) <= len(ordered):
+                node = ordered[int(node) - 1]
+        if node not in plan.nodes:
+            raise GraphError(
+                f"graph {plan.name} has no step {from_step!r}; its steps: {', '.join(plan.nodes)}"
+            )
+        redo, stack = {node}, [node]
+        while stack:
+            for following in plan.dependents[stack.pop()]:
+                if following not in redo:
+                    redo.add(following)
+                    stack.append(following)
+        return sorted(redo), ({node: input} if has_input else None)
+
+    def _signal(self, run_id: str, action: str) -> None:
+        """On the loop: pause or cancel a run driven here (nothing if it is not)."""
+        if run_id not in self.leases.driving and run_id not in self.leases.kept:
+            return
+        self._controls[run_id] = Control(action)
+        for task, running in self._live.get(run_id, {}).items():
+            if action == Control.CANCEL:
+                task.cancel()
+            elif running.stop is not None:
+                running.stop.set()  # a lane starts no next node; the one in flight ends
+
+    def wake(self) -> list[str]:
+        """Looks at the waiting runs: an ``awaiting_approval`` one whose consent was
+        approved is reopened (resumed by whoever looks next), denied or expired
+        (IONWALL's expiry or ``graph.approval_timeout_s``) fails; a ``waiting`` one
+        whose time came is reopened. Returns the ids reopened."""
+        now = time.time()
+        reopened: list[str] = []
+        status_of = getattr(self.authorizer, "consent_status", None)
+        for record in self.history.waiting():
+            due = record.wake_at is not None and record.wake_at <= now
+            if record.status == RunStatus.WAITING:
+                if due and self.history.reopen(record.run_id, (record.status,)):
+                    reopened.append(record.run_id)
+                continue
+            consent = status_of(record.consent_id) if status_of and record.consent_id else None
+            if status_of is None and not due:
+                continue  # nobody here can tell: it waits for its expiry
+            decision = waits_for(consent, expired=due)
+            if decision == "resume":
+                if self.history.reopen(record.run_id, (record.status,)):
+                    reopened.append(record.run_id)
+            elif decision is not None:
+                self.history.end(
+                    record.run_id,
+                    (record.status,),
+                    RunStatus.FAILURE.value,
+                    [_approval_error(decision, record.consent_id, self.config)],
+                    now=now,
+                )
+        return reopened
+
     async def _known(self, record: RunRecord) -> RunResult:
         """A run already recorded: answered, driven, taken over or waited for."""
         while True:
@@ -338,6 +488,8 @@ class Engine:
 
     async def _resume(self, record: RunRecord) -> RunResult:
         plan = self._cid_plan(record.graph_cid)
+        if record.control in (Control.PAUSE, Control.CANCEL):
+            self._controls[record.run_id] = Control(record.control)
         details = dict(record.trigger_details or {})
         caller = details.get("caller")
         subject = str(caller) if caller else "local-user"
@@ -456,6 +608,7 @@ class Engine:
             )  # fmt: skip
             return result
         finally:
+            self._controls.pop(run_id, None)
             self.leases.let_go(run_id, result)
 
     async def _drive(
@@ -533,6 +686,7 @@ class Engine:
                 recorder,
                 budget,
                 {} if subruns is None else subruns,
+                overrides=(resumed[0].overrides or {}) if resumed is not None else {},
             )
             if restore is not None and restore.attention:
                 status = RunStatus.NEEDS_ATTENTION
@@ -560,9 +714,16 @@ class Engine:
             with contextlib.suppress(RunNotRecorded):
                 self._finish(recorder, RunStatus.CANCELLED, None, [cancelled_error()], steps, plan)
             raise
+        except ConsentRequired as exc:
+            status = RunStatus.FAILURE
+            errors.append(error_dict(exc))
+            if parent is None and mode == "run_all":
+                status = RunStatus.AWAITING_APPROVAL
         except (SchemaViolation, TemplateError, IonfluxError) as exc:
             status = RunStatus.FAILURE
             errors.append(error_dict(exc))
+        if status is RunStatus.CANCELLED and run_id in self._controls:
+            errors.append(_cancelled_by_operator())
         ordered = [steps[n] for n in step_order(plan, steps)]
         result = RunResult(
             execution_id=run_id,
@@ -582,7 +743,42 @@ class Engine:
             scopes_to_ask=to_ask,
             parent_run_id=parent[0] if parent else None,
         )
+        if status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED):
+            return self._suspend(recorder, status, errors, result)
         return await self._close(recorder, status, output, errors or None, steps, result)
+
+    def _suspend(
+        self,
+        recorder: RunRecorder,
+        status: RunStatus,
+        errors: list[dict[str, Any]],
+        result: RunResult,
+    ) -> RunResult:
+        """Records a run waiting (for its owner's consent, or paused), its lease
+        released and its steps so far kept; nobody drives it until it is reopened."""
+        consent = next((e.get("consent_id") for e in errors if e.get("consent_id")), None)
+        wake_at = None
+        if status is RunStatus.AWAITING_APPROVAL:
+            wake_at = time.time() + self.config.graph.approval_timeout_s
+        try:
+            suspended = self.history.suspend(
+                recorder.run_id,
+                status=status.value,
+                error_details=errors or None,
+                wake_at=wake_at,
+                consent_id=consent,
+                steps=recorder.take(),
+                start=recorder.take_start(),
+            )
+        except (sqlite3.Error, OSError) as exc:
+            doing = f"that the run is {status.value}"
+            raise self._not_recorded(recorder.run_id, doing, exc) from exc
+        self._recorded()
+        if not suspended:  # another host took it over and closed it: its result stands
+            record = self.history.get(recorder.run_id)
+            assert record is not None
+            return recorded_result(self.history, record)
+        return result
 
     async def _close(
         self,
@@ -745,12 +941,21 @@ class Engine:
             )
         tasks: dict[asyncio.Task[Outcome | None], Running] = {}
         one_at_a_time = ctx.mode == "step_through_debug"
+        controls = self._controls
+        if ctx.depth == 0:
+            self._live[ctx.run_id] = tasks
         try:
             while not scheduler.done:
                 # A sub-run that starts after the budget ran out elsewhere in the
                 # tree starts nothing (each node would be refused one by one).
                 self._stop_past_budget(ctx, scheduler, tasks)
-                room = 1 - len(tasks) if one_at_a_time else None
+                held = controls.get(ctx.run_id) if controls else None
+                if held is not None:
+                    # Paused or cancelled by an operator: nothing new starts; the
+                    # steps in flight end (a pause) or were stopped (a cancel).
+                    if not tasks:
+                        break
+                room = 0 if held is not None else (1 - len(tasks) if one_at_a_time else None)
                 lanes: list[Head] = []
                 for node_id in scheduler.ready(room) if room is None or room > 0 else []:
                     planned = plan.nodes[node_id]
@@ -792,6 +997,11 @@ class Engine:
                         for other in tasks:
                             other.cancel()
                 self._stop_past_budget(ctx, scheduler, tasks)
+            held = controls.get(ctx.run_id) if controls else None
+            if held is Control.PAUSE and not scheduler.done and not scheduler.failed:
+                return RunStatus.PAUSED, steps  # the pending nodes run when it resumes
+            if held is Control.CANCEL and not scheduler.done:
+                scheduler.abort("cancelled by an operator")
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
@@ -799,6 +1009,8 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
+            if ctx.depth == 0:
+                self._live.pop(ctx.run_id, None)
             for node_id, status in scheduler.status.items():
                 if node_id not in steps and status in (
                     NodeStatus.CANCELLED,
@@ -850,6 +1062,8 @@ class Engine:
         now = time.time()
         try:
             first = render(planned, node_scope(ctx, planned, 1))
+            if ctx.overrides and planned.id in ctx.overrides and first.run:
+                first = dataclasses.replace(first, inputs=ctx.overrides[planned.id])
         except TemplateError as exc:
             self._settle(
                 ctx,
@@ -908,7 +1122,10 @@ class Engine:
             return await self._call(ctx, planned, inputs)
 
         def rerender(attempt: int) -> Rendered:
-            return render(planned, node_scope(ctx, planned, attempt))
+            again = render(planned, node_scope(ctx, planned, attempt))
+            if ctx.overrides and planned.id in ctx.overrides and again.run:
+                again = dataclasses.replace(again, inputs=ctx.overrides[planned.id])
+            return again
 
         task: asyncio.Task[Outcome | None] = asyncio.create_task(
             execute(planned, first, rerender, call), name=planned.id
@@ -1004,7 +1221,7 @@ class Engine:
                 if outcome.status != "success" or following is None or stop.is_set():
                     return current.id, outcome, batch
                 after = plan.nodes[following]
-                if not runs_in_lane(ctx, after):
+                if not runs_in_lane(ctx, after) or after.id in ctx.overrides:
                     return current.id, outcome, batch
                 # The loop settles `current` later; `after` reads its outputs now.
                 scope = node_scope(ctx, after, 1)
@@ -1186,3 +1403,23 @@ class Engine:
 
     def _record(self, ctx: RunContext, step: StepResult, *, durable: bool = False) -> StepResult:
         return ctx.recorder.step(step, durable=durable)
+
+
+def _cancelled_by_operator(by: str = "an operator") -> dict[str, Any]:
+    return {"kind": "cancelled", "message": f"the run was cancelled by {by}"}
+
+
+def _approval_error(decision: str, consent_id: str | None, config: Config) -> dict[str, Any]:
+    if decision == "denied":
+        return {
+            "kind": "consent_denied",
+            "message": f"consent {consent_id} was denied: the run does not go on",
+            "consent_id": consent_id,
+        }
+    return {
+        "kind": "approval_expired",
+        "message": f"consent {consent_id} was not approved in time (graph.approval_timeout_s "
+        f"is {config.graph.approval_timeout_s:g} s, or IONWALL expired the request); run it "
+        "again to ask anew",
+        "consent_id": consent_id,
+    }

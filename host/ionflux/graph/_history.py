@@ -62,7 +62,11 @@ CREATE TABLE IF NOT EXISTS runs (
     run_key TEXT,
     lease_owner TEXT,
     lease_expires REAL,
-    output_json TEXT
+    output_json TEXT,
+    wake_at REAL,
+    consent_id TEXT,
+    control TEXT,
+    overrides_json TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_graph ON runs (graph_name, run_id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, run_id);
@@ -95,6 +99,10 @@ _ADDED = {
         ("lease_owner", "TEXT"),
         ("lease_expires", "REAL"),
         ("output_json", "TEXT"),
+        ("wake_at", "REAL"),
+        ("consent_id", "TEXT"),
+        ("control", "TEXT"),
+        ("overrides_json", "TEXT"),
     ),
     "run_steps": (("outputs_json", "TEXT"),),
 }
@@ -105,6 +113,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (run_key) WHERE run_key IS NO
 # Statuses of a run that has not ended: it is resumed if its driver is gone.
 OPEN = ("accepted", "running")
 ENDED_NOT = "status IN ('accepted','running')"
+# Statuses of a run that waits, recorded, and that nobody drives meanwhile: for the
+# owner's consent (``awaiting_approval``), a timer (``waiting``) or an operator
+# (``paused``). ``Engine.wake`` and the operator controls reopen them.
+SUSPENDED = ("awaiting_approval", "waiting", "paused")
 
 PREVIEW_CHARS = 200
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -165,6 +177,10 @@ class RunRecord:
     output: Any = None  # the real output (not masked), kept for a repeated request
     lease_owner: str | None = None
     lease_expires: float | None = None
+    wake_at: float | None = None  # a waiting run's timer; an awaiting one's expiry
+    consent_id: str | None = None  # the consent an ``awaiting_approval`` run waits for
+    control: str | None = None  # pause | cancel, asked of the host driving the run
+    overrides: dict[str, Any] | None = None  # node id -> input, from a retry
 
     @property
     def duration_s(self) -> float | None:
@@ -172,7 +188,12 @@ class RunRecord:
 
     @property
     def ended(self) -> bool:
+        """Not driven, and nobody takes it over (a suspended run is reopened instead)."""
         return self.status not in OPEN
+
+    @property
+    def suspended(self) -> bool:
+        return self.status in SUSPENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +536,122 @@ class RunHistory:
                 )
         return dead
 
+    # -- waiting runs and operator controls ---------------------------------------
+
+    def suspend(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        error_details: list[dict[str, Any]] | None,
+        wake_at: float | None,
+        consent_id: str | None = None,
+        steps: Sequence[StepRecord] = (),
+        start: RunRow | None = None,
+    ) -> bool:
+        """Records a driven run as waiting (``SUSPENDED``), its lease released and its
+        run key kept, with the steps it ended so far; one transaction. False when
+        it was not driven any more (another host closed it)."""
+        try:
+            with self._tx() as db:
+                if start is not None:
+                    _insert_run(db, start)
+                _insert_steps(db, steps)
+                cursor = db.execute(
+                    "UPDATE runs SET status=?, error_details_json=?, wake_at=?, consent_id=?,"
+                    " control=NULL, lease_owner=NULL, lease_expires=NULL"
+                    f" WHERE run_id=? AND {ENDED_NOT}",
+                    (status, _dump(error_details), wake_at, consent_id, run_id),
+                )
+                if cursor.rowcount == 0:
+                    raise _Closed(run_id)
+        except _Closed:
+            return False
+        return True
+
+    def waiting(self) -> list[RunRecord]:
+        """Top-level runs waiting for a consent or a timer, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('awaiting_approval','waiting')"
+                " AND parent_run_id IS NULL ORDER BY run_id"
+            ).fetchall()
+        return [_run(r) for r in rows]
+
+    def reopen(
+        self,
+        run_id: str,
+        statuses: Sequence[str],
+        *,
+        redo: Sequence[str] = (),
+        overrides: dict[str, Any] | None = None,
+    ) -> bool:
+        """Compare-and-set from one of ``statuses`` back to ``accepted``, given back
+        (lease run out): the next host that looks resumes it from its first step not
+        done. Steps not done (failed, cancelled, in flight) and the ``redo`` nodes
+        are marked ``retried``: they run again, and a non-idempotent one in flight
+        no longer stops the run. ``overrides``: node id -> the input it runs with."""
+        marks = ",".join("?" for _ in statuses)
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status='accepted', end_time=NULL, error_details_json=NULL,"
+                " wake_at=NULL, consent_id=NULL, control=NULL, lease_owner=NULL,"
+                " lease_expires=0, overrides_json=COALESCE(?, overrides_json)"
+                f" WHERE run_id=? AND status IN ({marks})",
+                (_dump(overrides), run_id, *statuses),
+            )
+            if cursor.rowcount == 0:
+                return False
+            db.execute(
+                "UPDATE run_steps SET status='retried' WHERE run_id=?"
+                " AND status NOT IN ('success','skipped')",
+                (run_id,),
+            )
+            db.executemany(
+                "UPDATE run_steps SET status='retried' WHERE run_id=? AND node_id=?",
+                [(run_id, node) for node in redo],
+            )
+        return True
+
+    def end(
+        self,
+        run_id: str,
+        statuses: Sequence[str],
+        status: str,
+        error_details: list[dict[str, Any]] | None,
+        *,
+        now: float,
+    ) -> bool:
+        """Compare-and-set: ends a run that nobody drives (waiting, paused, ...)."""
+        marks = ",".join("?" for _ in statuses)
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status=?, end_time=?, error_details_json=?, wake_at=NULL,"
+                " control=NULL, lease_expires=NULL"
+                f" WHERE run_id=? AND status IN ({marks})",
+                (status, now, _dump(error_details), run_id, *statuses),
+            )
+            return cursor.rowcount == 1
+
+    def request_control(self, run_id: str, action: str) -> bool:
+        """Asks the host driving ``run_id`` to pause or cancel it (it reads this
+        when it renews its leases). False when the run is not driven."""
+        with self._tx() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET control=? WHERE run_id=? AND {ENDED_NOT}", (action, run_id)
+            )
+            return cursor.rowcount == 1
+
+    def controls(self, owner: str) -> list[tuple[str, str]]:
+        """(run id, action) asked of the runs ``owner`` drives."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, control FROM runs WHERE lease_owner=? AND control IS NOT NULL"
+                f" AND {ENDED_NOT}",
+                (owner,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     # -- reading ---------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -574,13 +711,14 @@ _RUN_COLUMNS = (
     "run_id, graph_name, graph_version, graph_cid, parent_run_id, parent_node_id, trigger_type,"
     " trigger_details_json, mode, status, start_time, end_time, input_preview, input_cid,"
     " input_json, output_preview, output_cid, error_details_json, fuel_used,"
-    " step_results_summary_cid, run_key, output_json, lease_owner, lease_expires"
+    " step_results_summary_cid, run_key, output_json, lease_owner, lease_expires,"
+    " wake_at, consent_id, control, overrides_json"
 )
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
     values = list(row)
-    for index in (7, 14, 17, 21):
+    for index in (7, 14, 17, 21, 27):
         values[index] = json.loads(values[index]) if values[index] is not None else None
     return RunRecord(*values)
 

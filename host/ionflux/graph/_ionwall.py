@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import ionwall
-from ionwall import Ionwall, IonwallError, covers
+from ionwall import Ionwall, IonwallError, UnknownConsent, covers
 
 from .._errors import ConsentRequired, PermissionDenied
 from ._seams import Authorization
@@ -45,6 +45,13 @@ class IonwallAuthorizer:
             raise PermissionDenied(", ".join(scopes), str(exc), cid) from exc
         return Authorization(grant_id=grant.id, gate=self.wall.gate(grant.id))
 
+    def consent_status(self, consent_id: str) -> str | None:
+        """pending | approved | denied | expired; None for a consent IONWALL does not know."""
+        try:
+            return self.wall.consent(consent_id).status.value
+        except UnknownConsent:
+            return None
+
     def _uncovered(self, cid: str, scopes: list[str]) -> list[str]:
         now = datetime.now(UTC)
         granted = [
@@ -54,3 +61,27 @@ class IonwallAuthorizer:
             for s in g.scopes
         ]
         return [s for s in scopes if not any(covers(g, s) for g in granted)]
+
+
+RUN_CONTROL = "run-control"  # the audit decision of an operator's control of a run
+
+
+def control_scope(graph: str) -> str:
+    """The scope an operator's pause, resume, cancel or retry of ``graph``'s runs needs."""
+    return f"control_run:{graph}"
+
+
+def audit_control(
+    wall: Ionwall, *, run_id: str, graph: str, graph_cid: str, action: str, by: str, detail: str
+) -> None:
+    """One entry in IONWALL's audit chain for an operator's control of a run
+    (``ionflux audit tail`` shows it); raises ``AuditError`` if it cannot be written."""
+    wall.audit.append(
+        subject=graph_cid,
+        transform=f"graph {graph}",
+        scope=control_scope(graph),
+        allowed=True,
+        reason=f"{action} of run {run_id} by {by}{detail}",
+        run_id=run_id,
+        decision=RUN_CONTROL,
+    )

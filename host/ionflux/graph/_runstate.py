@@ -10,6 +10,12 @@ then one ended status: ``success``, ``failure``, ``partial_success_with_errors``
 was in flight when its host died: a person decides), or ``interrupted`` (a
 sub-run or a debugger run whose host died; the parent's node runs again).
 
+A run may also wait, recorded and driven by nobody (its lease released):
+``awaiting_approval`` (its grant is missing or too narrow: approving the consent
+reopens it, denying or ``graph.approval_timeout_s`` ends it), ``waiting`` (a
+node's timer) or ``paused`` (an operator). ``control`` says what an operator's
+pause, resume, cancel or retry does to a run in each status.
+
 Resume: the steps recorded done (``success``, ``skipped``) keep their recorded
 outputs and do not run again; every other node runs (again): at least once per
 step, exactly one recorded result per run key.
@@ -94,3 +100,58 @@ def attention_error(nodes: Iterable[str]) -> dict[str, Any]:
         "step or cancel it",
         "nodes": sorted(nodes),
     }
+
+
+class Control(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY = "retry"
+
+
+class Effect(StrEnum):
+    """What the driver does for an operator's control."""
+
+    SIGNAL = "signal"  # driven (or queued): the host driving it acts at its next step
+    REOPEN = "reopen"  # back to accepted, given back: the next host resumes it
+    END = "end"  # nobody drives it: ended in the history at once
+
+
+_DRIVEN = frozenset({"accepted", "running"})
+_EFFECTS: dict[Control, dict[str, Effect]] = {
+    Control.PAUSE: {s: Effect.SIGNAL for s in _DRIVEN},
+    Control.CANCEL: {
+        **{s: Effect.SIGNAL for s in _DRIVEN},
+        **{s: Effect.END for s in ("awaiting_approval", "waiting", "paused", "needs_attention")},
+    },
+    Control.RESUME: {
+        s: Effect.REOPEN for s in ("paused", "needs_attention", "awaiting_approval", "waiting")
+    },
+    Control.RETRY: {
+        s: Effect.REOPEN
+        for s in ("failure", "partial_success_with_errors", "needs_attention", "cancelled")
+    },
+}
+
+
+def control(action: Control, status: str) -> Effect | None:
+    """What ``action`` does to a run in ``status``; None: not allowed (HTTP 409)."""
+    return _EFFECTS[action].get(status)
+
+
+def allowed_from(action: Control) -> tuple[str, ...]:
+    return tuple(_EFFECTS[action])
+
+
+def waits_for(consent: str | None, *, expired: bool) -> str | None:
+    """What an ``awaiting_approval`` run does, given its consent's status
+    (pending | approved | denied | expired, None when it is gone) and whether
+    its ``graph.approval_timeout_s`` ran out: ``resume``, ``denied``,
+    ``expired``, or None (it goes on waiting)."""
+    if consent == "approved":
+        return "resume"
+    if consent == "denied":
+        return "denied"
+    if consent in ("expired", None) or expired:
+        return "expired"
+    return None

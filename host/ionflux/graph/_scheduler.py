@@ -40,6 +40,10 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     NEEDS_ATTENTION = "needs_attention"
+    # Waiting, recorded, driven by nobody (see ``_runstate``).
+    AWAITING_APPROVAL = "awaiting_approval"
+    WAITING = "waiting"
+    PAUSED = "paused"
 
 
 DONE = frozenset({NodeStatus.SUCCESS, NodeStatus.FAILURE, NodeStatus.SKIPPED, NodeStatus.CANCELLED})

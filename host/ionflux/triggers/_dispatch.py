@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..graph._history import new_run_id
+from ..graph import new_run_id
 from ._errors import Overloaded, RunRefused, ShuttingDown, error_body, http_status
 from ._events import RunResultLike, completion_event, encode, rejection
 from ._metrics import Metrics
@@ -274,16 +274,30 @@ class Dispatcher:
 
     def start_resuming(self) -> None:
         """Resumes, now and every ``resume_interval_s``, the runs nobody drives any
-        more (their host died, or stopped before they ended)."""
+        more (their host died, or stopped before they ended), and the waiting runs
+        whose consent was approved or whose timer is due (``wake``)."""
         if self._resumer is None and hasattr(self.runner, "orphans"):
             self._resumer = asyncio.get_running_loop().create_task(
                 self._resume_loop(), name="ionflux-resume"
             )
+            set_nudge = getattr(self.runner, "set_nudge", None)
+            if set_nudge is not None:
+                set_nudge(self.nudge)
+
+    def nudge(self, run_id: str) -> None:
+        """Drives a run reopened in this process (an operator's resume or retry) now,
+        rather than at the next look for runs to resume. On the loop."""
+        if run_id not in self._resuming and not self.closing:
+            self._resuming.add(run_id)
+            self.spawn(self._resume(run_id))
 
     async def _resume_loop(self) -> None:
         runner: Any = self.runner
+        wake = getattr(runner, "wake", None)
         while not self.closing:
             try:
+                if wake is not None:  # consents answered, timers due: reopened, then resumed
+                    await asyncio.to_thread(wake)
                 for run_id in await asyncio.to_thread(runner.orphans):
                     if run_id not in self._resuming and not self.closing:
                         self._resuming.add(run_id)

@@ -1,4 +1,5 @@
-"""Errors of the triggers and the bus (a branch of ``IonfluxError``).
+"""Errors of the triggers (a branch of ``IonfluxError``, drawn in ``ionflux._errors``;
+``TriggerError`` and ``BusUnavailable`` live there, below the bus that raises it).
 
     IonfluxError
     └── TriggerError                 a trigger that cannot be set up or served
@@ -18,15 +19,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import IonfluxError
+from .._errors import BusUnavailable, IonfluxError, TriggerError
 
-
-class TriggerError(IonfluxError):
-    kind = "trigger"
-
-
-class BusUnavailable(TriggerError):
-    kind = "bus_unavailable"
+__all__ = [
+    "BusUnavailable",
+    "Overloaded",
+    "RunRefused",
+    "ShuttingDown",
+    "TriggerConfigError",
+    "TriggerError",
+    "Unauthorized",
+    "error_body",
+    "http_status",
+]
 
 
 class TriggerConfigError(TriggerError):
@@ -123,6 +128,7 @@ _STATUS = {
     "unknown_grant": 404,
     "not_found": 404,
     "consent_already_answered": 409,
+    "invalid_run_transition": 409,
     "cid_mismatch": 422,
     "module": 422,
     "not_wasm": 422,

@@ -48,3 +48,9 @@ class CountingAuthorizer:
             auth = self.inner.authorize(graph=graph, scopes=scopes, **kwargs)
         gate = CountingGate(auth.gate or self.host_gate, self.metrics, graph)
         return dataclasses.replace(auth, gate=gate)
+
+    def consent_status(self, consent_id: str) -> str | None:
+        """The inner authorizer's answer (see ``IonwallAuthorizer.consent_status``);
+        ``pending`` when it cannot tell (the run waits for its expiry)."""
+        status = getattr(self.inner, "consent_status", None)
+        return "pending" if status is None else status(consent_id)

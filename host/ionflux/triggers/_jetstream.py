@@ -26,8 +26,12 @@ the stream, and work spreads to whichever host is free.
   resumed if its host died, waited for if another host drives it.
 - A run the history cannot record (disk full, database locked) is never
   acked: the message is nak'd with a backoff (``/healthz`` says
-  ``run-history`` degraded); a run refused for a missing grant is nak'd too
-  (see ``_awaiting_consent``).
+  ``run-history`` degraded).
+- A run whose grant is missing or too narrow is recorded ``awaiting_approval``
+  (durable: approving the consent resumes it on whichever host looks next): its
+  message is acked then, like any recorded run, and not redelivered. Only a run
+  that could not wait (refused for a missing grant without being recorded
+  waiting) is nak'd with a backoff (``_awaiting_consent``).
 """
 
 from __future__ import annotations
@@ -336,13 +340,10 @@ def _backoff(delivered: int) -> float:
 
 
 def _awaiting_consent(result: Any) -> bool:
-    """A run refused because its grant is missing or too narrow is not final: the
-    message is nak'd (redelivered with a backoff, up to ``max_deliver``) instead of
-    acked, and the engine released its run key so a later delivery runs.
-
-    SEAM: durable consent waiting (``awaiting_approval``: the run waits, recorded,
-    and approving resumes it) replaces this; then such a message is acked once
-    its run is recorded as waiting."""
+    """A run refused for a missing grant and not recorded waiting (the engine
+    records a top-level run ``awaiting_approval`` instead, and that message is
+    acked): not final, so the message is nak'd (redelivered with a backoff, up to
+    ``max_deliver``) and the engine released its run key so a later delivery runs."""
     errors = getattr(result, "error_details", None) or []
     return getattr(result, "overall_status", "") == "failure" and any(
         isinstance(e, dict) and e.get("kind") == "consent_required" for e in errors

@@ -18,8 +18,7 @@ import jsonschema
 from jsonschema.protocols import Validator
 
 from .._errors import SchemaViolation
-from ..graph import Engine, Plan, RunResult, RunTrigger
-from ..graph._schema import apply_defaults
+from ..graph import Engine, Plan, RunResult, RunTrigger, apply_defaults
 from ._errors import TriggerConfigError
 from ._spec import GraphTriggers, parse_triggers
 
@@ -137,6 +136,15 @@ class EngineRunner:
 
     def orphans(self) -> list[str]:
         return self.engine.orphans()
+
+    def wake(self) -> list[str]:
+        """Reopens the waiting runs whose consent was approved or whose timer is due
+        (and fails those denied or expired): see ``Engine.wake``."""
+        return self.engine.wake()
+
+    def set_nudge(self, nudge: Any) -> None:
+        """``nudge(run_id)`` drives a run the engine reopened here (on the loop)."""
+        self.engine.nudge = nudge
 
     async def resume(self, run_id: str) -> RunResult | None:
         return await self.engine.resume(run_id)
