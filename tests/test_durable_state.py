@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ionflux._errors import RunNotRecorded
+from ionflux import RunNotRecorded
 from ionflux._health import Health
 from ionflux.graph import (
     Engine,

@@ -257,7 +257,7 @@ async def _echo(running: RunningHost, http: httpx.AsyncClient, text: str) -> htt
 
 
 def _stored(running: RunningHost, cid: str) -> bool:
-    from ionflux._errors import NotFound
+    from ionflux import NotFound
 
     try:
         running.host.pod.get_bytes(cid)

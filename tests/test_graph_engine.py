@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import BUILD, TESTING, make_config
-from ionflux._errors import GraphValidationError, GraphVersionExists
+from ionflux import GraphValidationError, GraphVersionExists
 from ionflux.config import Config
 from ionflux.graph import (
     DebugAction,

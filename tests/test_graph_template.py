@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ionflux._errors import TemplateBudgetExceeded, TemplateError
+from ionflux import TemplateBudgetExceeded, TemplateError
 from ionflux.graph import Template, TemplateBudget, compile_value
 
 SCOPE: dict[str, Any] = {

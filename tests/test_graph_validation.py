@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ionflux._errors import GraphValidationError, GraphVersionExists, TemplateBudgetExceeded
+from ionflux import GraphValidationError, GraphVersionExists, TemplateBudgetExceeded
 from ionflux.graph import GraphRepository, Planner, TransformInfo, parse_yaml
 
 from ionwall import DocumentLimits, DocumentTooLarge

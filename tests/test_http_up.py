@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import nats
 from conftest import TESTING, make_config
+from ionflux.bus import NatsCredentials
 from ionflux.graph import Engine, RunHistory
 from ionflux.host import Host
 from ionflux.http.testing import UpProcess, chain_graph, publish_wasm
-from ionflux.triggers._nats_server import NatsCredentials
 
 from ionwall import Ionwall
 

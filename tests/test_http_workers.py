@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from ionflux.bus import NatsCredentials
 from ionflux.http.testing import UpProcess
-from ionflux.triggers._nats_server import NatsCredentials
 from test_http_up import alive, gone, prepare
 
 from ionwall import Ionwall

@@ -38,7 +38,7 @@ def test_ionwall_does_not_import_ionflux() -> None:
 
 
 def test_permission_denied_is_shared_with_ionflux() -> None:
-    from ionflux._errors import PermissionDenied as HostDenied
+    from ionflux import PermissionDenied as HostDenied
 
     err = ionwall.PermissionDenied("emit_log:info", "no grant", "bafy")
     assert err.to_dict() == {

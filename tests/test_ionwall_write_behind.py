@@ -14,7 +14,7 @@ import pytest
 from conftest import GuestPublisher
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ionflux._errors import ConsentRequired as HostConsentRequired
+from ionflux import ConsentRequired as HostConsentRequired
 from ionflux.host import Host
 
 from ionwall import AuditError, AuditLog, CallContext, ConsentRequired, Grant, Ionwall

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ionflux as e
 import pytest
 from conftest import MANIFESTS, TESTING
 from conftest_kubo import KuboDaemon, kubo, kubo_bin  # noqa: F401 - fixtures
-from ionflux import _errors as e
 from ionflux.config import load_config
 from ionflux.host import Host
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest_kubo import KuboDaemon, kubo, kubo_bin, own_kubo
-from ionflux._errors import BackendUnavailable, NotFound
+from ionflux import BackendUnavailable, NotFound
 from ionflux.config import load_config
 from ionflux.store import (
     CHUNK_SIZE,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest_kubo import KuboDaemon, kubo, kubo_bin, own_kubo
-from ionflux._errors import BackendUnavailable, CidMismatch, StoreError, TooLarge
+from ionflux import BackendUnavailable, CidMismatch, StoreError, TooLarge
 from ionflux.store import (
     CHUNK_SIZE,
     MAX_LINKS,

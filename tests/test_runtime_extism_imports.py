@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import ionflux as e
 import pytest
 import wasmtime
 from conftest import GuestPublisher, make_config
-from ionflux import _errors as e
 from ionflux.config import EgressSettings
 from ionflux.host import Host
 from ionflux.runtime import extism as ionflux_extism

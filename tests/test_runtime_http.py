@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import ionflux as e
 import pytest
 from conftest import MANIFESTS, make_config
-from ionflux import _errors as e
 from ionflux.config import Config, EgressSettings, load_config
 from ionflux.host import Host
 from ionflux.runtime import _egress, http_scope

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import ionflux as e
 import pytest
 from conftest import REPO, GuestPublisher, make_config
-from ionflux import _errors as e
 from ionflux.host import Host
 from ionflux.runtime._imports import MAX_LOG_LINE_BYTES
 

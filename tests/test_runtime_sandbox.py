@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import ionflux as e
 import pytest
 from conftest import TESTING, GuestPublisher, make_config
-from ionflux import _errors as e
 from ionflux.host import Host
 from ionflux.manifest import Manifest, ModuleRef
 

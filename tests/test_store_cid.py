@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ionflux._errors import CidMismatch, InvalidCid
+from ionflux import CidMismatch, InvalidCid
 from ionflux.store import DAG_CBOR, DAG_JSON, DAG_PB, RAW, Cid
 from ionflux.store._multibase import encode_base32
 from ionflux.store._varint import decode_uvarint, encode_uvarint
@@ -124,6 +124,7 @@ def test_public_api_is_pinned() -> None:
         "BlockBackend",
         "CachedBackend",
         "Cid",
+        "ImportMismatch",
         "KuboBackend",
         "LocalBackend",
         "PathTable",

@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ionflux._errors import StoreError
+from ionflux import StoreError
 from ionflux.store import Cid, decode_dagjson, encode_dagjson
 
 EMPTY = Cid.parse("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ionflux._errors import (
+from ionflux import (
     BackendUnavailable,
     CidMismatch,
     ConfigError,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ionflux._errors import StoreError, TooLarge
+from ionflux import StoreError, TooLarge
 from ionflux.store import CHUNK_SIZE, DAG_PB, MAX_LINKS, RAW, Cid, cid_for_bytes, iter_file_blocks
 from ionflux.store._dagpb import PBLink, PBNode, encode_pbnode, parse_pbnode
 from ionflux.store._unixfs import (

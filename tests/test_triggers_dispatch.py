@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from ionflux._errors import SchemaViolation
+from ionflux import SchemaViolation
 from ionflux.triggers import Dispatcher, Overloaded, RunRefused, RunRequest, ShuttingDown
 
 

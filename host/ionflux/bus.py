@@ -14,17 +14,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
-from ._errors import SubjectReserved
-from .runtime._imports import reserved_subject
-from .triggers._errors import BusUnavailable
-from .triggers._nats_server import NatsCredentials
+from ._errors import BusUnavailable, SubjectReserved
+from .runtime import reserved_subject
 
 log = logging.getLogger("ionflux.bus")
+
+#: The file under a nats-server's store directory that holds its token.
+TOKEN_FILE = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsCredentials:
+    """How a client proves itself to NATS: a token, a user and password, or a
+    ``.creds`` file (a NATS user JWT with its nkey seed). Empty: no credentials."""
+
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    credentials_file: Path | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``."""
+        out: dict[str, Any] = {}
+        if self.token:
+            out["token"] = self.token
+        if self.user:
+            out["user"] = self.user
+            out["password"] = self.password or ""
+        if self.credentials_file is not None:
+            out["user_credentials"] = str(self.credentials_file)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.options())
+
+    def __repr__(self) -> str:  # never the secret itself, in a log or a traceback
+        shown = ", ".join(f"{k}=…" for k in self.options())
+        return f"NatsCredentials({shown})"
+
+    @classmethod
+    def stored(cls, store_dir: Path) -> NatsCredentials:
+        """The token of the nats-server a host started with this store directory
+        (``<data_dir>/nats``); empty when there is none or it cannot be read."""
+        try:
+            token = (store_dir / TOKEN_FILE).read_text().strip()
+        except OSError:
+            return cls()
+        return cls(token=token or None)
 
 
 class _Refused(Exception):

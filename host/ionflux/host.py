@@ -38,9 +38,19 @@ from ._health import Health, WatchedBackend, disk_probe
 from .config import Config, Limits
 from .manifest import LimitOverrides, Manifest, load_manifest, module_path
 from .registry import PublishedTransform, Registry
-from .runtime import Bus, CallLimits, CallResult, ImportEnv, Loaded, Runtime, wasm_kind
-from .runtime._egress import EgressPolicy, endpoint, pinned_client
-from .runtime._imports import ImportBudget
+from .runtime import (
+    Bus,
+    CallLimits,
+    CallResult,
+    EgressPolicy,
+    ImportBudget,
+    ImportEnv,
+    Loaded,
+    Runtime,
+    endpoint,
+    pinned_client,
+    wasm_kind,
+)
 from .runtime.extism import ExtismLoaded, check_plugin
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import MANIFESTS, REPO, TESTING
-from ionflux._errors import ConfigError
+from ionflux import ConfigError
 from ionflux.config import load_config
 from ionflux.http import RunningHost
 from ionflux.http.testing import deploy
@@ -172,7 +172,7 @@ async def test_a_manifest_stored_before_the_bounds_is_never_parsed_again(
     assert listed.status_code == 200
     assert sorted(t["name"] for t in listed.json()) == ["echo", "old"]
     assert len(listed.content) < 4096  # the summary, not the 8 MB
-    from ionflux._errors import ManifestError
+    from ionflux import ManifestError
 
     with pytest.raises(ManifestError, match="publish it again under a new version"):
         running.host.registry.get("old@1.0.0")

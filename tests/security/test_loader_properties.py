@@ -18,7 +18,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ionflux._errors import GraphValidationError, ManifestError
+from ionflux import GraphValidationError, ManifestError
 from ionflux.graph import Planner, TransformInfo
 from ionflux.manifest import parse_manifest_text
 

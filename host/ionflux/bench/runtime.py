@@ -16,7 +16,7 @@ import ionwall
 from ..config import load_config
 from ..host import Host
 from ..manifest import Manifest, ModuleRef
-from ..runtime._world import INTERFACES, WORLD_VERSION
+from ..runtime import INTERFACES, WORLD_VERSION
 from ..store import cid_for_bytes
 from ._timing import Row, once, per_call
 

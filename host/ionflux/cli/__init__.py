@@ -17,7 +17,7 @@ import click
 
 from ionwall import IonwallError
 
-from .._errors import IonfluxError
+from .. import IonfluxError
 from ._app import App, error_line, pass_app
 from ._demo import demo
 from ._pod import pod

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .._errors import DataDirError
+from .. import DataDirError
 from .._sqlite import read_only
 from ..config import Config, load_config
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from .. import _errors as errors
+import ionflux as errors
+
 from ..host import Host
 from ._app import App, pass_app
 from ._ionwall import ionwall_for

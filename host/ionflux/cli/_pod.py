@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from .._errors import IonfluxError
+from .. import IonfluxError
 from ..config import Config, load_config
 from ..store import Pod, open_pod
 from ._app import App, error_line

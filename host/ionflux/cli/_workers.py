@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from .._process import die_with_parent
 from ..config import Config
-from ..triggers._nats_server import _die_with_parent
 
 log = logging.getLogger("ionflux.up")
 
@@ -94,7 +94,7 @@ class Workers:
             self._args(),
             pass_fds=(self.fd,),
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     async def start(self, timeout: float = 60.0) -> None:

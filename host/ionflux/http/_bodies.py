@@ -27,20 +27,13 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from .._errors import InvalidInput, JsonTooDeep
+from .._errors import JsonTooDeep, NotJson
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 #: Bodies up to this size are parsed on the event loop (well under a millisecond).
 INLINE_BYTES = 16 * 1024
-
-
-class NotJson(InvalidInput):
-    """A body that is not JSON (HTTP 422, ``field`` is ``(body)``)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "field": "(body)"}
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:

@@ -20,9 +20,14 @@ from ..bus import NatsBus
 from ..config import Config
 from ..graph import Engine
 from ..host import Host
-from ..triggers import EngineRunner, Metrics, NatsServer, TriggerService
-from ..triggers._gate import CountingAuthorizer
-from ..triggers._nats_server import credentials_for
+from ..triggers import (
+    CountingAuthorizer,
+    EngineRunner,
+    Metrics,
+    NatsServer,
+    TriggerService,
+    credentials_for,
+)
 from ._app import create_app
 from ._context import ApiContext
 from ._server import HttpServer
@@ -171,7 +176,7 @@ async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:
 
 
 def _authorizer(wall: Ionwall, metrics: Metrics, host: Host) -> Any:
-    from ..graph._ionwall import IonwallAuthorizer
+    from ..graph import IonwallAuthorizer
 
     # Without a grant, IONWALL's no-grant gate: every import refused and audited.
     return CountingAuthorizer(IonwallAuthorizer(wall), metrics, host.gate or wall.gate(None))

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from ..triggers._metrics import CONTENT_TYPE
+from ..triggers import METRICS_CONTENT_TYPE as CONTENT_TYPE
 from ._context import ApiContext
 from ._guard import needs, public
 

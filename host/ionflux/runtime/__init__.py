@@ -1,21 +1,38 @@
 """The sandbox runtime: wasmtime-py components, one fresh instance per call."""
 
-from ._imports import Bus, ImportBudget, ImportEnv, LogLine, PodAccess, http_scope
+from ._egress import EgressPolicy, endpoint, pinned_client
+from ._extism_init import TableTooLarge
+from ._imports import (
+    Bus,
+    ImportBudget,
+    ImportEnv,
+    LogLine,
+    PodAccess,
+    http_scope,
+    reserved_subject,
+)
 from ._sandbox import CallLimits, CallResult, Loaded, Runtime, classify_trap
-from ._world import WORLD_IMPORTS, wasm_kind
+from ._world import INTERFACES, WORLD_IMPORTS, WORLD_VERSION, wasm_kind
 
 __all__ = [
+    "INTERFACES",
     "WORLD_IMPORTS",
+    "WORLD_VERSION",
     "Bus",
     "CallLimits",
     "CallResult",
+    "EgressPolicy",
     "ImportBudget",
     "ImportEnv",
     "Loaded",
     "LogLine",
     "PodAccess",
     "Runtime",
+    "TableTooLarge",
     "classify_trap",
+    "endpoint",
     "http_scope",
+    "pinned_client",
+    "reserved_subject",
     "wasm_kind",
 ]

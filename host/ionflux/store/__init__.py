@@ -13,7 +13,7 @@ from ._cached import CachedBackend
 from ._car import read_car, write_car
 from ._cid import DAG_CBOR, DAG_JSON, DAG_PB, RAW, Cid
 from ._dagjson import decode_dagjson, encode_dagjson
-from ._kubo import KuboBackend
+from ._kubo import ImportMismatch, KuboBackend
 from ._local import LocalBackend
 from ._paths import PathTable
 from ._pod import Pod, open_pod
@@ -29,6 +29,7 @@ __all__ = [
     "BlockBackend",
     "CachedBackend",
     "Cid",
+    "ImportMismatch",
     "KuboBackend",
     "LocalBackend",
     "PathTable",

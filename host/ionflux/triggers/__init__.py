@@ -28,10 +28,12 @@ from ._errors import (
     http_status,
 )
 from ._events import completion_event, parse_input, rejection, reply
+from ._gate import CountingAuthorizer
 from ._jetstream import DurableTriggers
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
 from ._nats import STATUS_HEADER, NatsTriggers
-from ._nats_server import NatsServer, nats_server_binary
+from ._nats_server import NatsServer, credentials_for, nats_server_binary
 from ._runner import EngineRunner, input_problem
 from ._schedule import Schedules, fire_times, next_fire
 from ._service import TriggerService
@@ -44,8 +46,10 @@ from ._spec import (
 )
 
 __all__ = [
+    "METRICS_CONTENT_TYPE",
     "STATUS_HEADER",
     "BusUnavailable",
+    "CountingAuthorizer",
     "Dispatcher",
     "DurableTriggers",
     "EngineRunner",
@@ -71,6 +75,7 @@ __all__ = [
     "authorize",
     "bearer_token",
     "completion_event",
+    "credentials_for",
     "error_body",
     "fire_times",
     "graph_scope",

@@ -26,58 +26,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigError
-from ._errors import BusUnavailable
+from .._errors import BusUnavailable, ConfigError
+from .._process import die_with_parent
+from ..bus import TOKEN_FILE, NatsCredentials
 
 if TYPE_CHECKING:
     from ..config import Config
 
-TOKEN_FILE = "token"
 URL_FILE = "url"
-
-
-@dataclass(frozen=True, slots=True)
-class NatsCredentials:
-    """How a client proves itself to NATS: a token, a user and password, or a
-    ``.creds`` file (a NATS user JWT with its nkey seed). Empty: no credentials."""
-
-    token: str | None = None
-    user: str | None = None
-    password: str | None = None
-    credentials_file: Path | None = None
-
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments for ``nats.connect``."""
-        out: dict[str, Any] = {}
-        if self.token:
-            out["token"] = self.token
-        if self.user:
-            out["user"] = self.user
-            out["password"] = self.password or ""
-        if self.credentials_file is not None:
-            out["user_credentials"] = str(self.credentials_file)
-        return out
-
-    def __bool__(self) -> bool:
-        return bool(self.options())
-
-    def __repr__(self) -> str:  # never the secret itself, in a log or a traceback
-        shown = ", ".join(f"{k}=…" for k in self.options())
-        return f"NatsCredentials({shown})"
-
-    @classmethod
-    def stored(cls, store_dir: Path) -> NatsCredentials:
-        """The token of the nats-server a host started with this store directory
-        (``<data_dir>/nats``); empty when there is none or it cannot be read."""
-        try:
-            token = (store_dir / TOKEN_FILE).read_text().strip()
-        except OSError:
-            return cls()
-        return cls(token=token or None)
 
 
 def credentials_for(config: Config, url: str | None = None) -> NatsCredentials:
@@ -190,7 +149,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
             # Its own session: a Ctrl-C in the terminal (SIGINT to the whole
             # foreground group) must not stop the server under the host, which is
             # still draining runs over it; the host stops it last.
@@ -261,18 +220,6 @@ def _write_private(path: Path, text: str) -> None:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the host dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``).
-
-    The signal follows the thread that started the server, so ``start()`` must be
-    called from a long-lived thread (the host's main thread), not a pool worker.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _read_port(ports_file: Path) -> int | None:
