@@ -138,8 +138,13 @@ def _object(pairs: list[tuple[str, Any]]) -> Any:
 
 
 def _int(text: str) -> int | float:
-    # Floats are written Go's way, so -0.0 is "-0": read it back as the float it was.
-    return -0.0 if text == "-0" else int(text)
+    # Floats are written Go's way, so -0.0 is "-0" and 2.0**63 is "9223372036854775808"
+    # (no exponent below 1e21): read them back as the floats they were. An integer
+    # is never written outside int64.
+    if text == "-0":
+        return -0.0
+    value = int(text)
+    return value if _INT_MIN <= value <= _INT_MAX else float(value)
 
 
 def _no_constant(name: str) -> Any:

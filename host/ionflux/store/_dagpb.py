@@ -8,15 +8,28 @@ every link before the data (field 2 before field 1), link fields in order 1, 2, 
 go-merkledag always writes ``Name`` (empty for file chunks) and ``Tsize``.
 The parser is as strict as the spec: fields in canonical order, no unknown
 fields, no duplicates.
+
+This protobuf code is our own, as is UnixFS's (``_unixfs``): no maintained
+Python library writes dag-pb (PyPI's ``ipld-dag-pb`` is one 0.0.1 release), and
+Google's ``protobuf`` serialises fields in number order, Data before Links,
+which is not dag-pb's canonical form. Varints are written with ``multiformats``;
+they are read by :func:`decode_uvarint` below, because ``multiformats.varint``
+checks its arguments at run time: parsing a full 174-link node with it takes
+about 16.8 ms against 1.1 ms (and every read of a large file parses its nodes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from multiformats.varint import encode as encode_uvarint
+
 from .._errors import StoreError
 from ._cid import Cid
-from ._varint import decode_uvarint, encode_uvarint
+
+# Multiformats caps varints at 9 bytes (63 bits), as multiformats.varint does;
+# protobuf allows 10. Nine is plenty for every length and size in a block.
+_MAX_VARINT = 9
 
 _LEN = 2  # protobuf wire type: length-delimited
 _VARINT = 0
@@ -33,6 +46,24 @@ class PBLink:
 class PBNode:
     links: tuple[PBLink, ...] = ()
     data: bytes | None = None
+
+
+def decode_uvarint(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
+    """Return ``(value, next_pos)``; ValueError on truncated or non-minimal input
+    (the rules of ``multiformats.varint.decode_raw``, without its argument checks)."""
+    value = 0
+    shift = 0
+    for i in range(_MAX_VARINT):
+        if pos + i >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise ValueError("non-minimal varint")
+            return value, pos + i + 1
+        shift += 7
+    raise ValueError("varint too long")
 
 
 def _field(number: int, wire: int) -> bytes:

@@ -25,8 +25,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Generator, Iterable, Iterator
-from typing import IO, Any, Final, NoReturn
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import IO, Any, Final, NoReturn, TypeVar
 
 import httpx
 
@@ -36,6 +36,8 @@ from ._local import LocalBackend
 from ._unixfs import CHUNK_SIZE, MAX_LINKS, Block
 
 log = logging.getLogger("ionflux.store")
+
+_T = TypeVar("_T")
 
 # Kubo refuses blocks above 2 MiB (bitswap's limit); allow that and no more.
 MAX_BLOCK: Final = 2 * 1024 * 1024
@@ -107,31 +109,47 @@ class KuboBackend:
 
         A ``content`` iterator is sent as the body; it is consumed only once the
         connection is up, so retrying a refused connection does not lose it."""
+
+        def send() -> httpx.Response:
+            # A new request each attempt; httpx rewinds ``files`` when it renders them.
+            request = self._client.build_request(
+                "POST", command, params=params, files=files, content=content, headers=headers
+            )
+            return self._client.send(request, stream=True)
+
+        try:
+            response = self._connect(send, (httpx.ConnectError, httpx.ConnectTimeout))
+            try:
+                if response.status_code != 200:
+                    self._raise_for(command, params, response)
+                yield response
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            raise BackendUnavailable(f"Kubo at {self.api} timed out on {command}") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(
+                f"lost the connection to Kubo at {self.api} during {command}: {exc}"
+            ) from exc
+
+    def _connect(self, send: Callable[[], _T], refused: tuple[type[Exception], ...]) -> _T:
+        """``send()``, tried again while the connection is ``refused`` (after 50 ms,
+        100 ms, 200 ms by default), then :class:`BackendUnavailable`.
+
+        Only a connection that was never made is retried: a request that reached
+        Kubo may have had an effect. The one retry policy of both clients
+        (httpx in :meth:`_post`, ``http.client`` in :meth:`_open_raw`)."""
         attempt = 0
         while True:
             try:
-                with self._client.stream(
-                    "POST", command, params=params, files=files, content=content, headers=headers
-                ) as response:
-                    if response.status_code != 200:
-                        self._raise_for(command, params, response)
-                    yield response
-                    return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                return send()
+            except refused as exc:
                 attempt += 1
                 if attempt > self._retries:
                     raise BackendUnavailable(
                         f"Kubo at {self.api} is not reachable ({exc}); is the daemon running?"
                     ) from exc
                 time.sleep(self._backoff_s * 2 ** (attempt - 1))
-                if files is not None:
-                    _rewind(files)
-            except httpx.TimeoutException as exc:
-                raise BackendUnavailable(f"Kubo at {self.api} timed out on {command}") from exc
-            except httpx.TransportError as exc:
-                raise BackendUnavailable(
-                    f"lost the connection to Kubo at {self.api} during {command}: {exc}"
-                ) from exc
 
     def _raise_for(
         self, command: str, params: dict[str, Any], response: httpx.Response
@@ -161,38 +179,31 @@ class KuboBackend:
         leaves verify every byte anyway). Errors are translated as :meth:`_post` does.
         """
         url = httpx.URL(self.api + "/api/v0/" + command, params=params)
-        attempt = 0
-        while True:
-            connection = _Https10Connection if url.scheme == "https" else _Http10Connection
+        connection = _Https10Connection if url.scheme == "https" else _Http10Connection
+
+        def send() -> _RawStream:
             conn = connection(url.host, url.port, timeout=self._timeout_s)
             try:
-                target = url.raw_path.decode("ascii")
-                conn.request("POST", target, headers={"User-Agent": "ionflux"})
+                conn.request(
+                    "POST", url.raw_path.decode("ascii"), headers={"User-Agent": "ionflux"}
+                )
                 response = conn.getresponse()
                 if response.status != 200:
                     body = response.read(64 * 1024)
-                    conn.close()
                     self._refuse(command, params, response.status, body)
                 return _RawStream(conn, response)
-            except (ConnectionRefusedError, ConnectionAbortedError) as exc:
-                conn.close()
-                attempt += 1
-                if attempt > self._retries:
-                    raise BackendUnavailable(
-                        f"Kubo at {self.api} is not reachable ({exc}); is the daemon running?"
-                    ) from exc
-                time.sleep(self._backoff_s * 2 ** (attempt - 1))
-            except TimeoutError as exc:
-                conn.close()
-                raise BackendUnavailable(f"Kubo at {self.api} timed out on {command}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                raise BackendUnavailable(
-                    f"lost the connection to Kubo at {self.api} during {command}: {exc}"
-                ) from exc
             except BaseException:
                 conn.close()
                 raise
+
+        try:
+            return self._connect(send, (ConnectionRefusedError, ConnectionAbortedError))
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"Kubo at {self.api} timed out on {command}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise BackendUnavailable(
+                f"lost the connection to Kubo at {self.api} during {command}: {exc}"
+            ) from exc
 
     def _json(self, command: str, params: dict[str, Any], files: Any = None) -> Any:
         with self._post(command, params, files) as response:
@@ -458,10 +469,3 @@ def _read_capped(response: httpx.Response, limit: int) -> bytes:
             raise StoreError(f"Kubo's answer is past the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _rewind(files: Any) -> None:
-    for _, spec in files:
-        body = spec[1]
-        if hasattr(body, "seek"):
-            body.seek(0)

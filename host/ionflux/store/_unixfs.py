@@ -13,6 +13,9 @@ Import (Kubo's defaults, boxo ``importer/balanced``):
 
 Reading accepts any UnixFS file (raw leaves or dag-pb leaves with inline data)
 and checks the tree's sizes against what it claims.
+
+UnixFS has no maintained Python library; its Data protobuf is written and read
+here, with the varints of ``_dagpb`` (which says why they are read by hand).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import BinaryIO, Final, Protocol
 
+from multiformats.varint import encode as encode_uvarint
+
 from .._errors import StoreError, TooLarge
 from ._cid import DAG_PB, RAW, Cid
-from ._dagpb import PBLink, PBNode, encode_pbnode, parse_pbnode
-from ._varint import decode_uvarint, encode_uvarint
+from ._dagpb import PBLink, PBNode, decode_uvarint, encode_pbnode, parse_pbnode
 
 CHUNK_SIZE: Final = 262144
 MAX_LINKS: Final = 174
