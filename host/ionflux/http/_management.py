@@ -9,6 +9,9 @@ body is read; see ``_guard``):
   once the YAML names the graph)
 - starting a run of ``g``, reading its runs: ``execute_graph:g``; listing runs
   of every graph: ``execute_graph:*``
+- pausing, resuming, cancelling or retrying a run of ``g``: ``control_run:g``
+  (the door lets in a token with some ``control_run`` scope; the exact one is
+  checked once the run's record names its graph); each is an audit entry
 - listing transforms: ``read_host:transforms``; graphs and their versions:
   ``read_host:graphs`` (``read_host:*`` reads every list of the host)
 
@@ -32,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from ionwall import DocumentLimits
 
 from .._errors import GraphNotFound, InvalidInput, ManifestError
-from ..graph import Mode, RunTrigger
+from ..graph import Control, Mode, RunTrigger, audit_control, control_scope
 from ..manifest import Manifest, parse_manifest, parse_manifest_text
 from ..triggers import RunRequest, graph_scope, reply
 from ._bodies import request_body
@@ -51,6 +54,13 @@ class PublishBody(BaseModel):
 class DeployBody(BaseModel):
     graph: str = Field(description="the FluxGraph YAML text")
     message: str = Field(default="deployed over HTTP", description="why (kept with the version)")
+
+
+class ControlBody(BaseModel):
+    from_step: str | None = Field(
+        default=None, description="retry: the node id (or 1-based place) to run again from"
+    )
+    input: Any = Field(default=None, description="retry: the input that step runs with")
 
 
 class RunBody(BaseModel):
@@ -263,6 +273,48 @@ def management_router(ctx: ApiContext) -> APIRouter:
         ctx.authorize(authorization, graph_scope(record.graph_name))
         steps = engine.history.steps(record.run_id)
         return JSONResponse({**_run(record), "run_id": run_id, "steps": [_step(s) for s in steps]})
+
+    @router.post(
+        "/runs/{run_id}/{action}",
+        tags=["runs"],
+        summary="Pause, resume, cancel or retry a run (an operator's control)",
+        openapi_extra={
+            **needs_any("control_run", then="control_run:<graph of the run>"),
+            **request_body(ControlBody, required=False),
+        },
+    )
+    async def control_run(run_id: str, action: Control, request: Request) -> JSONResponse:
+        record = engine.history.find(run_id)
+        if record is None:
+            raise GraphNotFound(f"no run {run_id!r}")
+        claims = ctx.require(request, control_scope(record.graph_name))
+        by = str(getattr(claims, "subject", None) or "owner (http)")
+        body = await bodies.model(request, ControlBody) if await request.body() else ControlBody()
+        has_input = "input" in body.model_fields_set
+        try:
+            after = engine.control(
+                record.run_id,
+                action,
+                by=by,
+                from_step=body.from_step,
+                input=body.input,
+                has_input=has_input,
+            )
+        except Exception as exc:
+            return error_response(exc)
+        if ctx.ionwall is not None:
+            detail = f" from step {body.from_step}" if body.from_step else ""
+            detail += " with an edited input" if has_input else ""
+            audit_control(
+                ctx.ionwall,
+                run_id=after.run_id,
+                graph=after.graph_name,
+                graph_cid=after.graph_cid,
+                action=action.value,
+                by=by,
+                detail=detail,
+            )
+        return JSONResponse({**_run(after), "run_id": after.run_id})
 
     return router
 
