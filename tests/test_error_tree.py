@@ -4,13 +4,17 @@ its package's front."""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import pkgutil
 import re
 from types import ModuleType
 
 import ionflux
 import pytest
+from conftest import GuestPublisher
+from ionflux.host import Host
 
 import ionwall
 
@@ -85,3 +89,33 @@ def test_every_error_is_exported(package: ModuleType, root: type, drawn_in: str)
 def test_ionwall_errors_that_reach_ionflux_callers_are_also_ionflux_errors() -> None:
     assert issubclass(ionflux.PermissionDenied, ionwall.PermissionDenied)
     assert issubclass(ionflux.ConsentRequired, ionwall.ConsentRequired)
+
+
+def test_an_audit_log_that_cannot_be_written_reaches_invoke_callers_as_ours(
+    host: Host, publish_guest: GuestPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ionwall.AuditError`` is translated at ``Host.invoke``: a caller catching
+    ``IonfluxError`` (or ``DataDirError``) sees it; one catching IONWALL's still does."""
+    publish_guest(host, "all-imports", scopes=["emit_log:*"])
+    log_call = {"call": "log", "level": "info", "message": "hello"}
+    with pytest.raises(ionflux.ConsentRequired) as info:
+        host.invoke("all-imports", log_call)
+    host.ionwall.approve(info.value.request.id)
+    real_write = os.write
+    audit_fd = host.ionwall.audit._log_fd
+
+    # Stands in for a failing disk under the audit log (tests/test_full_disk.py
+    # fills a real one): only the audit log's writes fail.
+    def broken(fd: int, data: bytes) -> int:
+        if fd == audit_fd:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", broken)
+    with pytest.raises(ionflux.AuditNotWritten, match="Input/output error") as failed:
+        host.invoke("all-imports", log_call)
+    assert isinstance(failed.value, ionflux.DataDirError)
+    assert isinstance(failed.value, ionwall.AuditError)
+    assert failed.value.to_dict()["kind"] == "audit_not_written"
+    monkeypatch.undo()
+    assert host.invoke("all-imports", log_call).value == {"ok": None}

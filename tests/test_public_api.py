@@ -8,6 +8,7 @@ import ionwall
 
 IONFLUX = [
     "AddressRefused",
+    "AuditNotWritten",
     "BackendUnavailable",
     "BodyTooLarge",
     "BusUnavailable",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AddressRefused,
+    AuditNotWritten,
     BackendUnavailable,
     BodyTooLarge,
     BusUnavailable,
@@ -116,6 +117,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AddressRefused",
+    "AuditNotWritten",
     "BackendUnavailable",
     "BodyTooLarge",
     "BusUnavailable",

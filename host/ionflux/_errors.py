@@ -4,8 +4,10 @@
     ├── ConfigError                  bad configuration file or environment
     ├── DataDirError                 a file in the data directory cannot be read or written
     │   │                            (disk full, read-only, permissions): names the path
-    │   └── RunNotRecorded           the run history could not record a run (retryable: HTTP
-    │                                503, a durable message is nak'd, /healthz degraded)
+    │   ├── RunNotRecorded           the run history could not record a run (retryable: HTTP
+    │   │                            503, a durable message is nak'd, /healthz degraded)
+    │   └── AuditNotWritten          IONWALL's audit log could not be written, so the call's
+    │                                output is withheld (HTTP 503; also an ``ionwall.AuditError``)
     ├── ManifestError                a manifest that does not parse or validate (names the field)
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
@@ -108,6 +110,15 @@ class DataDirError(IonfluxError):
     read-only file system, permission denied, file too large, ...)."""
 
     kind = "data_dir"
+
+
+class AuditNotWritten(DataDirError, _ionwall.AuditError):
+    """IONWALL could not put a call's audit entries on disk (a full disk, a damaged
+    log): nothing the call produced is handed on. Translated from
+    ``ionwall.AuditError`` at ``Host.invoke`` (and still one, for those who catch it);
+    the message is IONWALL's, which says what to do."""
+
+    kind = "audit_not_written"
 
 
 class ManifestError(IonfluxError):

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,7 @@ import ionwall
 from ionwall import CallContext, Decision, Gate, Ionwall, Masker, load_policy
 
 from ._errors import (
+    AuditNotWritten,
     CidMismatch,
     ConsentRequired,
     GuestError,
@@ -62,6 +64,8 @@ class Invocation(CallResult):
     """The outcome of one successful call of a published transform."""
 
     transform: PublishedTransform = field(kw_only=True)
+    #: The output, parsed once by ``invoke`` (and checked against the output schema).
+    value: Any = field(kw_only=True)
 
 
 def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
@@ -125,12 +129,16 @@ class Host:
         self.bus = bus
         # What is degraded now (the data disk, NATS), for /healthz and /metrics.
         self.health = Health()
+        # IONWALL, the pod and the HTTP client of the http import open on first use
+        # (a host whose guests call no import opens none of them); what the caller
+        # passed in is used as is, and the pod is closed only if the host opened it.
+        self._opening = threading.RLock()
+        self._ionwall = ionwall
         if ionwall is not None:
-            self.__dict__["ionwall"] = ionwall
             self._watch_audit(ionwall)
+        self._pod = pod
         self._owns_pod = pod is None
-        if pod is not None:
-            self.__dict__["pod"] = pod
+        self._http: httpx.Client | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(config.data_dir / "registry.sqlite3")
         self.runtime = Runtime(
@@ -143,16 +151,20 @@ class Host:
         self._grants: dict[str, str] = {}  # module CID -> the grant its calls run under
         self._lock = threading.Lock()
 
-    @cached_property
+    @property
     def ionwall(self) -> Ionwall:
-        settings = self.config.ionwall
-        wall = Ionwall(
-            self.config.data_dir / "ionwall",
-            load_policy(settings.policy_file),
-            masker=Masker(settings.secret_values, settings.sensitive_fields),
-        )
-        self._watch_audit(wall)
-        return wall
+        if self._ionwall is None:
+            with self._opening:
+                if self._ionwall is None:
+                    settings = self.config.ionwall
+                    wall = Ionwall(
+                        self.config.data_dir / "ionwall",
+                        load_policy(settings.policy_file),
+                        masker=Masker(settings.secret_values, settings.sensitive_fields),
+                    )
+                    self._watch_audit(wall)
+                    self._ionwall = wall
+        return self._ionwall
 
     def _watch_audit(self, wall: Ionwall) -> None:
         """A failed audit write (a full disk) degrades ``health`` until one succeeds."""
@@ -169,8 +181,15 @@ class Host:
 
         wall.audit.watch_writes(on_write)
 
-    @cached_property
+    @property
     def pod(self) -> Pod:
+        if self._pod is None:
+            with self._opening:
+                if self._pod is None:
+                    self._pod = self._open_pod()
+        return self._pod
+
+    def _open_pod(self) -> Pod:
         from .store import open_pod
 
         pod = open_pod(self.config)
@@ -192,11 +211,15 @@ class Host:
             own_ports.append(nats[1])
         return EgressPolicy(self.config.egress.allow_addresses, own_ports=own_ports)
 
-    @cached_property
+    @property
     def http(self) -> httpx.Client:
-        # No redirects (each hop must pass the gate), no proxies or netrc from
-        # the environment, and each connection made to the address it checked.
-        return pinned_client(self.egress)
+        if self._http is None:
+            with self._opening:
+                if self._http is None:
+                    # No redirects (each hop must pass the gate), no proxies or netrc
+                    # from the environment, each connection made to the address it checked.
+                    self._http = pinned_client(self.egress)
+        return self._http
 
     def _record_denial(self, ctx: CallContext, scope: str, reason: str) -> None:
         self.ionwall.audit.append(
@@ -218,14 +241,15 @@ class Host:
         return self.http
 
     def close(self) -> None:
+        """Closes what the host opened (IONWALL, given or not, is closed too)."""
         self.runtime.close()
         self.registry.close()
-        if "ionwall" in self.__dict__:
-            self.ionwall.close()
-        if "http" in self.__dict__:
-            self.http.close()
-        if "pod" in self.__dict__ and self._owns_pod:
-            self.pod.close()
+        if self._ionwall is not None:
+            self._ionwall.close()
+        if self._http is not None:
+            self._http.close()
+        if self._pod is not None and self._owns_pod:
+            self._pod.close()
 
     # --- publishing ----------------------------------------------------------
 
@@ -314,6 +338,8 @@ class Host:
             )
         except ionwall.ConsentRequired as exc:
             raise ConsentRequired(exc.request) from None
+        except ionwall.AuditError as exc:  # the consent request's entry: the disk
+            raise AuditNotWritten(str(exc)) from exc
         self._grants[transform.cid] = grant.id
         return grant.id
 
@@ -338,14 +364,14 @@ class Host:
             loaded = ExtismLoaded(transform.cid, self._module_bytes(transform.cid))
         else:
             loaded = self.runtime.load(transform.cid, lambda: self._module_bytes(transform.cid))
-        m = transform.manifest
+        manifest = transform.manifest
         prepared = _Prepared(
-            transform,
-            loaded,
-            effective_limits(self.config.limits, m.limits),
-            import_budget(self.config.limits, m.limits),
-            jsonschema.Draft202012Validator(m.input_schema) if m.input_schema else None,
-            jsonschema.Draft202012Validator(m.output_schema) if m.output_schema else None,
+            transform=transform,
+            loaded=loaded,
+            limits=effective_limits(self.config.limits, manifest.limits),
+            budget=import_budget(self.config.limits, manifest.limits),
+            input_validator=_validator(manifest.input_schema),
+            output_validator=_validator(manifest.output_schema),
         )
         with self._lock:
             self._prepared[key] = prepared
@@ -390,8 +416,8 @@ class Host:
         config: dict[str, str] | None = None,
     ) -> Invocation:
         """Runs one transform on one input in a fresh sandbox. Thread-safe."""
-        p = self.prepare(ref)
-        t = p.transform
+        prepared = self.prepare(ref)
+        transform = prepared.transform
         if isinstance(input, str):
             text = input
             try:
@@ -401,12 +427,14 @@ class Host:
         else:
             value = input
             text = _ENCODER.encode(input)
-        if p.input_validator is not None:
-            _validate(p.input_validator, value, InvalidInput, f"{t.name}: input")
+        if prepared.input_validator is not None:
+            _validate(prepared.input_validator, value, InvalidInput, f"{transform.name}: input")
         gate = gate or self.gate
         barrier = None
         if gate is None:
-            grant_id = ctx.grant_id if ctx is not None and ctx.grant_id else self.authorize(t)
+            grant_id = (
+                ctx.grant_id if ctx is not None and ctx.grant_id else self.authorize(transform)
+            )
             # Without a grant every import is denied (and audited); IONWALL is
             # only opened when a guest actually calls one.
             if grant_id:
@@ -418,59 +446,59 @@ class Host:
                 gate = self._no_grant_gate
             if ctx is None or ctx.grant_id != grant_id:
                 ctx = CallContext(
-                    subject=t.cid,
-                    transform=t.name,
+                    subject=transform.cid,
+                    transform=transform.name,
                     run_id=ctx.run_id if ctx else None,
                     node_id=ctx.node_id if ctx else None,
                     grant_id=grant_id,
                 )
+        limits = prepared.limits
         env = ImportEnv(
             gate=gate,
-            ctx=ctx or CallContext(subject=t.cid, transform=t.name),
-            deadline=time.monotonic() + p.limits.timeout_ms / 1000,
+            ctx=ctx or CallContext(subject=transform.cid, transform=transform.name),
+            deadline=time.monotonic() + limits.timeout_ms / 1000,
             pod=self.pod,
             bus=self.bus,
             http=self._http_client,
-            config={**t.manifest.config, **(config or {})},
-            max_pod_read_bytes=p.limits.max_output_bytes,
+            config={**transform.manifest.config, **(config or {})},
+            max_pod_read_bytes=limits.max_output_bytes,
             http_timeout_s=self.config.limits.http_timeout_ms / 1000,
             http_max_response_bytes=self.config.limits.http_max_response_bytes,
-            budget=p.budget,
+            budget=prepared.budget,
             record_denial=self._record_denial,
         )
         result: CallResult
         try:
-            if isinstance(p.loaded, Loaded):
-                result = self.runtime.call(p.loaded, text, p.limits, env)
+            if isinstance(prepared.loaded, Loaded):
+                result = self.runtime.call(prepared.loaded, text, limits, env)
             else:
-                result = p.loaded.call(text, p.limits, env)
+                result = prepared.loaded.call(text, limits, env)
         except GuestError as exc:
             env.raise_if_over_budget(exc)  # the budget, not what the guest did next
             raise
         finally:
             # IONWALL's durability barrier: no output, error or log of this run
             # leaves before its audit entries are on disk; if they cannot be
-            # written, AuditError replaces whatever the run produced.
+            # written, AuditNotWritten replaces whatever the run produced.
             if barrier is not None:
-                barrier()
+                _flush_audit(barrier)
         env.raise_if_over_budget()
         try:
             out = result.value
         except ValueError as exc:
-            raise InvalidOutput(f"{t.name}: output is not JSON: {exc}") from None
-        if p.output_validator is not None:
-            _validate(p.output_validator, out, InvalidOutput, f"{t.name}: output")
-        invocation = Invocation(
-            result.output,
-            result.fuel_used,
-            result.duration_s,
-            result.logs,
-            result.import_calls,
-            result.import_s,
-            transform=t,
+            raise InvalidOutput(f"{transform.name}: output is not JSON: {exc}") from None
+        if prepared.output_validator is not None:
+            _validate(prepared.output_validator, out, InvalidOutput, f"{transform.name}: output")
+        return Invocation(
+            output=result.output,
+            fuel_used=result.fuel_used,
+            duration_s=result.duration_s,
+            logs=result.logs,
+            import_calls=result.import_calls,
+            import_s=result.import_s,
+            transform=transform,
+            value=out,
         )
-        invocation.__dict__["value"] = out  # parsed once, above
-        return invocation
 
     async def ainvoke(
         self,
@@ -488,6 +516,18 @@ class Host:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once, not per call
+
+
+def _validator(schema: dict[str, Any] | None) -> jsonschema.protocols.Validator | None:
+    return jsonschema.Draft202012Validator(schema) if schema else None
+
+
+def _flush_audit(barrier: Callable[[], None]) -> None:
+    """IONWALL's write-behind barrier, its failure translated at this seam."""
+    try:
+        barrier()
+    except ionwall.AuditError as exc:
+        raise AuditNotWritten(str(exc)) from exc
 
 
 def _validate(

@@ -137,4 +137,5 @@ _STATUS = {
     "overloaded": 503,
     "bus_unavailable": 503,
     "run_not_recorded": 503,
+    "audit_not_written": 503,
 }
