@@ -38,8 +38,10 @@ soak *ARGS: build kubo
 bench *ARGS: build kubo
     python -m ionflux.bench {{ARGS}}
 
-# Static checks.
+# Static checks: ruff, mypy strict, and the layer rules (import-linter
+# contracts in pyproject.toml; see CONTRIBUTING.md). CI runs this before `test`.
 lint:
     ruff check host ionwall tests scripts
     ruff format --check host ionwall tests scripts
     mypy
+    lint-imports --no-cache
