@@ -1,4 +1,9 @@
-"""Shared fixtures: real modules built from transforms_src/, a real host on a temp data dir."""
+"""Shared fixtures: real modules built from transforms_src/, a real host on a temp data dir,
+a real nats-server per test module, a real Kubo daemon (per session, or per test).
+
+tests/security/serving.py keeps fixtures of its own (no conftest.py there); its
+module-level ``nats_server`` takes precedence over this one where it is imported.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from ionflux.config import Config, load_config
 from ionflux.host import Host
 from ionflux.manifest import Manifest, ModuleRef
 from ionflux.registry import PublishedTransform
+from ionflux.testing.kubo import KuboDaemon, find_kubo
+from ionflux.triggers import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "transforms"
@@ -83,3 +90,41 @@ def publish_guest(built: Path) -> GuestPublisher:
         return host.publish_bytes(manifest, data)
 
     return publish
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real nats-server (JetStream on) shared by the tests of one module."""
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kubo_bin() -> Path:
+    """The Kubo binary: ``$IONFLUX_KUBO_BIN``, else the cache ``just kubo`` builds
+    into, else ``ipfs`` on PATH; without one the test is skipped saying how to get it."""
+    binary = find_kubo()
+    if binary is None:
+        pytest.skip(
+            "no Kubo binary: run `just kubo` (scripts/install_kubo.sh) or set IONFLUX_KUBO_BIN"
+        )
+    return binary
+
+
+@pytest.fixture(scope="session")
+def kubo(kubo_bin: Path) -> Iterator[KuboDaemon]:
+    """The session's Kubo daemon (``ipfs daemon --offline`` on a temp repo)."""
+    daemon = KuboDaemon(kubo_bin).start()
+    yield daemon
+    daemon.cleanup()
+
+
+@pytest.fixture
+def own_kubo(kubo_bin: Path) -> Iterator[KuboDaemon]:
+    """A Kubo daemon of the test's own, for tests that stop it."""
+    daemon = KuboDaemon(kubo_bin).start()
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()

@@ -184,13 +184,6 @@ def test_a_torn_audit_line_then_a_gated_call_then_verify_with_the_cli(tmp_path: 
 # -- a serving host whose data directory fills -------------------------------
 
 
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 async def on_small_disk(
     small_disk: Path, nats_server: NatsServer, built: Path

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -87,13 +87,6 @@ def test_disk_probe_writes_and_removes_its_file(tmp_path: Path) -> None:
     assert disk_probe(tmp_path)() is True
     assert list(tmp_path.iterdir()) == []
     assert disk_probe(tmp_path / "missing")() is False
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import ionflux as e
 import pytest
 from conftest import MANIFESTS, TESTING
-from conftest_kubo import KuboDaemon, kubo, kubo_bin  # noqa: F401 - fixtures
 from ionflux.config import load_config
 from ionflux.host import Host
+from ionflux.testing.kubo import KuboDaemon
 
 pytestmark = pytest.mark.kubo
 
@@ -22,7 +22,7 @@ def kubo_host(data_dir: Path, daemon: KuboDaemon) -> Host:
 def test_publish_on_one_host_run_on_another(
     tmp_path: Path,
     built: Path,
-    kubo: KuboDaemon,  # noqa: F811
+    kubo: KuboDaemon,
 ) -> None:
     first = kubo_host(tmp_path / "a", kubo)
     try:
@@ -56,7 +56,7 @@ def test_publish_on_one_host_run_on_another(
         second.close()
 
 
-def test_unknown_cid_is_a_clear_error(tmp_path: Path, kubo: KuboDaemon) -> None:  # noqa: F811
+def test_unknown_cid_is_a_clear_error(tmp_path: Path, kubo: KuboDaemon) -> None:
     host = kubo_host(tmp_path, kubo)
     try:
         data = (TESTING / "echo.wasm").read_bytes() + b"\0"  # nobody has these bytes

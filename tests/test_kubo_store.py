@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_kubo import KuboDaemon, kubo, kubo_bin, own_kubo
 from ionflux import BackendUnavailable, NotFound
 from ionflux.config import load_config
 from ionflux.store import (
@@ -25,9 +24,8 @@ from ionflux.store import (
     cid_for_bytes,
     open_pod,
 )
+from ionflux.testing.kubo import KuboDaemon
 from ionflux.testing.store import check_store
-
-__all__ = ["kubo", "kubo_bin", "own_kubo"]  # fixtures, re-exported for pytest
 
 pytestmark = pytest.mark.kubo
 

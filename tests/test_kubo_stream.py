@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest_kubo import KuboDaemon, kubo, kubo_bin, own_kubo
 from ionflux import BackendUnavailable, CidMismatch, StoreError, TooLarge
 from ionflux.store import (
     CHUNK_SIZE,
@@ -35,8 +34,7 @@ from ionflux.store import (
     iter_file_blocks,
 )
 from ionflux.store._unixfs import iter_chunks
-
-__all__ = ["kubo", "kubo_bin", "own_kubo"]  # fixtures, re-exported for pytest
+from ionflux.testing.kubo import KuboDaemon
 
 pytestmark = pytest.mark.kubo
 

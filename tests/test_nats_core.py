@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,6 @@ from ionflux.triggers._nats_server import credentials_for
 from nats.aio.client import Client
 
 SEED_FIELDS = ("execution_id", "overall_status", "step_results_summary_cid", "error_details")
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-    yield server
-    server.stop()
 
 
 def host_config(data_dir: Path, server: NatsServer, *, concurrency: int = 4) -> Config:

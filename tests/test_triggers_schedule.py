@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -18,13 +17,6 @@ from ionflux.http import RunningHost, start_host
 from ionflux.http.testing import chain_graph, deploy, publish_wasm
 from ionflux.triggers import NatsServer, ScheduleTrigger
 from ionflux.triggers._schedule import MISSED_SUBJECT, KvState, schedule_key
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-    yield server
-    server.stop()
 
 
 async def serving(data_dir: Path, server: NatsServer) -> RunningHost:
