@@ -35,6 +35,7 @@ from ionflux.store import (
     write_car,
 )
 from ionflux.testing.store import check_store
+from multiformats import varint
 
 
 @pytest.fixture
@@ -208,6 +209,37 @@ def test_truncated_car_is_refused(pod: Pod) -> None:
     with pytest.raises(StoreError, match="truncated"):
         pod.import_car(io.BytesIO(buf.getvalue()[:-3]))
     assert not pod.has(Cid.for_block(0x55, block))
+
+
+def test_car_header_is_the_dag_cbor_of_the_spec() -> None:
+    # {"roots": [CID], "version": 1}: keys by length, tag 42 over 0x00 + the binary CID.
+    root = Cid.for_block(0x55, b"root")
+    buf = io.BytesIO()
+    write_car(buf, [root], [])
+    header = b"\xa2eroots\x81\xd8\x2a\x58\x25\x00" + root.to_bytes() + b"gversion\x01"
+    assert buf.getvalue() == bytes([len(header)]) + header
+    assert read_car(io.BytesIO(buf.getvalue()))[0] == [root]
+
+
+def _car_with_header(header: bytes) -> io.BytesIO:
+    return io.BytesIO(varint.encode(len(header)) + header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x81" * 100_000 + b"\x00",  # lists nested past the recursion limit
+        b"\xa2gversion\x01eroots\x80",  # keys out of dag-cbor order
+        b"\x9f\xff",  # an indefinite-length list
+        b"\xa2eroots\x81\x01gversion\x01",  # a root that is not a CID
+        b"\xa2eroots\x80gversion\x02",  # CARv2
+        b"\xa2eroots\x81\xd8\x2a\x58\x25\x00\x01\x55\x1e\x20" + bytes(32) + b"gversion\x01",
+        b"\x01",  # not a map
+    ],
+)
+def test_a_hostile_car_header_is_a_store_error(header: bytes) -> None:
+    with pytest.raises(StoreError):
+        read_car(_car_with_header(header))
 
 
 def test_no_half_written_block_is_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
