@@ -4,6 +4,7 @@ and what `import ionflux.store` loads."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -82,11 +83,13 @@ def _package(module: str) -> str:
     return parts[0]
 
 
-_GRAPH = grimp.build_graph("ionflux", "ionwall")
+@functools.cache
+def _graph() -> grimp.ImportGraph:
+    return grimp.build_graph("ionflux", "ionwall")
 
 
 def _is_package(module: str) -> bool:
-    return bool(_GRAPH.find_children(module))
+    return bool(_graph().find_children(module))
 
 
 def test_no_package_imports_another_packages_private_modules() -> None:
@@ -102,8 +105,8 @@ def test_no_package_imports_another_packages_private_modules() -> None:
     }
     leaks = sorted(
         f"{importer} -> {imported}"
-        for importer in _GRAPH.modules
-        for imported in _GRAPH.find_modules_directly_imported_by(importer)
+        for importer in _graph().modules
+        for imported in _graph().find_modules_directly_imported_by(importer)
         if _private(imported)
         and _package(imported) != "ionflux"
         and _package(importer) != _package(imported)
