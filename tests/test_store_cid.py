@@ -52,6 +52,9 @@ def test_round_trip_every_codec(codec: int) -> None:
         "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA",  # base58 CIDv1
         "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3N0",  # '0' is not base58
         "Qm" + "1" * 44,
+        "bafkreé",  # not ASCII
+        EMPTY_RAW.replace("i", "\u0131"),  # dotless i: its upper case is "I"
+        "b",
     ],
 )
 def test_unparseable_strings_are_invalid(text: str) -> None:

@@ -342,3 +342,9 @@ def test_unreachable_kubo_is_backend_unavailable(tmp_path: Path) -> None:
         # how long the retries take is not asserted: that depends on the machine).
         with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port} is not reachable"):
             pod.put_bytes(b"new")
+    # The streamed ``cat`` client (http.client, not httpx) goes through the same retries.
+    with (
+        KuboBackend(f"http://127.0.0.1:{port}", retries=1) as kubo,
+        pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port} is not reachable"),
+    ):
+        kubo._open_raw("cat", {"arg": str(kept)})

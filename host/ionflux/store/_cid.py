@@ -21,7 +21,6 @@ match, CIDv0 (base58btc) and refusals, goes through ``multiformats``.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from typing import Final
@@ -99,10 +98,11 @@ class Cid:
             )
         body = text[1:]
         # The fast path: a canonical base32 lower string of a known prefix and a digest.
-        if body.islower():
+        # ASCII first: the dotless i (U+0131) is lower case and its upper case is "I".
+        if body.isascii() and body.islower():
             try:
                 raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-            except binascii.Error:
+            except ValueError:  # binascii.Error
                 raw = b""
             codec = _V1_CODEC.get(raw[:-_DIGEST_LEN]) if len(raw) > _DIGEST_LEN else None
             # Canonical: the bits of the last character past the last byte are zero.
