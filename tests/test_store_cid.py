@@ -175,3 +175,23 @@ def test_public_api_is_pinned() -> None:
         "read_car",
         "write_car",
     }
+
+
+_B32_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", min_size=50, max_size=64)
+
+
+@given(
+    st.one_of(
+        st.text(),
+        _B32_TEXT.map(lambda t: "b" + t),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", max_size=4).map(
+            lambda t: EMPTY_RAW[:-3] + t  # around a real CID's end: spare bits, lengths
+        ),
+    )
+)
+def test_any_text_is_a_canonical_cid_or_invalid(text: str) -> None:
+    try:
+        cid = Cid.parse(text)
+    except InvalidCid:
+        return
+    assert str(cid) == text.strip()
