@@ -12,10 +12,11 @@ followed by the 32-byte digest, so the prefixes are built once with
 ``multiformats`` and a CIDv1 is then parsed or printed by a table lookup and the
 standard library's base32 (RFC 4648, which multibase ``b`` is, in lower case
 without padding). ``multiformats`` validates every argument at run time:
-its ``CID.decode`` takes about 100 µs and ``str(CID)`` about 105 µs here, against
-about 2 µs for the lookup, and CIDs are parsed and printed on every pod read
-and write (figures in the issue 17 report). Whatever the lookup does not
-match, CIDv0 (base58btc) and refusals, goes through ``multiformats``.
+its ``CID.decode`` of a base32 CIDv1 takes about 100 µs and ``str(CID)`` about
+105 µs (x86_64, Python 3.11), against about 5 µs and 3 µs here (a binary CID:
+1 µs), and CIDs are parsed and printed on every pod read and write. Whatever
+the lookup does not match, CIDv0 (base58btc) and refusals, goes through
+``multiformats``.
 """
 
 from __future__ import annotations
