@@ -51,6 +51,10 @@ class RunContext:
     stopped_by: RunBudgetExceeded | None = None
     # node id -> the input it runs with (an operator's retry with an edited input).
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # node id -> when its timer (``delay``/``until``) is due: the run waits for it.
+    waits: dict[str, float] = field(default_factory=dict)
+    # node id -> when the timer it waited for was due (recorded): it starts now.
+    waited: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,7 @@ def runs_in_lane(ctx: RunContext, planned: PlannedNode) -> bool:
         and node.timeout is None
         and node.retry.count == 0
         and node.idempotent
+        and not planned.timed
     )
 
 

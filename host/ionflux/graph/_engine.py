@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -497,7 +498,10 @@ class Engine:
             subject = "anonymous"
         recorded = [
             RecordedStep(
-                s.node_id, s.status, json.loads(s.outputs_json) if s.outputs_json else None
+                s.node_id,
+                s.status,
+                json.loads(s.outputs_json) if s.outputs_json else None,
+                s.end_time if s.status == "waiting" else None,
             )
             for s in self.history.steps(record.run_id)
         ]
@@ -660,6 +664,7 @@ class Engine:
         output: Any = None
         requested: list[str] = []
         to_ask: list[str] = []
+        waits: dict[str, float] = {}
         try:
             if not input_checked:
                 check("input", plan.input_validator, value)
@@ -687,7 +692,9 @@ class Engine:
                 budget,
                 {} if subruns is None else subruns,
                 overrides=(resumed[0].overrides or {}) if resumed is not None else {},
+                waited=restore.waited if restore is not None else {},
             )
+            waits = ctx.waits
             if restore is not None and restore.attention:
                 status = RunStatus.NEEDS_ATTENTION
                 errors.append(attention_error(restore.attention))
@@ -743,8 +750,9 @@ class Engine:
             scopes_to_ask=to_ask,
             parent_run_id=parent[0] if parent else None,
         )
-        if status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED):
-            return self._suspend(recorder, status, errors, result)
+        if status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED, RunStatus.WAITING):
+            wake_at = min(waits.values()) if status is RunStatus.WAITING else None
+            return self._suspend(recorder, status, errors, result, wake_at)
         return await self._close(recorder, status, output, errors or None, steps, result)
 
     def _suspend(
@@ -753,11 +761,12 @@ class Engine:
         status: RunStatus,
         errors: list[dict[str, Any]],
         result: RunResult,
+        wake_at: float | None = None,
     ) -> RunResult:
-        """Records a run waiting (for its owner's consent, or paused), its lease
-        released and its steps so far kept; nobody drives it until it is reopened."""
+        """Records a run waiting (for its owner's consent, a timer, or paused), its
+        lease released and its steps so far kept; nobody drives it until it is
+        reopened (``wake``, an operator's resume)."""
         consent = next((e.get("consent_id") for e in errors if e.get("consent_id")), None)
-        wake_at = None
         if status is RunStatus.AWAITING_APPROVAL:
             wake_at = time.time() + self.config.graph.approval_timeout_s
         try:
@@ -950,6 +959,8 @@ class Engine:
                 # tree starts nothing (each node would be refused one by one).
                 self._stop_past_budget(ctx, scheduler, tasks)
                 held = controls.get(ctx.run_id) if controls else None
+                if held is None and ctx.waits:
+                    held = Control.PAUSE  # a timer: as paused until it is due
                 if held is not None:
                     # Paused or cancelled by an operator: nothing new starts; the
                     # steps in flight end (a pause) or were stopped (a cancel).
@@ -959,6 +970,8 @@ class Engine:
                 lanes: list[Head] = []
                 for node_id in scheduler.ready(room) if room is None or room > 0 else []:
                     planned = plan.nodes[node_id]
+                    if planned.timed and self._waits(ctx, planned, scheduler, steps):
+                        continue  # left pending: the run waits, then resumes here
                     # Counted as it starts, on the loop: a wide fan-out is refused
                     # before its nodes become tasks, not when each reaches a thread.
                     try:
@@ -1000,6 +1013,8 @@ class Engine:
             held = controls.get(ctx.run_id) if controls else None
             if held is Control.PAUSE and not scheduler.done and not scheduler.failed:
                 return RunStatus.PAUSED, steps  # the pending nodes run when it resumes
+            if held is None and ctx.waits and not scheduler.failed:
+                return RunStatus.WAITING, steps
             if held is Control.CANCEL and not scheduler.done:
                 scheduler.abort("cancelled by an operator")
         except asyncio.CancelledError:
@@ -1030,6 +1045,49 @@ class Engine:
                     self._record(ctx, steps[node_id])
                     states[node_id]["status"] = steps[node_id].status
         return scheduler.run_status(), steps
+
+    def _waits(
+        self,
+        ctx: RunContext,
+        planned: PlannedNode,
+        scheduler: Scheduler,
+        steps: dict[str, StepResult],
+    ) -> bool:
+        """Whether a timed node is not due yet: its wake time is recorded (a step
+        ``waiting``, written with the run's suspension) and the run waits for it. A
+        ``until`` that is not a time fails the node."""
+        now = time.time()
+        wake = ctx.waited.get(planned.id)
+        problem: GraphError | None = None
+        if ctx.depth != 0 or ctx.mode != "run_all":
+            problem = GraphError(
+                f"node {planned.id!r} waits ('delay'/'until'): a timer runs only in a "
+                "top-level run_all run, not in a sub-graph, a debugger or a dry run"
+            )
+        elif wake is None:
+            try:
+                wake = _wake_time(planned, node_scope(ctx, planned, 1), now)
+            except (TemplateError, ValueError) as exc:
+                problem = GraphError(f"node {planned.id!r}: 'until' is not a time: {exc}")
+        if problem is not None or wake is None:
+            scheduler.start(planned.id)
+            error = error_dict(problem or GraphError("no wake time"), planned.node)
+            self._settle(ctx, planned, Outcome("failure", now, now, error=error), scheduler, steps)
+            return True
+        if wake <= now:
+            return False
+        ctx.waits[planned.id] = wake
+        step = StepResult(
+            planned.id,
+            planned.target,
+            "waiting",
+            planned.level,
+            started_at=now,
+            ended_at=wake,
+            reason=f"waits until {datetime.fromtimestamp(wake, UTC).isoformat()}",
+        )
+        steps[planned.id] = self._record(ctx, step)
+        return True
 
     def _stop_past_budget(
         self,
@@ -1423,3 +1481,19 @@ def _approval_error(decision: str, consent_id: str | None, config: Config) -> di
         "again to ask anew",
         "consent_id": consent_id,
     }
+
+
+def _wake_time(planned: PlannedNode, scope: dict[str, Any], now: float) -> float:
+    """When a timed node is due: ``delay`` after ``now``, or its ``until`` (ISO 8601;
+    without a zone, UTC)."""
+    if planned.node.delay is not None:
+        return now + planned.node.delay
+    assert planned.wake is not None
+    value = planned.wake.render(scope)
+    if isinstance(value, datetime):
+        when = value
+    else:
+        when = datetime.fromisoformat(str(value).strip())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()

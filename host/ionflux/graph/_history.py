@@ -604,7 +604,7 @@ class RunHistory:
                 return False
             db.execute(
                 "UPDATE run_steps SET status='retried' WHERE run_id=?"
-                " AND status NOT IN ('success','skipped')",
+                " AND status NOT IN ('success','skipped','waiting')",
                 (run_id,),
             )
             db.executemany(

@@ -95,11 +95,19 @@ class Node(_Strict):
     # host died while this node was in flight stops in ``needs_attention`` for a
     # person instead of calling it again on resume.
     idempotent: bool = True
+    # A durable timer: the node starts this long after it is first ready (``2h``),
+    # or at a time (ISO 8601, or a template rendering one). Meanwhile the run is
+    # recorded ``waiting`` and holds no thread; the host that looks when it is due
+    # drives it on, across restarts.
+    delay: Seconds | None = None
+    until: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_target(self) -> Node:
         if (self.transform is None) == (self.subgraph is None):
             raise ValueError("a node names exactly one of 'transform' or 'subgraph'")
+        if self.delay is not None and self.until is not None:
+            raise ValueError("a node waits for 'delay' or 'until', not both")
         return self
 
     @property

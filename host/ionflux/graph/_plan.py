@@ -81,6 +81,12 @@ class PlannedNode:
     transform: TransformInfo | None
     subgraph: SubgraphRef | None
     input_check: InputCheck | None = None
+    wake: Compiled | None = None  # ``until``, compiled
+
+    @property
+    def timed(self) -> bool:
+        """Whether the node waits (``delay`` or ``until``) before it starts."""
+        return self.wake is not None or self.node.delay is not None
 
     def input_problems(self, scope: Mapping[str, Any] | None = None) -> list[tuple[Path, str]]:
         """What in this node's inputs breaks its target's input schema, as far as
@@ -364,6 +370,9 @@ class _Planning:
             scope = self._compile(
                 node.ionwall_approval_scope, (*base, "ionwall_approval_scope"), node.id, ids, deps
             )
+        wake = None
+        if node.until is not None:
+            wake = self._compile(node.until, (*base, "until"), node.id, ids, deps)
         transform = None
         if node.transform is not None:
             transform = self.planner.resolve_transform(node.transform)
@@ -388,6 +397,7 @@ class _Planning:
             transform,
             node.subgraph,
             check,
+            wake,
         )
         for sub, message in planned.input_problems():
             target = check.target if check is not None else planned.target

@@ -23,6 +23,7 @@ step, exactly one recorded result per run key.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,8 +64,9 @@ def next_action(seen: Seen, me: str) -> Action:
 @dataclass(frozen=True, slots=True)
 class RecordedStep:
     node_id: str
-    status: str  # running | success | skipped | failure | cancelled
+    status: str  # running | success | skipped | failure | cancelled | waiting
     outputs: Any = None
+    wake_at: float | None = None  # a ``waiting`` step: when its timer is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class Resume:
 
     done: Mapping[str, RecordedStep]  # settled from the record, not run again
     attention: tuple[str, ...]  # non-idempotent nodes that were in flight: stop the run
+    waited: Mapping[str, float] = dataclasses.field(default_factory=dict)  # timers set
 
 
 def resume_from(idempotent: Mapping[str, bool], recorded: Iterable[RecordedStep]) -> Resume:
@@ -81,6 +84,7 @@ def resume_from(idempotent: Mapping[str, bool], recorded: Iterable[RecordedStep]
     false`` needs a person; every other node runs (again)."""
     done: dict[str, RecordedStep] = {}
     attention: list[str] = []
+    waited: dict[str, float] = {}
     for step in recorded:
         if step.node_id not in idempotent:
             continue  # a node of an older version of the graph: not this plan's
@@ -88,7 +92,9 @@ def resume_from(idempotent: Mapping[str, bool], recorded: Iterable[RecordedStep]
             done[step.node_id] = step
         elif step.status == "running" and not idempotent[step.node_id]:
             attention.append(step.node_id)
-    return Resume(done, tuple(sorted(attention)))
+        elif step.status == "waiting" and step.wake_at is not None:
+            waited[step.node_id] = step.wake_at
+    return Resume(done, tuple(sorted(attention)), waited)
 
 
 def attention_error(nodes: Iterable[str]) -> dict[str, Any]:
@@ -124,9 +130,7 @@ _EFFECTS: dict[Control, dict[str, Effect]] = {
         **{s: Effect.SIGNAL for s in _DRIVEN},
         **{s: Effect.END for s in ("awaiting_approval", "waiting", "paused", "needs_attention")},
     },
-    Control.RESUME: {
-        s: Effect.REOPEN for s in ("paused", "needs_attention", "awaiting_approval", "waiting")
-    },
+    Control.RESUME: {s: Effect.REOPEN for s in ("paused", "needs_attention", "awaiting_approval")},
     Control.RETRY: {
         s: Effect.REOPEN
         for s in ("failure", "partial_success_with_errors", "needs_attention", "cancelled")
