@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_config
+from ionflux.graph import RunHistory
 from ionflux.http._hosting import RunningHost, start_host
 from ionflux.triggers import NatsServer
 from nats.aio.client import Client
@@ -200,4 +201,46 @@ async def test_cancel_stops_a_spinning_guest_and_the_run_ends_cancelled(
     await client.flush()
     assert seen["s3"] == 0
     tail = cli(running.host.config.data_dir, "audit", "tail", "-n", "50").stdout
+    assert f"cancel of run {run_id}" in tail
+
+
+async def test_a_cli_cancel_reaches_the_host_driving_the_run(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    client: Client,  # noqa: F811
+    built: Path,
+) -> None:
+    """The CLI records the cancel; the ``ionflux up`` driving the run reads it when it
+    renews its leases (every run_lease_s / 3) and stops the run."""
+    from ionflux.http.testing import UpProcess
+
+    prefix = f"rc{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "host"
+    text = graph("far", prefix, spinning()).replace(
+        "  - {type: manual}\n",
+        "  - {type: manual}\n  - {type: webhook, config: {path: /hooks/far, "
+        "authentication_method: none}}\n",
+    )
+    prepare(data, nats_server, text)
+    settings = data / "ionflux.yaml"
+    settings.write_text(settings.read_text().replace("run_lease_s: 30", "run_lease_s: 1.5"))
+    seen, _ = await listen(client, prefix)
+    with UpProcess(data, nats_url=nats_server.url) as up:
+        async with httpx.AsyncClient(base_url=up.url, timeout=30) as http:
+            r = await http.post("/hooks/far", json={}, headers={"Prefer": "respond-async"})
+        run_id = r.json()["run_id"]
+        await until(lambda: seen["s1"] == 1, "s1's message")
+        cancelled = cli(data, "runs", "cancel", run_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        runs = RunHistory(data / "runs.sqlite3", recover=False)
+        try:
+            record = await until(
+                lambda: (x := runs.get(run_id)) and x.status == "cancelled" and x, "cancelled"
+            )
+            steps = {s.node_id: s.status for s in runs.steps(run_id)}
+        finally:
+            runs.close()
+        assert steps["s2"] == "cancelled" and "s3" not in seen
+        assert any(e["kind"] == "cancelled" for e in record.error_details or [])
+    tail = cli(data, "audit", "tail", "-n", "50").stdout
     assert f"cancel of run {run_id}" in tail
