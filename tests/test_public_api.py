@@ -12,6 +12,7 @@ IONFLUX = [
     "BackendUnavailable",
     "BodyTooLarge",
     "BusUnavailable",
+    "CallCancelled",
     "ChildRunFailed",
     "CidMismatch",
     "Config",

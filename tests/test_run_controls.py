@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -244,3 +245,72 @@ async def test_a_cli_cancel_reaches_the_host_driving_the_run(
         assert any(e["kind"] == "cancelled" for e in record.error_details or [])
     tail = cli(data, "audit", "tail", "-n", "50").stdout
     assert f"cancel of run {run_id}" in tail
+
+
+def test_a_cancelled_runs_call_stops_at_its_next_epoch_tick_as_cancelled(
+    tmp_path: Path, built: Path
+) -> None:
+    """A real sandbox: a guest spinning under a long deadline is stopped when its run
+    is cancelled, and says so (``CallCancelled``, not ``DeadlineExceeded``); a call
+    outside a run is not watched."""
+    import threading
+
+    from ionflux import CallCancelled
+    from ionflux.host import Host
+    from ionflux.http.testing import publish_wasm
+    from ionflux.runtime._cancel import cancel_run
+    from test_durable_runs import TESTING
+
+    from ionwall import CallContext
+
+    host = Host(make_config(tmp_path / "data", timeout_ms=60_000, fuel=10**15))
+    try:
+        limits = {"timeout_ms": 60_000, "fuel": 10**15}
+        spin = publish_wasm(host, "forever", TESTING / "spin.wasm", limits=limits)
+        caught: list[BaseException] = []
+
+        def call() -> None:
+            ctx = CallContext(subject=spin.cid, transform="forever", run_id="run-cancel-1")
+            try:
+                host.invoke("forever", {}, ctx=ctx)
+            except BaseException as exc:
+                caught.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        deadline = time.monotonic() + 30  # stops a hang
+        while not host.runtime._ticker.ticking():
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.01)
+        cancel_run("run-cancel-1")
+        thread.join(timeout=30)  # far below its 60 s deadline: only a stop gets here
+        assert not thread.is_alive(), "the cancelled call did not stop"
+        [error] = caught
+        assert isinstance(error, CallCancelled) and error.kind == "cancelled"
+    finally:
+        host.close()
+
+
+def test_a_watched_call_of_a_run_still_reports_its_own_deadline(
+    tmp_path: Path, built: Path
+) -> None:
+    """The per-tick watch of a run's call keeps ``timeout_ms``: past it the call is
+    ``DeadlineExceeded``, as outside a run."""
+    from ionflux import DeadlineExceeded
+    from ionflux.host import Host
+    from ionflux.http.testing import publish_wasm
+    from test_durable_runs import TESTING
+
+    from ionwall import CallContext
+
+    host = Host(make_config(tmp_path / "data", fuel=10**15))
+    try:
+        nap = publish_wasm(
+            host, "nap", TESTING / "spin.wasm", limits={"timeout_ms": 150, "fuel": 10**15}
+        )
+        for run_id in ("run-deadline-1", None):
+            ctx = CallContext(subject=nap.cid, transform="nap", run_id=run_id)
+            with pytest.raises(DeadlineExceeded):
+                host.invoke("nap", {}, ctx=ctx)
+    finally:
+        host.close()

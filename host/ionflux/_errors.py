@@ -31,6 +31,7 @@
     │   ├── StackOverflow            the guest exhausted its call stack
     │   ├── FuelExhausted            the instruction budget ran out
     │   ├── DeadlineExceeded         the wall-clock limit ran out
+    │   ├── CallCancelled            stopped at its next epoch tick: its run was cancelled
     │   ├── MemoryLimitExceeded      the guest asked for more memory than allowed
     │   ├── OutputTooLarge           the output is past the size limit
     │   ├── InvalidOutput            the output is not JSON
@@ -282,6 +283,13 @@ class FuelExhausted(GuestError):
 
 class DeadlineExceeded(GuestError):
     kind = "deadline_exceeded"
+
+
+class CallCancelled(GuestError):
+    """A call stopped at its next epoch tick because an operator cancelled its run
+    (not its deadline: ``DeadlineExceeded`` is that)."""
+
+    kind = "cancelled"
 
 
 class MemoryLimitExceeded(GuestError):

@@ -424,6 +424,10 @@ class Engine:
         if run_id not in self.leases.driving and run_id not in self.leases.kept:
             return
         self._controls[run_id] = Control(action)
+        if action == Control.CANCEL:
+            stop_calls = getattr(self.invoker, "cancel", None)
+            if stop_calls is not None:
+                stop_calls(run_id)  # guest calls in flight stop at their next epoch tick
         for task, running in self._live.get(run_id, {}).items():
             if action == Control.CANCEL:
                 task.cancel()
@@ -604,6 +608,10 @@ class Engine:
                 input_checked, budget, subruns, run_key, resumed,
             )  # fmt: skip
         self.leases.hold(run_id)
+        if resumed is not None and resumed[0].status == "accepted":
+            forget = getattr(self.invoker, "forget", None)
+            if forget is not None:
+                forget(run_id)  # retried after a cancel: its calls run again
         result: RunResult | None = None
         try:
             result = await self._drive(

@@ -72,6 +72,19 @@ class HostInvoker:
         done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
         return Invoked(done.value, done.fuel_used, done.duration_s, done.import_s)
 
+    def cancel(self, run_id: str) -> None:
+        """Stops the calls of ``run_id`` in flight at their next epoch tick
+        (``CallCancelled``); a call outside a run is never stopped so."""
+        from ..runtime._cancel import cancel_run
+
+        cancel_run(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Calls of ``run_id`` run again (a cancelled run retried)."""
+        from ..runtime._cancel import forget_run
+
+        forget_run(run_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Authorization:

@@ -22,6 +22,7 @@ import wasmtime
 from wasmtime.component import Component, ExportIndex, Linker, Variant
 
 from .._errors import (
+    CallCancelled,
     GuestError,
     GuestTrap,
     InvalidInput,
@@ -30,7 +31,7 @@ from .._errors import (
     StackOverflow,
     TransformFailed,
 )
-from . import _wasmtime_fixes
+from . import _cancel, _wasmtime_fixes
 from ._cache import CompileCache
 from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
@@ -164,6 +165,9 @@ class Runtime:
             instances=limits.instances,
         )
         started = time.perf_counter()
+        # A call of a run can be cancelled: watched tick by tick (see _cancel).
+        run_id = env.ctx.run_id
+        watched = _cancel.watch(store, run_id, ticks_for(limits.timeout_ms)) if run_id else 0
         set_env(env)
         self._slots.acquire()
         self._ticker.enter()
@@ -181,6 +185,8 @@ class Runtime:
             with contextlib.suppress(wasmtime.WasmtimeError):
                 failure.fuel_used = limits.fuel - store.get_fuel()
         finally:
+            if watched:
+                _cancel.unwatch(watched)
             store.close()  # give the pool slot back before the next caller takes it
             self._ticker.leave()
             self._slots.release()
@@ -205,8 +211,12 @@ def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError
     reason = _trap_reason(text)
     if "all fuel consumed" in text:
         return fuel_exhausted(limits)
-    if "wasm trap: interrupt" in text:
+    if "wasm trap: interrupt" in text or _cancel.DEADLINE in text:
         return deadline_exceeded(limits)
+    if _cancel.CANCELLED in text:
+        return CallCancelled(
+            "the call was stopped at its next epoch tick: its run was cancelled by an operator"
+        )
     if "call stack exhausted" in text:
         return StackOverflow(STACK_OVERFLOW)
     if any(marker in text for marker in _OOM_MARKERS) or _INSTANTIATE_MEMORY.search(text):
