@@ -176,3 +176,42 @@ async def test_a_wait_past_approval_timeout_fails_approval_expired(
         lambda: (x := history.get(run_id)) and x.status == "failure" and x, "the wait to expire"
     )
     assert [e["kind"] for e in ended.error_details or []] == ["approval_expired"]
+
+
+async def test_the_cli_prints_the_prompt_exits_non_zero_and_resumes_the_run_here(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    built: Path,
+) -> None:
+    """``ionflux graph run`` keeps printing the prompt and exiting non-zero; its run
+    stays recorded waiting, and ``ionflux runs resume --drive`` ends it here."""
+    data = tmp_path / "host"
+    prepare(data, nats_server)
+    graph_file = tmp_path / "here.yaml"
+    graph_file.write_text(
+        "\n".join(
+            [
+                "name: here",
+                'version: "1.0.0"',
+                "graph:",
+                "  - id: say",
+                "    transform: echo",
+                "    inputs: {text: hi}",
+                '    ionwall_approval_scope: "read_pod_data:reports/*"',
+                "",
+            ]
+        )
+    )
+    assert cli(data, "graph", "deploy", str(graph_file)).returncode == 0
+    asked = cli(data, "graph", "run", "here")
+    assert asked.returncode != 0
+    assert "ionflux consent approve" in asked.stdout and "awaiting_approval" in asked.stdout
+    run_id = asked.stdout.split("run: ")[1].split()[0]
+    waiting = record(data, run_id)
+    assert waiting.status == "awaiting_approval"  # type: ignore[attr-defined]
+    consent_id = waiting.consent_id  # type: ignore[attr-defined]
+    assert cli(data, "consent", "approve", consent_id).returncode == 0
+    resumed = cli(data, "runs", "resume", run_id, "--drive")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert record(data, run_id).status == "success"  # type: ignore[attr-defined]
+    assert "status: success" in resumed.stdout
