@@ -258,7 +258,7 @@ def test_a_cancelled_runs_call_stops_at_its_next_epoch_tick_as_cancelled(
     from ionflux import CallCancelled
     from ionflux.host import Host
     from ionflux.http.testing import publish_wasm
-    from ionflux.runtime._cancel import cancel_run
+    from ionflux.runtime import cancel_run
     from test_durable_runs import TESTING
 
     from ionwall import CallContext

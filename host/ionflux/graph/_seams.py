@@ -75,13 +75,13 @@ class HostInvoker:
     def cancel(self, run_id: str) -> None:
         """Stops the calls of ``run_id`` in flight at their next epoch tick
         (``CallCancelled``); a call outside a run is never stopped so."""
-        from ..runtime._cancel import cancel_run
+        from ..runtime import cancel_run
 
         cancel_run(run_id)
 
     def forget(self, run_id: str) -> None:
         """Calls of ``run_id`` run again (a cancelled run retried)."""
-        from ..runtime._cancel import forget_run
+        from ..runtime import forget_run
 
         forget_run(run_id)
 

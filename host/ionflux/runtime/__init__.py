@@ -1,5 +1,6 @@
 """The sandbox runtime: wasmtime-py components, one fresh instance per call."""
 
+from ._cancel import cancel_run, forget_run
 from ._egress import EgressPolicy, endpoint, pinned_client
 from ._extism_init import TableTooLarge
 from ._imports import (
@@ -29,8 +30,10 @@ __all__ = [
     "PodAccess",
     "Runtime",
     "TableTooLarge",
+    "cancel_run",
     "classify_trap",
     "endpoint",
+    "forget_run",
     "http_scope",
     "pinned_client",
     "reserved_subject",
