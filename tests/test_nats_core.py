@@ -362,7 +362,8 @@ async def test_guests_publish_through_the_host_bus_and_gate_denials_are_counted(
     )
     await deploy(running, text)
     first = await running.engine.run("notify", {"subject": f"{prefix}.a"})
-    assert first.overall_status == "failure"  # no grant yet: a consent request is open
+    # No grant yet: a consent request is open and the run waits for it.
+    assert first.overall_status == "awaiting_approval"
     approve_pending(running.ionwall, only=[f"publish_nats_topic:{prefix}.*"])
     received = await client.subscribe(f"{prefix}.*")
     await client.flush()
