@@ -161,6 +161,11 @@ class GraphSettings(_Section):
         gt=0,
         description="how long a run awaiting consent waits before it fails (approval_expired)",
     )
+    # Steps of `cache: content` nodes whose outputs later calls may reuse; past it,
+    # the oldest entries go (0: none kept).
+    content_cache_entries: int = Field(
+        default=10_000, ge=0, description="content-cache entries kept (oldest evicted)"
+    )
 
     def template_budget(self) -> TemplateBudget:
         from .graph._template import TemplateBudget
@@ -232,6 +237,28 @@ class EgressSettings(_Section):
         return value
 
 
+class LogSettings(_Section):
+    """How ``ionflux up`` writes its log (stderr)."""
+
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line; json: one JSON object a line, with run_id, "
+        "graph, node and grant_id where known (--log-format)",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry traces (``pip install 'ionflux-host[otel]'``); off by default."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector to send spans to, e.g. http://127.0.0.1:4318/v1/traces; "
+        "unset: no tracing",
+    )
+    service_name: str = "ionflux"
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IONFLUX_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -246,6 +273,8 @@ class Config(BaseSettings):
     ionwall: IonwallSettings = IonwallSettings()
     egress: EgressSettings = EgressSettings()
     documents: DocumentSettings = DocumentSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def settings_customise_sources(

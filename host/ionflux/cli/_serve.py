@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import logging
@@ -34,6 +35,7 @@ from typing import Any
 
 import click
 
+from .. import _logging, _tracing
 from ..config import Config
 from ._app import App, pass_app
 
@@ -77,6 +79,12 @@ log = logging.getLogger("ionflux.up")
     default=None,
     help="Host processes serving together (default http.workers: 1). See below.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or JSON (with run_id, graph, node, grant_id); default log.format.",
+)
 @click.option("--worker-fd", type=int, default=None, hidden=True)
 @click.option(
     "--no-auth-management",
@@ -94,6 +102,7 @@ def up(
     concurrency: int | None,
     drain_timeout: float,
     workers: int | None,
+    log_format: str | None,
     worker_fd: int | None,
     no_auth_management: bool,
 ) -> None:
@@ -118,12 +127,13 @@ def up(
         nats_url=nats_url,
         concurrency=concurrency,
         workers=workers,
+        log_format=log_format,
     )
     app.require_writable(config.data_dir)  # a read-only data directory: one line, not a traceback
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging.configure(config.log.format, config.log.level)
     logging.getLogger("nats").setLevel(logging.CRITICAL)
+    if _tracing.setup(config.tracing):
+        atexit.register(_tracing.shutdown)  # flushes the spans not sent yet
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
             code = runner.run(
@@ -159,12 +169,14 @@ def configure(
     nats_url: str | None = None,
     concurrency: int | None = None,
     workers: int | None = None,
+    log_format: str | None = None,
 ) -> Config:
     given = {"host": http_host, "port": http_port, "workers": workers}
     http = config.http.model_copy(update={k: v for k, v in given.items() if v is not None})
     nats = config.nats.model_copy(update={"url": nats_url} if nats_url else {})
     graph = config.graph.model_copy(update={"concurrency": concurrency} if concurrency else {})
-    return config.model_copy(update={"http": http, "nats": nats, "graph": graph})
+    logs = config.log.model_copy(update={"format": log_format} if log_format else {})
+    return config.model_copy(update={"http": http, "nats": nats, "graph": graph, "log": logs})
 
 
 def _announce(info: dict[str, Any]) -> None:

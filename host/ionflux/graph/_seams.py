@@ -13,12 +13,14 @@ pauses for a debugger. Small Protocols, one real implementation each.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ionwall import CallContext, Gate
 
+from .. import _logging, _tracing
 from .._errors import UnknownTransform
 from ._plan import TransformInfo
 
@@ -69,8 +71,49 @@ class HostInvoker:
         self, transform: TransformInfo, input: Any, *, ctx: CallContext, gate: Gate | None
     ) -> Invoked:
         ref = f"{transform.name}@{transform.version}"
-        done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
-        return Invoked(done.value, done.fuel_used, done.duration_s, done.import_s)
+        if _tracing.tracer is None and not _logging.enabled:
+            done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
+            return Invoked(done.value, done.fuel_used, done.duration_s, done.import_s)
+        return self._observed(ref, transform, input, ctx, gate)
+
+    def _observed(
+        self, ref: str, transform: TransformInfo, input: Any, ctx: CallContext, gate: Gate | None
+    ) -> Invoked:
+        """``invoke`` with its log fields bound and, when tracing, in a span (a
+        child of its run's span; its imports' spans are its children)."""
+        with contextlib.ExitStack() as stack:
+            if _logging.enabled:
+                stack.enter_context(_logging.bind(**_logging.call_fields(ctx)))
+            span = None
+            if _tracing.tracer is not None:
+                span = stack.enter_context(
+                    _tracing.tracer.start_as_current_span(
+                        f"node {ctx.node_id or transform.name}",
+                        context=_tracing.run_context(ctx.run_id),
+                        attributes={
+                            "ionflux.run_id": ctx.run_id or "",
+                            "ionflux.node": ctx.node_id or "",
+                            "ionflux.transform": ref,
+                            "ionflux.module_cid": transform.cid,
+                        },
+                        record_exception=False,
+                        set_status_on_exception=False,
+                    )
+                )
+            try:
+                done = self.host.invoke(ref, input, ctx=ctx, gate=gate)
+            except Exception as exc:
+                if span is not None:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_attribute("ionflux.outcome", getattr(exc, "kind", type(exc).__name__))
+                    span.set_attribute("ionflux.fuel_used", getattr(exc, "fuel_used", 0) or 0)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                raise
+            if span is not None:
+                span.set_attribute("ionflux.outcome", "success")
+                span.set_attribute("ionflux.fuel_used", done.fuel_used)
+            return Invoked(done.value, done.fuel_used, done.duration_s, done.import_s)
 
     def cancel(self, run_id: str) -> None:
         """Stops the calls of ``run_id`` in flight at their next epoch tick

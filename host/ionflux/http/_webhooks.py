@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from .. import _tracing
 from ..triggers import RunRequest, WebhookTrigger, authorize, reply
 from ._bodies import INLINE_BYTES, parse_json
 from ._context import ApiContext
@@ -98,6 +99,14 @@ class WebhookRoutes:
 
 
 async def handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSONResponse:
+    """Continues the caller's trace (its ``traceparent`` header), if any."""
+    with _tracing.trigger_span(
+        f"webhook {hook.path}", request.headers, **{"ionflux.graph": hook.graph}
+    ):
+        return await _handle(ctx, hook, request)
+
+
+async def _handle(ctx: ApiContext, hook: WebhookTrigger, request: Request) -> JSONResponse:
     triggers = ctx.triggers
     metrics = triggers.metrics
     try:

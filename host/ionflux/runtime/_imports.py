@@ -35,6 +35,7 @@ from wasmtime.component import Linker, Record, Variant
 
 from ionwall import CallContext, Gate
 
+from .. import _tracing
 from .._errors import (
     AddressRefused,
     ImportBudgetExceeded,
@@ -228,7 +229,20 @@ def _gated(
     gate, then act."""
 
     def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
+        name = body.__name__
+
         def host_func(_store: object, *args: Any) -> Any:
+            tracer = _tracing.tracer
+            if tracer is None:
+                return gated(None, *args)
+            # A child of the guest call's span (current on this thread).
+            with tracer.start_as_current_span(f"import {name}") as span:
+                answer = gated(span, *args)
+                if isinstance(answer, Variant) and answer.tag in _ERROR_CASES:
+                    span.set_attribute("ionflux.import.error", answer.tag)
+                return answer
+
+        def gated(span: Any, *args: Any) -> Any:
             env = current_env()
             if env is None:
                 return _err("unavailable", "no call in progress")
@@ -240,6 +254,8 @@ def _gated(
                 scope = scope_of(*args)
             except ValueError as exc:
                 return _err("invalid", str(exc))
+            if span is not None:
+                span.set_attribute("ionflux.scope", scope)
             # Stop before the entry that would cross the budget. Its reason is
             # not known yet: counted as the scope again plus a grant id.
             base = env._entry_base
@@ -255,12 +271,18 @@ def _gated(
             if refuse is not None:
                 reason = refuse(env, *args)
                 if reason is not None:
+                    if span is not None:
+                        span.set_attribute("ionflux.gate.decision", "deny")
+                        span.set_attribute("ionflux.gate.reason", f"host: {reason}")
                     return env.deny_here(scope, reason)
             try:
                 decision = env.gate.check(env.ctx, scope)
             except Exception as exc:  # a broken gate denies, it never allows
                 return _err("denied", f"{scope}: gate failed: {exc}")
             env.audit_bytes += base + _json_len(scope) + _json_len(decision.reason)
+            if span is not None:
+                span.set_attribute("ionflux.gate.decision", "allow" if decision.allowed else "deny")
+                span.set_attribute("ionflux.gate.reason", decision.reason)
             if not decision.allowed:
                 return _err("denied", f"{scope}: {decision.reason}")
             began = time.perf_counter()
@@ -275,10 +297,13 @@ def _gated(
             finally:
                 env.import_s += time.perf_counter() - began
 
-        host_func.__name__ = body.__name__
+        host_func.__name__ = name
         return host_func
 
     return wrap
+
+
+_ERROR_CASES = frozenset({"denied", "too-large", "invalid", "failed", "unavailable", "not-found"})
 
 
 def _case_of(exc: IonfluxError) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _tracing
 from ..graph import new_run_id
 from ._errors import Overloaded, RunRefused, ShuttingDown, error_body, http_status
 from ._events import RunResultLike, completion_event, encode, rejection
@@ -202,7 +203,11 @@ class Dispatcher:
         if self.publisher is None:
             return
         try:
-            await self.publisher.apublish(subject, encode(event))
+            traced = _tracing.outgoing()  # the trigger's traceparent, when tracing
+            if traced:
+                await self.publisher.apublish(subject, encode(event), headers=traced)
+            else:
+                await self.publisher.apublish(subject, encode(event))
         except Exception as exc:  # a lost completion event must not fail the run
             log.warning("completion event to %s not published: %s", subject, exc)
 

@@ -53,6 +53,7 @@ from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from .. import _tracing
 from ._auth import TokenVerifier, authorize
 from ._dispatch import Dispatcher, RunRequest
 from ._errors import BusUnavailable, RunRefused, ShuttingDown, TriggerConfigError, error_body
@@ -232,7 +233,14 @@ class DurableTriggers:
             pass
 
     async def _handle(self, consumer: _Consumer, msg: Msg) -> None:
-        """Runs one message; the slot it was fetched with is held and released here."""
+        """Runs one message; the slot it was fetched with is held and released here.
+        Continues the publisher's trace (its ``traceparent`` header), if any."""
+        with _tracing.trigger_span(
+            f"jetstream {msg.subject}", msg.headers, **{"ionflux.graph": consumer.trigger.graph}
+        ):
+            await self._handle_traced(consumer, msg)
+
+    async def _handle_traced(self, consumer: _Consumer, msg: Msg) -> None:
         trigger = consumer.trigger
         graph = trigger.graph
         headers = msg.headers or {}

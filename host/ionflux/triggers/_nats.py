@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from .. import _tracing
 from ._auth import TokenVerifier, authorize
 from ._dispatch import Dispatcher, RunRequest
 from ._errors import BusUnavailable, RunRefused, ShuttingDown, error_body, http_status
@@ -95,6 +96,13 @@ class NatsTriggers:
         self.dispatcher.spawn(self._handle(trigger, msg))
 
     async def _handle(self, trigger: NatsTrigger, msg: Msg) -> None:
+        # Continues the publisher's trace (its traceparent header), if any.
+        with _tracing.trigger_span(
+            f"nats {msg.subject}", msg.headers, **{"ionflux.graph": trigger.graph}
+        ):
+            await self._handle_traced(trigger, msg)
+
+    async def _handle_traced(self, trigger: NatsTrigger, msg: Msg) -> None:
         headers = msg.headers or {}
         request = RunRequest(
             graph=trigger.graph,
@@ -148,7 +156,9 @@ class NatsTriggers:
         if not msg.reply:
             return
         try:
-            await self.nc.publish(msg.reply, encode(body), headers={STATUS_HEADER: str(status)})
+            await self.nc.publish(
+                msg.reply, encode(body), headers=_tracing.outgoing({STATUS_HEADER: str(status)})
+            )
         except nats.errors.Error as exc:
             log.warning("reply to %s lost: %s", msg.subject, exc)
 

@@ -9,16 +9,18 @@ required property, the path of that property).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jsonschema
 from jsonschema.protocols import Validator
 
+from .. import _logging, _tracing
 from .._errors import SchemaViolation
-from ..graph import Engine, Plan, RunResult, RunTrigger, apply_defaults
+from ..graph import Engine, Plan, RunResult, RunTrigger, apply_defaults, new_run_id
 from ._errors import TriggerConfigError
 from ._spec import GraphTriggers, parse_triggers
 
@@ -99,14 +101,21 @@ class EngineRunner:
         if problem is not None:
             raise problem
         # Checked above (a refusal there is a 422 / an error event, no run record).
-        return await self.engine.run(
-            plan,
-            input,
-            trigger=_run_trigger(trigger),
-            run_id=run_id,
-            input_checked=True,
-            run_key=run_key,
-        )
+        # The id is chosen here (as the engine would) so that the run's log lines
+        # and its span carry it from the start.
+        run_id = run_id or new_run_id()
+        with _observed(run_id, plan.name, trigger) as span:
+            result = await self.engine.run(
+                plan,
+                input,
+                trigger=_run_trigger(trigger),
+                run_id=run_id,
+                input_checked=True,
+                run_key=run_key,
+            )
+            if span is not None:
+                _end_span(span, result)
+            return result
 
     def accept(
         self,
@@ -147,7 +156,11 @@ class EngineRunner:
         self.engine.nudge = nudge
 
     async def resume(self, run_id: str) -> RunResult | None:
-        return await self.engine.resume(run_id)
+        with _observed(run_id, "", {"type": "resume"}) as span:
+            result = await self.engine.resume(run_id)
+            if span is not None and result is not None:
+                _end_span(span, result)
+            return result
 
     def stop(self) -> None:
         self.engine.stop()
@@ -182,3 +195,32 @@ def _run_trigger(trigger: Mapping[str, Any] | None) -> RunTrigger:
         details=details,
         subject=str(caller) if caller else "anonymous",
     )
+
+
+@contextlib.contextmanager
+def _observed(run_id: str, graph: str, trigger: Mapping[str, Any] | None) -> Iterator[Any]:
+    """The run's log fields bound and its span open (None: tracing is off)."""
+    with contextlib.ExitStack() as stack:
+        if _logging.enabled:
+            stack.enter_context(_logging.run_scope(run_id, graph))
+        span = None
+        if _tracing.tracer is not None:
+            span = stack.enter_context(
+                _tracing.run_span(
+                    run_id, graph or "(resumed)", **{"ionflux.trigger": _trigger_type(trigger)}
+                )
+            )
+        yield span
+
+
+def _trigger_type(trigger: Mapping[str, Any] | None) -> str:
+    return str((trigger or {}).get("type", "manual"))
+
+
+def _end_span(span: Any, result: RunResult) -> None:
+    status = getattr(result.overall_status, "value", result.overall_status)
+    span.update_name(f"run {result.graph_name}")
+    span.set_attribute("ionflux.graph", result.graph_name)
+    span.set_attribute("ionflux.run_id", result.execution_id)
+    span.set_attribute("ionflux.status", str(status))
+    span.set_attribute("ionflux.fuel_used", result.fuel_used)
