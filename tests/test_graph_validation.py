@@ -440,9 +440,9 @@ def test_a_dependency_on_a_node_that_does_not_validate_is_a_problem_not_a_crash(
         "  - {id: b, transform: echo, dependencies: [a]}\n"
     )
     assert found == [
-        "g.yaml:3: node 'a' field 'colour': unknown key 'colour' (allowed: delay, dependencies, "
-        "description, id, idempotent, if, inputs, ionwall_approval_scope, on_error, outputs, "
-        "retry, subgraph, timeout, transform, until)"
+        "g.yaml:3: node 'a' field 'colour': unknown key 'colour' (allowed: cache, delay, "
+        "dependencies, description, id, idempotent, if, inputs, ionwall_approval_scope, "
+        "on_error, outputs, retry, subgraph, timeout, transform, until)"
     ]
 
 

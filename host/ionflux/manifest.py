@@ -10,6 +10,9 @@ A manifest is YAML::
       cid: bafkrei…             # what `ipfs add --cid-version=1 --raw-leaves` prints
       path: ../build/transforms/uppercase.wasm   # relative to the manifest
     scopes: []                  # IONWALL scopes the transform may ask for
+    pure: false                 # true: same module, input, grant and limits give the same
+                                # output (only read scopes: see PURE_ACTIONS); a graph node
+                                # may then reuse an earlier step's output (`cache: content`)
     input_schema: {…}           # JSON Schema of run's input
     output_schema: {…}          # JSON Schema of run's output
     limits: {}                  # optional per-call overrides: fuel, timeout_ms, memory_bytes, …
@@ -56,6 +59,11 @@ MAX_CONFIG_ENTRIES = 256
 MAX_CONFIG_BYTES = 64 * 1024  # all keys and values together
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
+#: The scope actions a ``pure: true`` transform may ask for: reads (and its own log
+#: lines). A step reused from the content cache makes no call, so it must have no
+#: effect a second call would have had: no writes, no publishing, no HTTP.
+PURE_ACTIONS = frozenset({"read_config", "read_pod_data", "emit_log"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,6 +102,9 @@ class Manifest(_Strict):
     scopes: list[Annotated[str, Field(max_length=MAX_SCOPE_CHARS)]] = Field(
         default_factory=list, max_length=MAX_SCOPES
     )
+    # Declared by the publisher: the output depends on the module, the input, the
+    # grant and the limits only. Accepted only with read scopes (``PURE_ACTIONS``).
+    pure: bool = False
     input_schema: dict[str, Any] = Field(default_factory=dict)
     output_schema: dict[str, Any] = Field(default_factory=dict)
     limits: LimitOverrides = LimitOverrides()
@@ -112,6 +123,20 @@ class Manifest(_Strict):
     def _version(cls, value: str) -> str:
         if not _VERSION.match(value):
             raise ValueError("must be a semantic version such as 1.2.3")
+        return value
+
+    @field_validator("pure")
+    @classmethod
+    def _pure(cls, value: bool, info: ValidationInfo) -> bool:
+        if value:
+            scopes = info.data.get("scopes") or []
+            effects = [s for s in scopes if s.partition(":")[0] not in PURE_ACTIONS]
+            if effects:
+                allowed = ", ".join(sorted(PURE_ACTIONS))
+                raise ValueError(
+                    f"a pure transform asks for read scopes only ({allowed}); "
+                    f"{effects[0]!r} is not one: drop 'pure' or the scope"
+                )
         return value
 
     @field_validator("config")

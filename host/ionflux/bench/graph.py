@@ -52,6 +52,21 @@ def _linear_once_only() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _linear_pure(cache: bool) -> str:
+    """``_linear`` over ``echo-pure`` (the same module, ``pure: true``), its first input
+    from the trigger; with ``cache: content`` on every node or on none."""
+    extra = ", cache: content" if cache else ""
+    lines = [f"name: bench_linear_pure_{int(cache)}", "graph:"]
+    lines.append(
+        f"  - {{id: n0, transform: echo-pure, inputs: {{v: '{{{{ trigger.input_data.n }}}}'}}"
+        f"{extra}}}"
+    )
+    for i in range(1, NODES):
+        ref = f"'{{{{ nodes.n{i - 1}.outputs.v }}}}'"
+        lines.append(f"  - {{id: n{i}, transform: echo-pure, inputs: {{v: {ref}, i: {i}}}{extra}}}")
+    return "\n".join(lines) + "\n"
+
+
 def _fan_out(transform: str = "echo", inputs: str = "{{v: {i}}}") -> str:
     lines = [f"name: bench_fan_out_{transform}", "graph:"]
     lines += [
@@ -88,7 +103,11 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
     config = config.model_copy(update={"graph": graph_settings})
     host = Host(config)
     busy = (build / "testing" / "busy.wasm").read_bytes()
-    for name, wasm, limits in (("echo", data, {}), ("busy", busy, {"fuel": 100_000_000})):
+    for name, wasm, limits in (
+        ("echo", data, {}),
+        ("echo-pure", data, {}),
+        ("busy", busy, {"fuel": 100_000_000}),
+    ):
         module = ModuleRef(cid=cid_for_bytes(wasm))
         manifest = Manifest.model_validate(
             {
@@ -97,6 +116,7 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
                 "abi": "component",
                 "module": module,
                 "limits": limits,
+                "pure": name == "echo-pure",
             }
         )
         host.publish_bytes(manifest, wasm)
@@ -110,6 +130,10 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
     once.write_text(_linear_once_only())
     heavy = workdir / "heavy.yaml"
     heavy.write_text(_fan_out("busy", BUSY_INPUT))
+    plain_pure = workdir / "linear_pure.yaml"
+    plain_pure.write_text(_linear_pure(False))
+    cached = workdir / "linear_cached.yaml"
+    cached.write_text(_linear_pure(True))
     pool = ThreadPoolExecutor(NODES)
     thousand = _thousand()
     try:
@@ -123,6 +147,7 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
             _measure_heavy(host, engine, pool, str(heavy))
         )
         batched_s, durable_s, runs_s = asyncio.run(_measure_durable(engine, str(linear), str(once)))
+        plain_s, hit_s, miss_s = asyncio.run(_measure_cache(engine, str(plain_pure), str(cached)))
     finally:
         pool.shutdown()
         engine.close()
@@ -150,7 +175,37 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
             "µs",
         ),
         Row(f"runs/s, linear graph of {NODES} x echo, {NODES} runs at once", runs_s, "runs/s"),
+        Row(f"linear graph of {NODES} x echo-pure (pure), no cache:", plain_s * 1e3, "ms"),
+        Row("  same, cache: content, every step a hit", hit_s * 1e3, "ms"),
+        Row("  same, cache: content, every step a miss (new input)", miss_s * 1e3, "ms"),
+        Row("  cached step (hit: key, lookup, no guest call)", hit_s / NODES * 1e6, "µs"),
+        Row("  uncached step (miss: key, lookup, call, entry)", miss_s / NODES * 1e6, "µs"),
+        Row("  a miss over a node without cache:", (miss_s - plain_s) / NODES * 1e6, "µs"),
     ]
+
+
+async def _measure_cache(engine: Engine, plain: str, cached: str) -> tuple[float, float, float]:
+    """The same linear graph without ``cache:``, with ``cache: content`` answered from
+    the cache (the same input as an earlier run) and missing it (a new input)."""
+    fresh = iter(range(10**9))
+
+    async def graph(ref: str, n: int) -> None:
+        result = await engine.run(ref, {"n": n})
+        if result.overall_status != "success":
+            raise RuntimeError(f"benchmark graph failed: {result.error_details}")
+
+    for _ in range(3):
+        await graph(plain, -1)
+        await graph(cached, -1)
+        await graph(cached, next(fresh))
+    times: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for _ in range(REPEATS):
+        for i, (ref, n) in enumerate(((plain, -1), (cached, -1), (cached, next(fresh)))):
+            start = time.perf_counter()
+            await graph(ref, n)
+            times[i].append(time.perf_counter() - start)
+    plain_s, hit_s, miss_s = (statistics.median(t) for t in times)
+    return plain_s, hit_s, miss_s
 
 
 async def _measure_durable(engine: Engine, linear: str, once: str) -> tuple[float, float, float]:

@@ -39,6 +39,7 @@ from .._errors import (
 )
 from ..config import Config
 from ._budget import RunBudget
+from ._content_cache import PureCatalog, content_key, lookup
 from ._context import (
     Head,
     RunContext,
@@ -145,8 +146,13 @@ class Engine:
         # What runs record (previews, values and run logs in the pod) is masked;
         # the values nodes pass to each other are not.
         self.masker = Masker(config.ionwall.secret_values, config.ionwall.sensitive_fields)
+        history.content_cache_entries = config.graph.content_cache_entries
+        # A real host's catalog tells the planner which transforms are pure (and the
+        # digest of their limits), for `cache: content` nodes.
+        host = getattr(invoker, "host", None)
+        catalog = PureCatalog(invoker, host) if host is not None else invoker
         self.planner = Planner(
-            transforms=invoker,
+            transforms=catalog,
             graphs=repository,
             transform_names=dict(config.graph.transform_names),
             max_subgraph_depth=config.graph.max_subgraph_depth,
@@ -1358,8 +1364,17 @@ class Engine:
 
         costs, key = self._costs, cost_key(planned)
         budget = ctx.budget
+        history = self.history if planned.node.cache == "content" else None
+        grant_id = ctx.authorization.grant_id
 
         def call(inputs: Any) -> Called:
+            cache_key = None
+            if history is not None:  # `cache: content`: a hit makes no call, asks no gate
+                cache_key = content_key(transform, inputs, grant_id, planned.node.outputs)
+                if cache_key is not None:
+                    hit, outputs = lookup(history, cache_key)
+                    if hit:
+                        return Called(outputs, 0, cached=True, cache_key=cache_key)
             # A guest computes or waits in an import: the thread's CPU time is the
             # first (the wait for the GIL is not in it), the imports' time the second.
             cpu, wait = time.thread_time(), 0.0
@@ -1373,7 +1388,7 @@ class Engine:
             finally:  # a failed call is measured too, as all compute
                 measure(costs, key, time.thread_time() - cpu, wait)
             budget.spend_fuel(done.fuel_used)
-            return Called(done.value, done.fuel_used)
+            return Called(done.value, done.fuel_used, cache_key=cache_key)
 
         return call
 
@@ -1464,6 +1479,8 @@ class Engine:
             reason=outcome.reason,
             fuel_used=outcome.fuel_used,
             child_run_id=outcome.child_run_id,
+            cached=outcome.cached,
+            cache_key=outcome.cache_key,
         )
         steps[node_id] = self._record(ctx, step, durable=not planned.node.idempotent)
 

@@ -87,9 +87,16 @@ CREATE TABLE IF NOT EXISTS run_steps (
     error_json TEXT,
     fuel_used INTEGER NOT NULL DEFAULT 0,
     child_run_id TEXT,
-    outputs_json TEXT
+    outputs_json TEXT,
+    cached INTEGER NOT NULL DEFAULT 0,
+    cache_key TEXT
 );
 CREATE INDEX IF NOT EXISTS run_steps_run ON run_steps (run_id);
+CREATE TABLE IF NOT EXISTS content_cache (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    step_run_id TEXT NOT NULL
+);
 """
 
 # Columns added since the first schema: an older database gains them when opened.
@@ -104,7 +111,11 @@ _ADDED = {
         ("control", "TEXT"),
         ("overrides_json", "TEXT"),
     ),
-    "run_steps": (("outputs_json", "TEXT"),),
+    "run_steps": (
+        ("outputs_json", "TEXT"),
+        ("cached", "INTEGER NOT NULL DEFAULT 0"),
+        ("cache_key", "TEXT"),
+    ),
 }
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs (run_key) WHERE run_key IS NOT NULL;
@@ -119,6 +130,8 @@ ENDED_NOT = "status IN ('accepted','running')"
 SUSPENDED = ("awaiting_approval", "waiting", "paused")
 
 PREVIEW_CHARS = 200
+# Content-cache entries kept (``graph.content_cache_entries``); past it, the oldest go.
+CONTENT_CACHE_ENTRIES = 10_000
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ulid_lock = threading.Lock()
 _ulid_last = [0, 0]
@@ -215,6 +228,9 @@ class StepRecord:
     fuel_used: int
     child_run_id: str | None
     outputs_json: str | None = None  # the real outputs of a done step, to resume from
+    cached: bool = False  # its outputs were reused from an earlier step (``cache: content``)
+    # A content-cache key (a digest): this step's outputs answer later calls with it.
+    cache_key: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -228,6 +244,8 @@ class RunHistory:
 
     def __init__(self, path: Path, *, recover: bool = True):
         self.path = path
+        # How many content-cache entries are kept (the engine sets its config's).
+        self.content_cache_entries = CONTENT_CACHE_ENTRIES
         # NORMAL: fast enough to record every step as it ends (see open_database).
         self._db = open_database(path, _SCHEMA, autocheckpoint=False)
         self.read_only = read_only(path.parent)
@@ -374,6 +392,7 @@ class RunHistory:
                     run_id,
                     start,
                     steps,
+                    self.content_cache_entries,
                     (
                         status,
                         end_time,
@@ -397,11 +416,12 @@ class RunHistory:
         run_id: str,
         start: RunRow | None,
         steps: Sequence[StepRecord],
+        cap: int,
         values: tuple[Any, ...],
     ) -> None:
         if start is not None:
             _insert_run(db, start)
-        _insert_steps(db, steps)
+        _insert_steps(db, steps, cap)
         cursor = db.execute(
             "UPDATE runs SET status=?, end_time=?, output_preview=?, output_cid=?,"
             " error_details_json=?, fuel_used=?, step_results_summary_cid=?, output_json=?,"
@@ -414,7 +434,7 @@ class RunHistory:
 
     def record_steps(self, steps: Sequence[StepRecord]) -> None:
         with self._tx() as db:
-            _insert_steps(db, steps)
+            _insert_steps(db, steps, self.content_cache_entries)
 
     # -- durable runs ------------------------------------------------------------
 
@@ -556,7 +576,7 @@ class RunHistory:
             with self._tx() as db:
                 if start is not None:
                     _insert_run(db, start)
-                _insert_steps(db, steps)
+                _insert_steps(db, steps, self.content_cache_entries)
                 cursor = db.execute(
                     "UPDATE runs SET status=?, error_details_json=?, wake_at=?, consent_id=?,"
                     " control=NULL, lease_owner=NULL, lease_expires=NULL"
@@ -653,6 +673,18 @@ class RunHistory:
         return [(str(r[0]), str(r[1])) for r in rows]
 
     # -- reading ---------------------------------------------------------------
+
+    def cached_outputs(self, key: str) -> str | None:
+        """The real outputs (JSON text) of the step recorded under content-cache ``key``,
+        if it is still there with that key (a row rewritten since has another)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT s.outputs_json FROM content_cache c JOIN run_steps s"
+                " ON s.step_run_id = c.step_run_id AND s.cache_key = c.key"
+                " WHERE c.key=? AND s.outputs_json IS NOT NULL",
+                (key,),
+            ).fetchone()
+        return None if found is None else str(found[0])
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -755,12 +787,14 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.executescript(_INDEXES)
 
 
-def _insert_steps(db: sqlite3.Connection, steps: Sequence[StepRecord]) -> None:
+def _insert_steps(
+    db: sqlite3.Connection, steps: Sequence[StepRecord], cap: int = CONTENT_CACHE_ENTRIES
+) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO run_steps (step_run_id, run_id, node_id, target, status,"
         " start_time, end_time, attempts, inputs_preview, inputs_cid, outputs_preview,"
-        " outputs_cid, error_message, error_json, fuel_used, child_run_id, outputs_json)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " outputs_cid, error_message, error_json, fuel_used, child_run_id, outputs_json,"
+        " cached, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 s.step_run_id,
@@ -780,9 +814,28 @@ def _insert_steps(db: sqlite3.Connection, steps: Sequence[StepRecord]) -> None:
                 s.fuel_used,
                 s.child_run_id,
                 s.outputs_json,
+                int(s.cached),
+                s.cache_key,
             )
             for s in steps
         ],
+    )
+    entries = [
+        (s.cache_key, s.step_run_id)
+        for s in steps
+        if s.cache_key is not None and s.status == "success" and s.outputs_json is not None
+    ]
+    if entries:
+        _insert_cached(db, entries, cap)
+
+
+def _insert_cached(db: sqlite3.Connection, entries: list[tuple[str, str]], cap: int) -> None:
+    """Content-cache entries (key, step) in the transaction of their steps' rows; past
+    ``cap`` entries, the oldest go."""
+    db.executemany("INSERT OR REPLACE INTO content_cache (key, step_run_id) VALUES (?,?)", entries)
+    db.execute(
+        "DELETE FROM content_cache WHERE seq <= (SELECT MAX(seq) FROM content_cache) - ?",
+        (cap,),
     )
 
 
@@ -805,6 +858,8 @@ def _step(r: tuple[Any, ...]) -> StepRecord:
         fuel_used=r[14],
         child_run_id=r[15],
         outputs_json=r[16] if len(r) > 16 else None,
+        cached=bool(r[17]) if len(r) > 17 else False,
+        cache_key=r[18] if len(r) > 18 else None,
     )
 
 

@@ -101,6 +101,10 @@ class Node(_Strict):
     # drives it on, across restarts.
     delay: Seconds | None = None
     until: str | None = Field(default=None, min_length=1)
+    # ``content``: a call whose transform is pure (its manifest says so) with the
+    # same module, input, grant and limits as an earlier step's reuses that step's
+    # output instead of calling the guest (``_content_cache``). Off by default.
+    cache: Literal["content"] | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Node:

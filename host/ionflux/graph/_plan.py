@@ -48,6 +48,10 @@ class TransformInfo:
     scopes: tuple[str, ...] = ()
     input_schema: Mapping[str, Any] = field(default_factory=dict)
     output_schema: Mapping[str, Any] = field(default_factory=dict)
+    # Its manifest's ``pure``, and a digest of what else shapes a call's output (the
+    # effective limits and config): both part of a content-cache key.
+    pure: bool = False
+    fingerprint: str = ""
 
 
 class TransformCatalog(Protocol):
@@ -378,6 +382,20 @@ class _Planning:
             transform = self.planner.resolve_transform(node.transform)
             if transform is None:
                 self.problem(self._unknown_transform(node.transform), (*base, "transform"), node.id)
+        if node.cache == "content" and (
+            node.subgraph is not None or (transform is not None and not transform.pure)
+        ):
+            what = (
+                f"its transform {node.transform!r} is not declared pure in its manifest"
+                if node.transform is not None
+                else "a sub-graph is not a pure transform"
+            )
+            self.problem(
+                f"'cache: content' needs a pure transform: {what} (manifest 'pure: true', "
+                "read scopes only)",
+                (*base, "cache"),
+                node.id,
+            )
         check = None
         if transform is not None:
             check = self.planner.input_check(transform)

@@ -238,6 +238,8 @@ class RunRecorder:
                 fuel_used=step.fuel_used,
                 child_run_id=step.child_run_id,
                 outputs_json=real,
+                cached=step.cached,
+                cache_key=step.cache_key if step.status == "success" else None,
             )
         )
         if durable or time.monotonic() - self._oldest >= self.flush_after_s:

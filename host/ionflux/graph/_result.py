@@ -32,6 +32,9 @@ class StepResult:
     outputs_cid: str | None = None
     child_run_id: str | None = None
     step_run_id: str | None = None
+    # Its outputs were reused from an earlier step (``cache: content``): no call.
+    cached: bool = False
+    cache_key: str | None = None  # the content-cache entry its row makes (a miss)
 
     @property
     def duration_s(self) -> float | None:
@@ -57,6 +60,7 @@ class StepResult:
             "inputs_cid": self.inputs_cid,
             "outputs_cid": self.outputs_cid,
             "child_run_id": self.child_run_id,
+            "cached": self.cached,
         }
 
 

@@ -43,15 +43,20 @@ class Outcome:
     reason: str | None = None
     fuel_used: int = 0
     child_run_id: str | None = None
+    cached: bool = False  # reused from an earlier step (``cache: content``)
+    cache_key: str | None = None  # a miss of ``cache: content``: the entry it makes
 
 
 @dataclass(frozen=True, slots=True)
 class Called:
-    """What one successful attempt returned."""
+    """What one successful attempt returned. ``cached``: no call was made, ``value``
+    is the outputs an earlier step recorded (shaped already)."""
 
     value: Any
     fuel_used: int = 0
     child_run_id: str | None = None
+    cached: bool = False
+    cache_key: str | None = None
 
 
 class ChildRunFailed(IonfluxError):
@@ -145,9 +150,11 @@ async def execute(
             time.time(),
             attempts,
             rendered.inputs,
-            shape_outputs(node, called.value),
+            called.value if called.cached else shape_outputs(node, called.value),
             fuel_used=fuel,
             child_run_id=called.child_run_id,
+            cached=called.cached,
+            cache_key=called.cache_key,
         )
     assert last is not None
     if attempts > 1:
@@ -174,9 +181,11 @@ def run_once(
         time.time(),
         1,
         rendered.inputs,
-        shape_outputs(node, called.value),
+        called.value if called.cached else shape_outputs(node, called.value),
         fuel_used=called.fuel_used,
         child_run_id=called.child_run_id,
+        cached=called.cached,
+        cache_key=called.cache_key,
     )
 
 
