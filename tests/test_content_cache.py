@@ -289,3 +289,26 @@ def test_an_older_run_history_gains_the_cache_when_opened(tmp_path: Path) -> Non
         assert history.cached_outputs("nothing") is None
     finally:
         history.close()
+
+
+async def test_past_the_entry_cap_the_oldest_entry_goes(host: Host, tmp_path: Path) -> None:
+    graph = _graph(tmp_path)
+    settings = host.config.graph.model_copy(update={"content_cache_entries": 1})
+    config = host.config.model_copy(update={"graph": settings})
+    invoker = Counting(host)
+    engine = Engine(
+        config,
+        invoker=invoker,
+        repository=GraphRepository(tmp_path / "graphs.sqlite3", pod=host.pod),
+        history=RunHistory(tmp_path / "runs.sqlite3"),
+        pod=host.pod,
+        authorizer=FixedGrant("grant-1"),
+    )
+    try:
+        await engine.run(graph, {"text": "first", "password": "x"})
+        await engine.run(graph, {"text": "second", "password": "x"})  # evicts "first"
+        assert (await engine.run(graph, {"text": "second", "password": "x"})).step("a").cached
+        assert not (await engine.run(graph, {"text": "first", "password": "x"})).step("a").cached
+    finally:
+        engine.close()
+    assert invoker.calls == {"echo": 4 + 3}  # a: first, second, first again; b: every run
