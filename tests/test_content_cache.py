@@ -312,3 +312,64 @@ async def test_past_the_entry_cap_the_oldest_entry_goes(host: Host, tmp_path: Pa
     finally:
         engine.close()
     assert invoker.calls == {"echo": 4 + 3}  # a: first, second, first again; b: every run
+
+
+async def test_a_hit_under_a_real_grant_asks_no_gate(host: Host, tmp_path: Path) -> None:
+    # The real IONWALL: the first run waits for consent, the owner approves, the
+    # second run's read is gated (an audit entry), the third is a hit: no call, no
+    # gate, no audit entry, under the same grant.
+    from ionflux.graph import IonwallAuthorizer
+
+    data = (TESTING / "all-imports.wasm").read_bytes()
+    host.publish_bytes(
+        Manifest.model_validate(
+            {
+                "name": "reader",
+                "version": "0.1.0",
+                "abi": "component",
+                "module": {"cid": cid_for_bytes(data)},
+                "pure": True,
+                "scopes": ["read_config:greeting"],
+                "config": {"greeting": "hi"},
+            }
+        ),
+        data,
+    )
+    path = tmp_path / "reader.yaml"
+    path.write_text(
+        "name: reader_graph\ngraph:\n  - id: a\n    transform: reader\n    cache: content\n"
+        "    inputs: {call: config, key: greeting}\n"
+    )
+    wall = host.ionwall
+    invoker = Counting(host)
+    engine = Engine(
+        host.config,
+        invoker=invoker,
+        repository=GraphRepository(tmp_path / "graphs.sqlite3", pod=host.pod),
+        history=RunHistory(tmp_path / "runs.sqlite3"),
+        pod=host.pod,
+        authorizer=IonwallAuthorizer(wall),
+    )
+
+    def reads() -> list[Any]:
+        entries = wall.audit_tail(1000)
+        return [e for e in entries if e.scope == "read_config:greeting" and e.node_id == "a"]
+
+    try:
+        waiting = await engine.run(str(path), {})
+        assert waiting.overall_status == "awaiting_approval"
+        [request] = wall.consents()
+        wall.approve(request.id)
+        called = await engine.run(str(path), {})
+        assert called.ok, called.error_details
+        assert called.step("a").outputs == {"ok": "hi"} and not called.step("a").cached
+        wall.flush()
+        gated = reads()
+        assert [e.decision for e in gated] == ["allow"]
+        hit = await engine.run(str(path), {})
+        wall.flush()
+    finally:
+        engine.close()
+    assert hit.ok and hit.step("a").cached and hit.step("a").outputs == {"ok": "hi"}
+    assert invoker.calls == {"reader": 1}
+    assert reads() == gated  # the gate was not asked again
