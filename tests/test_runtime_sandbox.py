@@ -591,3 +591,36 @@ def test_bad_publisher_signature_is_refused_at_publish(host: Host) -> None:
         host.invoke("signed-echo", {})
     host.publish_bytes(manifest(ionwall.sign_cid(key, cid)), data)
     assert host.invoke("signed-echo", {"ok": 1}).value == {"ok": 1}
+
+
+def test_closing_the_runtime_mid_call_still_ends_the_call_by_its_deadline(
+    tmp_path: Path, built: Path, publish_guest: GuestPublisher
+) -> None:
+    """A host stopping at once closes its runtime while a guest may still spin on
+    a worker thread: the epoch must go on advancing for that call, or nothing but
+    fuel (here, hours of it) would ever stop it and the process could not exit."""
+    import threading
+
+    h = Host(make_config(tmp_path / "data", fuel=10**13, timeout_ms=300))
+    try:
+        publish_guest(h, "spin")
+        failed: list[BaseException] = []
+
+        def spin() -> None:
+            try:
+                h.invoke("spin", {})
+            except BaseException as exc:
+                failed.append(exc)
+
+        caller = threading.Thread(target=spin)
+        caller.start()
+        deadline = time.monotonic() + 60
+        while not h.runtime._ticker.ticking():  # the call is in flight
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.001)
+        h.runtime.close()
+        caller.join(60)
+        assert not caller.is_alive(), "the call went on after the runtime closed"
+        assert [type(exc) for exc in failed] == [e.DeadlineExceeded]
+    finally:
+        h.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from importlib.metadata import version
 
 import wasmtime
@@ -89,14 +90,20 @@ class EpochTicker:
     def leave(self) -> None:
         with self._cond:
             self._active -= 1
+            if self._active == 0 and self._stopped.is_set():
+                self._cond.notify()
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
+        # Stopped, it still ticks while a call is in flight: a call's deadline is
+        # the only thing that ends a spinning guest, and a host stopping at once
+        # (or closing its runtime) must not leave one running with no clock.
+        while True:
             with self._cond:
-                while self._active == 0 and not self._stopped.is_set():
+                while self._active == 0:
+                    if self._stopped.is_set():
+                        return
                     self._cond.wait()
-            if self._stopped.wait(EPOCH_TICK_S):
-                return
+            time.sleep(EPOCH_TICK_S)
             self._engine.increment_epoch()
 
     def ticking(self) -> bool:
@@ -105,6 +112,7 @@ class EpochTicker:
             return self._active > 0
 
     def stop(self) -> None:
+        """Stops ticking once no call is in flight (calls still end by their deadline)."""
         self._stopped.set()
         with self._cond:
             self._cond.notify()
