@@ -176,6 +176,33 @@ async def test_a_failed_guest_call_is_an_error_span_with_its_kind(
     assert not boom.status.is_ok
 
 
+async def test_a_subgraphs_guest_calls_stay_in_the_parents_trace(
+    host: Host, publish_guest: GuestPublisher, tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    engine = traced_engine(host, publish_guest, tmp_path)
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        "name: child\nversion: 1.0.0\ngraph:\n"
+        "  - {id: inner, transform: all-imports, inputs: {call: log, level: info, message: hi}}\n"
+    )
+    engine.deploy(child, "m")
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: parent\ngraph:\n  - {id: sub, subgraph: child, inputs: {}}\n")
+    spans.clear()
+    try:
+        result = await EngineRunner(engine).run(str(parent), {})
+    finally:
+        engine.close()
+    assert result.overall_status == "success", result.error_details
+    finished = spans.get_finished_spans()
+    run, inner = by_name(finished, "run parent"), by_name(finished, "node inner")
+    assert inner.context.trace_id == run.context.trace_id
+    assert parent_of(inner) == run.context.span_id
+    assert inner.attributes is not None
+    assert inner.attributes["ionflux.run_id"] == result.step("sub").child_run_id
+    assert parent_of(by_name(finished, "import log_write")) == inner.context.span_id
+
+
 def test_without_an_endpoint_tracing_stays_off() -> None:
     assert _tracing.tracer is None
     assert _tracing.setup(TracingSettings()) is False

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import weakref
@@ -48,7 +49,12 @@ class Workers:
         thread told to stop after the call it is in."""
         try:
             async with self._semaphore():
-                return await asyncio.get_running_loop().run_in_executor(self.executor(), fn, *args)
+                # The caller's context variables (its run's trace span, its log
+                # fields) follow the call onto the worker thread, as with to_thread.
+                run = contextvars.copy_context().run
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.executor(), run, fn, *args
+                )
         except asyncio.CancelledError:
             if running is not None:
                 running.closed = True
