@@ -215,8 +215,10 @@ def test_without_an_endpoint_tracing_stays_off() -> None:
 
 def test_an_endpoint_sets_up_the_otlp_exporter() -> None:
     try:
-        assert _tracing.setup(TracingSettings(otlp_endpoint="http://127.0.0.1:9/v1/traces"))
+        settings = TracingSettings(otlp_endpoint="http://127.0.0.1:9/v1/traces", sample_ratio=0.25)
+        assert _tracing.setup(settings)
         assert _tracing.tracer is not None
+        assert "TraceIdRatioBased{0.25}" in _tracing._provider.sampler.get_description()
     finally:
         _tracing.shutdown()  # nothing was recorded: nothing to send
     assert _tracing.tracer is None

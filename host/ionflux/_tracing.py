@@ -50,6 +50,7 @@ def setup(settings: TracingSettings) -> bool:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError as exc:
         log.warning(
             "tracing.otlp_endpoint is set but OpenTelemetry is not installed "
@@ -57,7 +58,10 @@ def setup(settings: TracingSettings) -> bool:
             exc,
         )
         return False
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
     )

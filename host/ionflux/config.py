@@ -257,6 +257,13 @@ class TracingSettings(_Section):
         "unset: no tracing",
     )
     service_name: str = "ionflux"
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of new traces recorded (a span costs tens of µs); a trace "
+        "continued from a caller's traceparent follows the caller's choice",
+    )
 
 
 class Config(BaseSettings):
