@@ -406,3 +406,25 @@ async def test_an_alias_bomb_manifest_is_refused_by_the_yaml_budget(
     no_exception_names(r.json())
     assert [t.name for t in running.host.registry.list()] == ["echo"]
     await still_serves(running, http)
+
+
+async def test_reading_a_run_shows_masked_values_only(
+    running: RunningHost, http: httpx.AsyncClient
+) -> None:
+    """The run history keeps the real input and outputs in the owner's data
+    directory (to resume a run); a reader of the run over HTTP, who may be
+    another caller with a token for the graph, sees the masked record only."""
+    secret = "sk-live-0123456789"
+    r = await http.post(HOOK, json={"text": "t", "api_key": secret}, headers=token(running))
+    assert r.status_code == 200, r.text
+    run_id = r.json()["execution_id"]
+    shown = await http.get(f"/runs/{run_id}", headers=token(running))
+    assert shown.status_code == 200
+    assert secret not in shown.text
+    body = shown.json()
+    assert "***" in body["input_preview"]
+    assert not {"input", "output", "overrides", "lease_owner"} & set(body)
+    assert all(not {"outputs_json", "cache_key"} & set(step) for step in body["steps"])
+    # The owner's own record still has it, to resume from.
+    assert running.engine.history.get(run_id).input["api_key"] == secret
+    await still_serves(running, http)

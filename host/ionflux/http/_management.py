@@ -371,8 +371,18 @@ def _triggers(g: Any) -> dict[str, Any]:
     }
 
 
+# Kept in the owner's data directory to resume and answer repeated requests, and
+# never served: the real (unmasked) input, output and step outputs, a retry's
+# edited inputs, cache keys and the lease holder. A reader of a run sees what a
+# run record shows everywhere else: masked previews and the CIDs of masked copies.
+_UNSERVED_RUN = ("input", "output", "overrides", "lease_owner")
+_UNSERVED_STEP = ("outputs_json", "cache_key")
+
+
 def _run(r: Any) -> dict[str, Any]:
     out = dataclasses.asdict(r)
+    for name in _UNSERVED_RUN:
+        out.pop(name, None)
     out["execution_id"] = r.run_id
     out["overall_status"] = r.status
     out["duration_s"] = r.duration_s
@@ -380,4 +390,7 @@ def _run(r: Any) -> dict[str, Any]:
 
 
 def _step(s: Any) -> dict[str, Any]:
-    return {**dataclasses.asdict(s), "duration_s": s.duration_s}
+    out = dataclasses.asdict(s)
+    for name in _UNSERVED_STEP:
+        out.pop(name, None)
+    return {**out, "duration_s": s.duration_s}
