@@ -143,6 +143,15 @@ async def test_a_pure_step_with_the_same_input_and_grant_calls_the_guest_once(
     finally:
         history.close()
     assert rows["a"].cached and not rows["b"].cached
+    from click.testing import CliRunner
+    from ionflux.cli import main
+
+    shown = CliRunner().invoke(
+        main, ["--data-dir", str(tmp_path), "runs", "show", second.execution_id]
+    )
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split()[0]: line for line in shown.output.splitlines() if line.strip()}
+    assert "success (cached)" in lines["a"] and "cached" not in lines["b"]
     assert rows["a"].fuel_used == 0
 
 

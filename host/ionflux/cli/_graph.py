@@ -265,7 +265,7 @@ def show(app: App, run_id: str, as_json: bool) -> None:
         [
             (
                 s.node_id,
-                s.status,
+                f"{s.status} (cached)" if s.cached else s.status,
                 _clock(s.start_time),
                 _clock(s.end_time),
                 _secs(s.duration_s),
