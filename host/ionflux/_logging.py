@@ -46,8 +46,10 @@ def graph_of(run_id: str | None) -> str | None:
 def run_scope(run_id: str, graph: str) -> Iterator[None]:
     """The run ``run_id`` of ``graph`` is in progress: its lines, and its guest
     calls' lines on any thread, carry both."""
-    _graphs[run_id] = graph
-    token = _fields.set({**(_fields.get() or {}), "run_id": run_id, "graph": graph})
+    fields = {**(_fields.get() or {}), "run_id": run_id}
+    if graph:  # unknown for a run resumed by id
+        _graphs[run_id] = fields["graph"] = graph
+    token = _fields.set(fields)
     try:
         yield
     finally:
