@@ -1,5 +1,16 @@
-"""The engine: loads graphs, runs them, records them. The thin driver around
-the pure parts (``Planner``, ``Scheduler``, templates).
+"""The engine: the public facade and the driver of one run.
+
+``Engine`` owns loading graphs (validate, load, deploy), the settings and parts
+a host gives it, and driving one run from its input to its result (``run``,
+``_run``, ``_drive``: budget, authorization, input and output schemas, the
+run's status). What a run does meanwhile lives next door, composed here:
+
+- ``_runloop.RunLoop``: executing the nodes (tasks, lanes, groups, calls);
+- ``_recording.RunRecording``: a run's start row, suspension and end;
+- ``_durable_runs.DurableRuns``: accept, resume, take over, operator controls,
+  waiting runs;
+- ``_placement`` (cost model), ``_debug`` (debugger), ``_dryrun``, ``_runstate``
+  and ``_durable`` (leases), the pure parts they use.
 
 ``await engine.run(graph_ref, input, mode=...)`` returns a ``RunResult``;
 problems of the run itself (input against ``input_schema``, a failing node,
@@ -13,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,8 +35,6 @@ from ionwall import Masker
 from .._errors import (
     ConsentRequired,
     GraphError,
-    GraphNotFound,
-    InvalidRunTransition,
     IonfluxError,
     RunNotRecorded,
     SchemaViolation,
@@ -46,7 +54,8 @@ from ._context import (
     step_order,
 )
 from ._dryrun import dry_run
-from ._durable import HealthLike, Leases, recorded_result
+from ._durable import HealthLike, Leases
+from ._durable_runs import DurableRuns, cancelled_by_operator
 from ._history import RunHistory, RunRecord, new_run_id
 from ._placement import Costs
 from ._plan import Plan, Planner
@@ -56,18 +65,11 @@ from ._repository import GraphRepository, GraphVersion
 from ._result import MODES, Mode, RunResult, StepResult
 from ._runloop import RunLoop, Tasks
 from ._runstate import (
-    Action,
     Control,
-    Effect,
     RecordedStep,
     Resume,
-    Seen,
-    allowed_from,
     attention_error,
-    control,
-    next_action,
     resume_from,
-    waits_for,
 )
 from ._scheduler import RunStatus
 from ._schema import check
@@ -91,14 +93,15 @@ if TYPE_CHECKING:
 # one's row is written this long after it starts, so it shows as running.
 _START_AFTER_S = 0.02
 
-# How often a request for a run another live host drives looks at its record.
-_WAIT_S = 0.1
-
 # Kept for callers of the engine's old names.
 _Head = Head
 
 
 class Engine:
+    """Runs graphs for one host: ``run`` (and ``rerun``), the durable entry points
+    (``accept``, ``resume``, ``orphans``, ``control``, ``wake``), a graceful stop
+    (``stop``, ``release``). ``Engine.for_host`` builds one over a real host."""
+
     def __init__(
         self,
         config: Config,
@@ -148,9 +151,10 @@ class Engine:
         # or read with the leases (``Leases.on_control``).
         self._controls: dict[str, Control] = {}
         self._live: dict[str, Tasks] = {}
-        self.leases.on_control = self._signal
         self._records = RunRecording(self)
         self._loop = RunLoop(self, costs=self._costs, controls=self._controls, live=self._live)
+        self._durable = DurableRuns(self, controls=self._controls, live=self._live)
+        self.leases.on_control = self._durable.signal
         # Called (on the loop) with a run reopened here (resumed, retried, approved):
         # the dispatcher drives it now rather than at its next look.
         self.nudge: Callable[[str], None] | None = None
@@ -237,7 +241,7 @@ class Engine:
         if run_key is not None:
             found = self.history.find_key(run_key)
             if found is not None:
-                return await self._known(found)
+                return await self._durable.known(found)
         plan = self._cid_plan(graph_ref)
         return await self._run(
             plan,
@@ -272,43 +276,21 @@ class Engine:
         run_key: str,
         run_id: str | None = None,
     ) -> tuple[str, RunRecord | None]:
-        """Records a run as ``accepted`` (its input stored), committed before it
-        returns: from then on the run is not lost, whoever drives it. Returns the run
-        id and None; or, when a run is recorded under ``run_key`` already, its id
-        and its record (nothing is written). Raises ``RunNotRecorded``."""
-        plan = self._cid_plan(graph_ref)
-        run_id = run_id or new_run_id()
-        recorder = RunRecorder(self.history, self._writer, run_id, masker=self.masker)
-        row = self._records.start_row(
-            plan, run_id, input, "run_all", trigger, recorder, None, run_key, "accepted"
-        )[0]
-        try:
-            found = self.history.accept(row)
-        except (sqlite3.Error, OSError) as exc:
-            raise self._records.not_recorded(run_id, "that it accepted the run", exc) from exc
-        self._records.recorded()
-        if found is not None:
-            return found.run_id, found
-        self.leases.keep(run_id)
-        return run_id, None
+        """Records a run as ``accepted`` before it is driven (``DurableRuns.accept``):
+        the run id and None, or the id and record of the run already under
+        ``run_key``. Raises ``RunNotRecorded``."""
+        return self._durable.accept(
+            graph_ref, input, trigger=trigger, run_key=run_key, run_id=run_id
+        )
 
     async def resume(self, run_id: str) -> RunResult | None:
-        """Resumes a run nobody drives any more (its host died) from its first step
-        not recorded done; None when another host took it first."""
-        record = self.history.get(run_id)
-        if record is None:
-            return None
-        if not record.ended and not self.history.claim(
-            run_id, self.leases.owner, self.leases.expiry(), now=time.time()
-        ):
-            return None
-        record = self.history.get(run_id)
-        assert record is not None
-        return await self._known(record)
+        """Resumes a run nobody drives any more (``DurableRuns.resume``); None when
+        another host took it first."""
+        return await self._durable.resume(run_id)
 
     def orphans(self) -> list[str]:
         """Runs that have not ended and that nobody drives (see ``resume``)."""
-        return [r.run_id for r in self.history.orphans(now=time.time())]
+        return self._durable.orphans()
 
     def stop(self) -> None:
         """A graceful stop: runs cancelled from now on are given back to the run
@@ -335,181 +317,17 @@ class Engine:
         input: Any = None,
         has_input: bool = False,
     ) -> RunRecord:
-        """An operator's ``pause``, ``resume``, ``cancel`` or ``retry`` of a run (by
-        id or prefix); returns its record after. A run driven here is told at once;
-        one driven by another host is told when that host renews its leases. Raises
-        ``GraphNotFound`` and ``InvalidRunTransition`` (a status that does not allow
-        it). ``retry``: from its failed steps, or ``from_step`` (a node id, or its
-        1-based place in the graph) and what depends on it; ``input``: the input
-        that step runs with (recorded), when ``has_input``."""
-        action = Control(action)
-        record = self.history.find(run_id)
-        if record is None:
-            raise GraphNotFound(f"no run {run_id!r} (see: ionflux runs list)")
-        effect = control(action, record.status)
-        if effect is None or (action is not Control.CANCEL and record.parent_run_id is not None):
-            raise InvalidRunTransition(
-                record.run_id, record.status, action.value, allowed_from(action)
-            )
-        changed = False
-        if effect is Effect.SIGNAL:
-            changed = self.history.request_control(record.run_id, action.value)
-            if changed:
-                self._signal(record.run_id, action.value)
-        elif effect is Effect.END:
-            changed = self.history.end(
-                record.run_id,
-                (record.status,),
-                RunStatus.CANCELLED.value,
-                [*(record.error_details or []), _cancelled_by_operator(by)],
-                now=time.time(),
-            )
-        else:
-            redo, overrides = self._redo(record, from_step, input, has_input)
-            changed = self.history.reopen(
-                record.run_id, (record.status,), redo=redo, overrides=overrides
-            )
-            if changed and self.nudge is not None:
-                self.nudge(record.run_id)
-        after = self.history.get(record.run_id)
-        assert after is not None
-        if not changed:  # its status changed meanwhile
-            raise InvalidRunTransition(
-                record.run_id, after.status, action.value, allowed_from(action)
-            )
-        return after
-
-    def _redo(
-        self, record: RunRecord, from_step: str | None, input: Any, has_input: bool
-    ) -> tuple[list[str], dict[str, Any] | None]:
-        """The nodes a retry runs again (the step and what depends on it) and the
-        input it is given."""
-        if from_step is None:
-            if has_input:
-                raise GraphError("--input edits the input of one step: name it with --from-step")
-            return [], None
-        plan = self._cid_plan(record.graph_cid)
-        node = from_step
-        if node not in plan.nodes and node.isdigit():
-            ordered = sorted(plan.nodes, key=lambda n: plan.nodes[n].index)
-            if 1 <= int(node) <= len(ordered):
-                node = ordered[int(node) - 1]
-        if node not in plan.nodes:
-            raise GraphError(
-                f"graph {plan.name} has no step {from_step!r}; its steps: {', '.join(plan.nodes)}"
-            )
-        redo, stack = {node}, [node]
-        while stack:
-            for following in plan.dependents[stack.pop()]:
-                if following not in redo:
-                    redo.add(following)
-                    stack.append(following)
-        return sorted(redo), ({node: input} if has_input else None)
-
-    def _signal(self, run_id: str, action: str) -> None:
-        """On the loop: pause or cancel a run driven here (nothing if it is not)."""
-        if run_id not in self.leases.driving and run_id not in self.leases.kept:
-            return
-        self._controls[run_id] = Control(action)
-        if action == Control.CANCEL:
-            stop_calls = getattr(self.invoker, "cancel", None)
-            if stop_calls is not None:
-                stop_calls(run_id)  # guest calls in flight stop at their next epoch tick
-        for task, running in self._live.get(run_id, {}).items():
-            if action == Control.CANCEL:
-                task.cancel()
-            elif running.stop is not None:
-                running.stop.set()  # a lane starts no next node; the one in flight ends
+        """An operator's ``pause``, ``resume``, ``cancel`` or ``retry`` of a run
+        (``DurableRuns.control``); returns its record after. Raises
+        ``GraphNotFound`` and ``InvalidRunTransition``."""
+        return self._durable.control(
+            run_id, action, by=by, from_step=from_step, input=input, has_input=has_input
+        )
 
     def wake(self) -> list[str]:
-        """Looks at the waiting runs: an ``awaiting_approval`` one whose consent was
-        approved is reopened (resumed by whoever looks next), denied or expired
-        (IONWALL's expiry or ``graph.approval_timeout_s``) fails; a ``waiting`` one
-        whose time came is reopened. Returns the ids reopened."""
-        now = time.time()
-        reopened: list[str] = []
-        status_of = getattr(self.authorizer, "consent_status", None)
-        for record in self.history.waiting():
-            due = record.wake_at is not None and record.wake_at <= now
-            if record.status == RunStatus.WAITING:
-                if due and self.history.reopen(record.run_id, (record.status,)):
-                    reopened.append(record.run_id)
-                continue
-            consent = status_of(record.consent_id) if status_of and record.consent_id else None
-            if status_of is None and not due:
-                continue  # nobody here can tell: it waits for its expiry
-            decision = waits_for(consent, expired=due)
-            if decision == "resume":
-                if self.history.reopen(record.run_id, (record.status,)):
-                    reopened.append(record.run_id)
-            elif decision is not None:
-                self.history.end(
-                    record.run_id,
-                    (record.status,),
-                    RunStatus.FAILURE.value,
-                    [_approval_error(decision, record.consent_id, self.config)],
-                    now=now,
-                )
-        return reopened
-
-    async def _known(self, record: RunRecord) -> RunResult:
-        """A run already recorded: answered, driven, taken over or waited for."""
-        while True:
-            seen = Seen(
-                record.status,
-                record.lease_owner,
-                self.history.orphaned(record, now=time.time()),
-            )
-            action = next_action(seen, self.leases.owner)
-            if action is Action.ANSWER:
-                return recorded_result(self.history, record)
-            driving = self.leases.driving.get(record.run_id)
-            if driving is not None:
-                return await asyncio.shield(driving)
-            if action is Action.DRIVE:
-                return await self._resume(record)
-            if action is Action.TAKE_OVER and self.history.claim(
-                record.run_id, self.leases.owner, self.leases.expiry(), now=time.time()
-            ):
-                return await self._resume(record)
-            # Another live host drives it: its result lands in the history.
-            await asyncio.sleep(_WAIT_S)
-            found = self.history.get(record.run_id)
-            assert found is not None
-            record = found
-
-    async def _resume(self, record: RunRecord) -> RunResult:
-        plan = self._cid_plan(record.graph_cid)
-        if record.control in (Control.PAUSE, Control.CANCEL):
-            self._controls[record.run_id] = Control(record.control)
-        details = dict(record.trigger_details or {})
-        caller = details.get("caller")
-        subject = str(caller) if caller else "local-user"
-        if not caller and record.trigger_type not in ("manual", "rerun"):
-            subject = "anonymous"
-        recorded = [
-            RecordedStep(
-                s.node_id,
-                s.status,
-                json.loads(s.outputs_json) if s.outputs_json else None,
-                s.end_time if s.status == "waiting" else None,
-            )
-            for s in self.history.steps(record.run_id)
-        ]
-        mode: Mode = record.mode if record.mode in MODES else "run_all"
-        return await self._run(
-            plan,
-            record.input,
-            mode,
-            RunTrigger(record.trigger_type, details, subject),
-            None,
-            depth=0,
-            chain=(plan.name,),
-            run_id=record.run_id,
-            input_checked=True,
-            run_key=record.run_key,
-            resumed=(record, recorded),
-        )
+        """Reopens or ends the waiting runs whose consent or time came
+        (``DurableRuns.wake``); returns the ids reopened."""
+        return self._durable.wake()
 
     def _groups(self, heads: list[Head]) -> list[list[Head]]:
         """How ``heads`` are placed on worker threads (see ``RunLoop.groups``)."""
@@ -680,7 +498,7 @@ class Engine:
             status = RunStatus.FAILURE
             errors.append(error_dict(exc))
         if status is RunStatus.CANCELLED and run_id in self._controls:
-            errors.append(_cancelled_by_operator())
+            errors.append(cancelled_by_operator())
         ordered = [steps[n] for n in step_order(plan, steps)]
         result = RunResult(
             execution_id=run_id,
@@ -704,23 +522,3 @@ class Engine:
             wake_at = min(waits.values()) if status is RunStatus.WAITING else None
             return self._records.suspend(recorder, status, errors, result, wake_at)
         return await self._records.close(recorder, status, output, errors or None, steps, result)
-
-
-def _cancelled_by_operator(by: str = "an operator") -> dict[str, Any]:
-    return {"kind": "cancelled", "message": f"the run was cancelled by {by}"}
-
-
-def _approval_error(decision: str, consent_id: str | None, config: Config) -> dict[str, Any]:
-    if decision == "denied":
-        return {
-            "kind": "consent_denied",
-            "message": f"consent {consent_id} was denied: the run does not go on",
-            "consent_id": consent_id,
-        }
-    return {
-        "kind": "approval_expired",
-        "message": f"consent {consent_id} was not approved in time (graph.approval_timeout_s "
-        f"is {config.graph.approval_timeout_s:g} s, or IONWALL expired the request); run it "
-        "again to ask anew",
-        "consent_id": consent_id,
-    }
