@@ -76,7 +76,15 @@ class DurableRuns:
         run_id = run_id or new_run_id()
         recorder = RunRecorder(engine.history, engine._writer, run_id, masker=engine.masker)
         row = engine._records.start_row(
-            plan, run_id, input, "run_all", trigger, recorder, None, run_key, "accepted"
+            plan,
+            run_id,
+            input,
+            mode="run_all",
+            trigger=trigger,
+            recorder=recorder,
+            parent=None,
+            run_key=run_key,
+            status="accepted",
         )[0]
         try:
             found = engine.history.accept(row)

@@ -362,9 +362,21 @@ class Engine:
         run_id = run_id or new_run_id()
         if depth != 0:  # a sub-run is driven (and resumed) with its parent
             return await self._drive(
-                plan, input, mode, trigger, debugger, depth, chain, parent, run_id,
-                input_checked, budget, subruns, run_key, resumed,
-            )  # fmt: skip
+                plan,
+                input,
+                mode,
+                trigger,
+                debugger,
+                depth=depth,
+                chain=chain,
+                parent=parent,
+                run_id=run_id,
+                input_checked=input_checked,
+                budget=budget,
+                subruns=subruns,
+                run_key=run_key,
+                resumed=resumed,
+            )
         self.leases.hold(run_id)
         if resumed is not None and resumed[0].status == "accepted":
             forget = getattr(self.invoker, "forget", None)
@@ -373,9 +385,21 @@ class Engine:
         result: RunResult | None = None
         try:
             result = await self._drive(
-                plan, input, mode, trigger, debugger, depth, chain, parent, run_id,
-                input_checked, budget, subruns, run_key, resumed,
-            )  # fmt: skip
+                plan,
+                input,
+                mode,
+                trigger,
+                debugger,
+                depth=depth,
+                chain=chain,
+                parent=parent,
+                run_id=run_id,
+                input_checked=input_checked,
+                budget=budget,
+                subruns=subruns,
+                run_key=run_key,
+                resumed=resumed,
+            )
             return result
         finally:
             self._controls.pop(run_id, None)
@@ -388,6 +412,7 @@ class Engine:
         mode: Mode,
         trigger: RunTrigger,
         debugger: Debugger | None,
+        *,
         depth: int,
         chain: tuple[str, ...],
         parent: tuple[str, str] | None,
@@ -410,7 +435,16 @@ class Engine:
         if resumed is None:
             started = time.time()
             start_row, value = self._records.start_row(
-                plan, run_id, input, mode, trigger, recorder, parent, run_key, "running", started
+                plan,
+                run_id,
+                input,
+                mode=mode,
+                trigger=trigger,
+                recorder=recorder,
+                parent=parent,
+                run_key=run_key,
+                status="running",
+                started=started,
             )
             recorder.defer_start(start_row, _START_AFTER_S)
         else:
@@ -445,18 +479,18 @@ class Engine:
             )
             to_ask = list(auth.missing)
             ctx = RunContext(
-                plan,
-                run_id,
-                mode,
-                depth,
-                chain,
-                trigger,
-                auth,
-                scope,
-                debugger,
-                recorder,
-                budget,
-                {} if subruns is None else subruns,
+                plan=plan,
+                run_id=run_id,
+                mode=mode,
+                depth=depth,
+                chain=chain,
+                trigger=trigger,
+                authorization=auth,
+                scope=scope,
+                debugger=debugger,
+                recorder=recorder,
+                budget=budget,
+                subruns={} if subruns is None else subruns,
                 overrides=(resumed[0].overrides or {}) if resumed is not None else {},
                 waited=restore.waited if restore is not None else {},
             )

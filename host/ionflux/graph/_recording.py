@@ -51,6 +51,7 @@ class RunRecording:
         plan: Plan,
         run_id: str,
         input: Any,
+        *,
         mode: Mode,
         trigger: RunTrigger,
         recorder: RunRecorder,
