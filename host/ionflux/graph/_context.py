@@ -45,7 +45,7 @@ class RunContext:
     debugger: Debugger | None
     recorder: RunRecorder
     budget: RunBudget
-    # Sub-runs of the whole tree in flight, per depth (see ``Engine._call``).
+    # Sub-runs of the whole tree in flight, per depth (see ``RunLoop._call``).
     subruns: dict[int, asyncio.Semaphore]
     # Set when this run stopped because the whole run's budget ran out.
     stopped_by: RunBudgetExceeded | None = None
@@ -75,7 +75,7 @@ class Running:
     node_id: str | None
     stop: threading.Event | None = None
     closed: bool = False
-    members: tuple[str, ...] = ()  # a group's nodes (see ``Engine._group``)
+    members: tuple[str, ...] = ()  # a group's nodes (see ``RunLoop._group``)
 
     def unsettled(self, scheduler: Scheduler) -> list[str]:
         """The nodes this task still owns, to cancel with it."""
