@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from ionflux.config import Config, load_config
@@ -19,6 +19,9 @@ from ionflux.manifest import Manifest, ModuleRef
 from ionflux.registry import PublishedTransform
 from ionflux.testing.kubo import KuboDaemon, find_kubo
 from ionflux.triggers import NatsServer
+
+if TYPE_CHECKING:
+    from ionflux.http import RunningHost
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "transforms"
@@ -32,6 +35,46 @@ def built() -> Path:
     if not (TESTING / "echo.wasm").exists():
         subprocess.run(["bash", str(REPO / "scripts" / "build_transforms.sh")], check=True)
     return BUILD
+
+
+def on_nats(
+    config: Config,
+    server: NatsServer,
+    *,
+    http: dict[str, Any] | None = None,
+    graph: dict[str, Any] | None = None,
+) -> Config:
+    """``config`` for a serving host on the test's nats-server (with its token),
+    its HTTP API on a free port; ``http``/``graph``: more settings of those sections."""
+    update: dict[str, Any] = {
+        "nats": config.nats.model_copy(
+            update={"url": server.url, "token": server.credentials.token}
+        ),
+        "http": config.http.model_copy(update={"port": 0, **(http or {})}),
+    }
+    if graph:
+        update["graph"] = config.graph.model_copy(update=graph)
+    return config.model_copy(update=update)
+
+
+async def serve_digest(running: RunningHost, hook: str) -> None:
+    """Publishes ``echo`` and deploys ``digest`` on a serving host: three echo
+    nodes passing ``text`` along, a manual trigger and the webhook ``hook``, which
+    needs a token for ``execute_graph:digest``."""
+    from ionflux.http.testing import chain_graph, deploy, publish_wasm
+
+    publish_wasm(running.host, "echo", TESTING / "echo.wasm")
+    await deploy(
+        running,
+        chain_graph(
+            "digest",
+            triggers=[
+                "{type: manual}",
+                f"{{type: webhook, config: {{path: {hook}, method: POST, "
+                "authentication_method: ionwall_jwt}}",
+            ],
+        ),
+    )
 
 
 def make_config(data_dir: Path, **limits: Any) -> Config:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_config
+from conftest import make_config, on_nats
 from ionflux.graph import RunHistory
 from ionflux.http._hosting import RunningHost, start_host
 from ionflux.http.testing import UpProcess
@@ -113,15 +113,7 @@ async def serving(
     data = tmp_path / "host"
     prepare(data, nats_server)
     config = make_config(data)
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "graph": config.graph.model_copy(update={"resume_interval_s": 0.2}),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server, graph={"resume_interval_s": 0.2})
     running = await start_host(config, require_token=False)
     async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
         yield running, http

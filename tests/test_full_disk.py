@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MANIFESTS, REPO, TESTING, make_config
+from conftest import MANIFESTS, REPO, TESTING, make_config, on_nats
 from ionflux.http import RunningHost, start_host
 from ionflux.http.testing import chain_graph, consent_to, deploy, publish_wasm
 from ionflux.triggers import NatsServer
@@ -193,14 +193,7 @@ async def on_small_disk(
     behind the webhook ``HOOK``, its consent given, and ``digest`` (three echo
     nodes) behind ``ECHO_HOOK``."""
     config = make_config(small_disk / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     running = await start_host(config)
     running.host.health.probe_interval_s = 0  # probe at every /healthz: no clock in the test
     running.host.publish(MANIFESTS / "pod-store.yaml")

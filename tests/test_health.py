@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_config
+from conftest import make_config, on_nats
 from ionflux._health import Health, disk_probe
 from ionflux.http import RunningHost, start_host
 from ionflux.triggers import NatsServer
@@ -92,14 +92,7 @@ def test_disk_probe_writes_and_removes_its_file(tmp_path: Path) -> None:
 @pytest.fixture
 async def running(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[RunningHost]:
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     host = await start_host(config)
     yield host
     await host.aclose(5)

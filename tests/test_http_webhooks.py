@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from conftest import BUILD, MANIFESTS, TESTING, make_config
+from conftest import BUILD, MANIFESTS, TESTING, make_config, on_nats, serve_digest
 from ionflux.http import RunningHost, start_host
 from ionflux.http.testing import chain_graph, deploy, publish_wasm
 from ionflux.triggers import NatsServer
@@ -31,27 +31,9 @@ async def running(
     tmp_path: Path, nats_server: NatsServer, built: Path
 ) -> AsyncIterator[RunningHost]:
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     host = await start_host(config)
-    publish_wasm(host.host, "echo", TESTING / "echo.wasm")
-    await deploy(
-        host,
-        chain_graph(
-            "digest",
-            triggers=[
-                "{type: manual}",
-                f"{{type: webhook, config: {{path: {HOOK}, method: POST, "
-                "authentication_method: ionwall_jwt}}",
-            ],
-        ),
-    )
+    await serve_digest(host, HOOK)
     yield host
     await host.aclose(5)
 
@@ -258,14 +240,7 @@ async def test_a_test_host_without_tokens_still_bounds_bodies(
     """``require_token=False`` (a test host on loopback): routes take no token,
     but a webhook that asks for one still does, and the body limits hold."""
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0, "max_body_bytes": 1024}),
-        }
-    )
+    config = on_nats(config, nats_server, http={"max_body_bytes": 1024})
     host = await start_host(config, require_token=False)
     try:
         publish_wasm(host.host, "echo", TESTING / "echo.wasm")
@@ -293,14 +268,7 @@ async def test_metrics_public_opens_metrics_only(
     """``http.metrics_public``: a local Prometheus scraper reads /metrics without a
     token; every other route still needs one."""
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0, "metrics_public": True}),
-        }
-    )
+    config = on_nats(config, nats_server, http={"metrics_public": True})
     host = await start_host(config)
     try:
         async with httpx.AsyncClient(base_url=host.url, timeout=20) as http:

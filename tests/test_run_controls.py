@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_config
+from conftest import make_config, on_nats
 from ionflux.graph import RunHistory
 from ionflux.http._hosting import RunningHost, start_host
 from ionflux.triggers import NatsServer
@@ -84,15 +84,7 @@ async def serving(
         graph("slow", prefix, spinning()),
     )
     config = make_config(data)
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "graph": config.graph.model_copy(update={"resume_interval_s": 0.3, "run_lease_s": 3}),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server, graph={"resume_interval_s": 0.3, "run_lease_s": 3})
     running = await start_host(config, require_token=False)
     async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
         yield running, http, prefix

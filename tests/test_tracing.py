@@ -16,7 +16,7 @@ import httpx
 import ionflux
 import nats
 import pytest
-from conftest import TESTING, GuestPublisher, make_config
+from conftest import TESTING, GuestPublisher, make_config, on_nats
 from ionflux import _tracing
 from ionflux.config import TracingSettings
 from ionflux.graph import Engine, GraphRepository, HostInvoker, RunHistory
@@ -237,14 +237,7 @@ async def running(
     """A serving host with the graph ``relay`` (two echo nodes) behind a webhook
     and a NATS trigger, both open (no token)."""
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     host = await start_host(config)
     publish_wasm(host.host, "echo", TESTING / "echo.wasm")
     await deploy(

@@ -28,9 +28,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import TESTING, make_config
+from conftest import make_config, on_nats, serve_digest
 from ionflux.http import RunningHost, start_host
-from ionflux.http.testing import chain_graph, deploy, publish_wasm
 from ionflux.triggers import NatsServer
 
 HOOK = "/webhooks/invoke/digest"
@@ -51,28 +50,9 @@ async def running(
     """A host with the transform ``echo`` and the graph ``digest`` (three echo
     nodes, a manual trigger and the webhook ``HOOK`` that needs a token)."""
     config = make_config(tmp_path / "data")
-    config = config.model_copy(
-        update={
-            # The module's nats-server wants its token, as the host's own does.
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     host = await start_host(config)
-    publish_wasm(host.host, "echo", TESTING / "echo.wasm")
-    await deploy(
-        host,
-        chain_graph(
-            "digest",
-            triggers=[
-                "{type: manual}",
-                f"{{type: webhook, config: {{path: {HOOK}, method: POST, "
-                "authentication_method: ionwall_jwt}}",
-            ],
-        ),
-    )
+    await serve_digest(host, HOOK)
     yield host
     await host.aclose(5)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MANIFESTS, TESTING, make_config
+from conftest import MANIFESTS, make_config, on_nats, serve_digest
 from ionflux.http import RunningHost, start_host
-from ionflux.http.testing import chain_graph, consent_to, deploy, publish_wasm
+from ionflux.http.testing import consent_to, deploy
 from ionflux.triggers import NatsServer
 from serving import HOOK, http, nats_server, still_serves, token  # noqa: F401
 
@@ -47,28 +47,10 @@ async def running(
     """The harness's host (graph ``digest`` behind ``HOOK``) with its data
     directory on the small disk, and the attacker's graph ``store``."""
     config = make_config(small_disk / "data")
-    config = config.model_copy(
-        update={
-            "nats": config.nats.model_copy(
-                update={"url": nats_server.url, "token": nats_server.credentials.token}
-            ),
-            "http": config.http.model_copy(update={"port": 0}),
-        }
-    )
+    config = on_nats(config, nats_server)
     host = await start_host(config)
     host.host.health.probe_interval_s = 0  # probe at every /healthz: no clock in the test
-    publish_wasm(host.host, "echo", TESTING / "echo.wasm")
-    await deploy(
-        host,
-        chain_graph(
-            "digest",
-            triggers=[
-                "{type: manual}",
-                f"{{type: webhook, config: {{path: {HOOK}, method: POST, "
-                "authentication_method: ionwall_jwt}}",
-            ],
-        ),
-    )
+    await serve_digest(host, HOOK)
     host.host.publish(MANIFESTS / "pod-store.yaml")
     await deploy(host, STORE_GRAPH)
     consent_to(host.ionwall, host.engine, "store", ["write_pod_data:**"])

@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 import pytest
 import wasmtime
+from conftest import TESTING
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ionflux.http import RunningHost
 from ionflux.http.testing import UpProcess
 from ionflux.store import cid_for_bytes
-from serving import TESTING, http, nats_server, running, still_serves, token  # noqa: F401
+from serving import http, nats_server, running, still_serves, token  # noqa: F401
 
 import ionwall
 
