@@ -207,3 +207,34 @@ async def test_the_cli_prints_the_prompt_exits_non_zero_and_resumes_the_run_here
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert record(data, run_id).status == "success"  # type: ignore[attr-defined]
     assert "status: success" in resumed.stdout
+
+
+async def test_a_run_resumed_after_approval_announces_its_end(
+    serving: tuple[RunningHost, httpx.AsyncClient], nats_server: NatsServer
+) -> None:
+    """Whoever waits on a graph's completion events sees the end of a run that
+    waited for consent, as of any other run."""
+    import json
+
+    import nats
+
+    running, http = serving
+    deploy(running, asking("approved", f"cw{uuid.uuid4().hex[:8]}.x"))
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
+    try:
+        events = await nc.subscribe("ionflux.graph.approved.completion")
+        await nc.flush()
+        r = await http.post("/graphs/approved/runs", json={})
+        assert r.json()["overall_status"] == "awaiting_approval"
+        run_id = r.json()["execution_id"]
+        consent = running.engine.history.get(run_id).consent_id  # type: ignore[union-attr]
+        approved = await http.post(f"/ionwall/consents/{consent}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        while True:  # the first run's own event (awaiting_approval) may come first
+            event = json.loads((await events.next_msg(timeout=60)).data)
+            if event["overall_status"] != "awaiting_approval":
+                break
+        assert (event["execution_id"], event["overall_status"]) == (run_id, "success")
+        assert event["trigger"] == "resume"
+    finally:
+        await nc.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,6 +97,10 @@ class Pending:
     accepted_at: float = field(default_factory=time.time)
 
 
+# A resumed run that stopped driving without ending (a timer, a pause): no event yet.
+_STILL_GOING = frozenset({"accepted", "running", "waiting", "paused"})
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -117,6 +121,10 @@ class Dispatcher:
         self.pending: dict[str, Pending] = {}
         self._resumer: asyncio.Task[None] | None = None
         self._resuming: set[str] = set()
+        # Where a graph announces its runs' ends (set by the trigger service): a
+        # run resumed here (after a crash, an approval, a timer or a retry) is
+        # announced like one started by a trigger.
+        self.completion_subject: Callable[[str], str | None] = lambda graph: None
         self.metrics.track_gauge(self.metrics.runs_in_flight, lambda: self.slots.in_flight)
         self.extra_depth: list[Any] = []  # callables adding queued work outside the slots
         self.metrics.track_gauge(self.metrics.queue_depth, self.queue_depth)
@@ -321,6 +329,9 @@ class Dispatcher:
                 self.slots.release()
             if result is not None:
                 log.info("run %s resumed: %s", run_id, result.overall_status)
+                subject = self.completion_subject(result.graph_name)
+                if subject and result.overall_status not in _STILL_GOING:
+                    await self._publish(subject, completion_event(result, "resume"))
         except Exception:
             log.exception("could not resume run %s", run_id)
         finally:

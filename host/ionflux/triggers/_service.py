@@ -55,6 +55,7 @@ class TriggerService:
         self.dispatcher = Dispatcher(
             runner, concurrency=concurrency, publisher=bus, metrics=self.metrics
         )
+        self.dispatcher.completion_subject = self._completion_subject
         self.nats: NatsTriggers | None = None
         self.durable: DurableTriggers | None = None
         if bus is not None:
