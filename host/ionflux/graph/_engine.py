@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections.abc import Callable
@@ -360,23 +361,25 @@ class Engine:
         resumed: tuple[RunRecord, list[RecordedStep]] | None = None,
     ) -> RunResult:
         run_id = run_id or new_run_id()
+        drive = functools.partial(
+            self._drive,
+            plan,
+            input,
+            mode,
+            trigger,
+            debugger,
+            depth=depth,
+            chain=chain,
+            parent=parent,
+            run_id=run_id,
+            input_checked=input_checked,
+            budget=budget,
+            subruns=subruns,
+            run_key=run_key,
+            resumed=resumed,
+        )
         if depth != 0:  # a sub-run is driven (and resumed) with its parent
-            return await self._drive(
-                plan,
-                input,
-                mode,
-                trigger,
-                debugger,
-                depth=depth,
-                chain=chain,
-                parent=parent,
-                run_id=run_id,
-                input_checked=input_checked,
-                budget=budget,
-                subruns=subruns,
-                run_key=run_key,
-                resumed=resumed,
-            )
+            return await drive()
         self.leases.hold(run_id)
         if resumed is not None and resumed[0].status == "accepted":
             forget = getattr(self.invoker, "forget", None)
@@ -384,22 +387,7 @@ class Engine:
                 forget(run_id)  # retried after a cancel: its calls run again
         result: RunResult | None = None
         try:
-            result = await self._drive(
-                plan,
-                input,
-                mode,
-                trigger,
-                debugger,
-                depth=depth,
-                chain=chain,
-                parent=parent,
-                run_id=run_id,
-                input_checked=input_checked,
-                budget=budget,
-                subruns=subruns,
-                run_key=run_key,
-                resumed=resumed,
-            )
+            result = await drive()
             return result
         finally:
             self._controls.pop(run_id, None)

@@ -148,17 +148,13 @@ class RunRecording:
                 # Cancelled (a parent stopped) after the run's work ended: it is closed
                 # as it ended, without a run log it could not wait for.
                 with contextlib.suppress(Exception):
-                    self.engine.history.finish_run(
-                        recorder.run_id,
-                        status=status.value,
-                        end_time=time.time(),
-                        output_preview=output_preview,
-                        output_cid=output_cid,
-                        error_details=errors,
-                        fuel_used=sum(s.fuel_used for s in steps.values()),
-                        step_results_summary_cid=None,
-                        steps=recorder.take(),
-                        start=recorder.take_start(),
+                    self._close_row(
+                        recorder,
+                        status,
+                        (output_preview, output_cid),
+                        errors,
+                        steps,
+                        None,
                         output=output,
                     )
                 raise
@@ -181,17 +177,13 @@ class RunRecording:
                     self.engine.health.ok(RUN_LOG)
         result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
         try:
-            closed = self.engine.history.finish_run(
-                recorder.run_id,
-                status=status.value,
-                end_time=time.time(),
-                output_preview=output_preview,
-                output_cid=output_cid,
-                error_details=errors,
-                fuel_used=sum(s.fuel_used for s in steps.values()),
-                step_results_summary_cid=summary_cid,
-                steps=recorder.take(),
-                start=recorder.take_start(),
+            closed = self._close_row(
+                recorder,
+                status,
+                (output_preview, output_cid),
+                errors,
+                steps,
+                summary_cid,
                 output=output,
                 # Refused for a missing grant: not final for its trigger (which asks
                 # again later), so the run gives its key back. SEAM: awaiting_approval.
@@ -206,6 +198,35 @@ class RunRecording:
             assert record is not None
             return recorded_result(self.engine.history, record)
         return result
+
+    def _close_row(
+        self,
+        recorder: RunRecorder,
+        status: RunStatus,
+        shown_output: tuple[str | None, str | None],
+        errors: list[dict[str, Any]] | None,
+        steps: dict[str, StepResult],
+        summary_cid: str | None,
+        *,
+        output: Any = None,
+        forget_key: bool = False,
+    ) -> bool:
+        """The run's closing transaction (with its last steps and, for a short run,
+        its start row); ``shown_output``: the output's masked preview and CID."""
+        return self.engine.history.finish_run(
+            recorder.run_id,
+            status=status.value,
+            end_time=time.time(),
+            output_preview=shown_output[0],
+            output_cid=shown_output[1],
+            error_details=errors,
+            fuel_used=sum(s.fuel_used for s in steps.values()),
+            step_results_summary_cid=summary_cid,
+            steps=recorder.take(),
+            start=recorder.take_start(),
+            output=output,
+            forget_key=forget_key,
+        )
 
     def finish(
         self,
@@ -224,18 +245,7 @@ class RunRecording:
             log_text = recorder.run_log(result)
             summary_cid = recorder.text_cid(log_text)
             result = dataclasses.replace(result, step_results_summary_cid=summary_cid)
-        self.engine.history.finish_run(
-            recorder.run_id,
-            status=status.value,
-            end_time=time.time(),
-            output_preview=output_preview,
-            output_cid=output_cid,
-            error_details=errors,
-            fuel_used=sum(s.fuel_used for s in steps.values()),
-            step_results_summary_cid=summary_cid,
-            steps=recorder.take(),
-            start=recorder.take_start(),
-        )
+        self._close_row(recorder, status, (output_preview, output_cid), errors, steps, summary_cid)
         if summary_cid is not None:
             # Written after the run's closing transaction: the pod write's file
             # system work would otherwise slow that commit down (~0.4 ms measured).
