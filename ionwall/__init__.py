@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._mask import MASK, Masker
     from ._policy import Policy, TrustedPublisher, load_policy, policy_from_dict
     from ._scope import ACTIONS, Scope, covers, narrow, parse_scope, parse_scopes
+    from ._shared import connect_read_only, read_only
     from ._token import Claims, verify_token
 
 _LAZY = {
@@ -84,8 +85,10 @@ _LAZY = {
     "narrow": "_scope",
     "parse_duration": "_duration",
     "parse_scope": "_scope",
+    "connect_read_only": "_shared",
     "parse_scopes": "_scope",
     "policy_from_dict": "_policy",
+    "read_only": "_shared",
     "read_text": "_documents",
     "render_prompt": "_consent",
     "sign_cid": "_keys",
@@ -151,6 +154,7 @@ __all__ = [
     "UnknownConsent",
     "UnknownGrant",
     "compose_yaml",
+    "connect_read_only",
     "covers",
     "decode_public_key",
     "describe_scope",
@@ -163,6 +167,7 @@ __all__ = [
     "parse_scope",
     "parse_scopes",
     "policy_from_dict",
+    "read_only",
     "read_text",
     "render_prompt",
     "sign_cid",

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import mmap
 import os
+import sqlite3
 from pathlib import Path
 
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -40,6 +41,26 @@ def read_only(directory: Path) -> bool:
     except OSError:
         return False
     return not os.access(directory, os.W_OK)
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; ``immutable`` where SQLite cannot keep the WAL's shared memory."""
+    for flags in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{flags}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            conn.close()
+            if flags == "immutable=1":
+                raise
+            continue
+        return conn
+    raise AssertionError("unreachable")
 
 
 class SharedFile:

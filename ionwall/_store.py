@@ -25,7 +25,7 @@ from typing import Any
 from ._consent import ConsentRequest, ConsentStatus
 from ._errors import StoreError
 from ._grants import Grant, GrantKind
-from ._shared import SharedCounter, read_only
+from ._shared import SharedCounter, connect_read_only, read_only
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
@@ -63,26 +63,6 @@ CREATE INDEX IF NOT EXISTS grants_fingerprint ON grants(fingerprint);
 """
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """``mode=ro``; ``immutable`` where SQLite cannot keep the WAL's shared memory."""
-    for flags in ("mode=ro", "immutable=1"):
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?{flags}",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error:
-            conn.close()
-            if flags == "immutable=1":
-                raise
-            continue
-        return conn
-    raise AssertionError("unreachable")
-
-
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
@@ -116,7 +96,7 @@ class GrantStore:
         if conn is None:
             try:
                 if self.read_only:
-                    conn = _connect_read_only(self.path)
+                    conn = connect_read_only(self.path)
                 else:
                     conn = sqlite3.connect(
                         self.path, timeout=30.0, isolation_level=None, check_same_thread=False

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from ionwall import connect_read_only, read_only
+
 from ._errors import DataDirError
 
 log = logging.getLogger("ionflux.sqlite")
@@ -47,7 +49,7 @@ def open_database(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if read_only(path.parent):
-            return _open_read_only(path) if path.exists() else _empty(schema)
+            return connect_read_only(path) if path.exists() else _empty(schema)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -62,39 +64,6 @@ def open_database(
     except (OSError, sqlite3.Error) as exc:
         raise DataDirError(f"{path}: cannot open the database: {_reason(exc)}") from exc
     return db
-
-
-def read_only(directory: Path) -> bool:
-    """Whether files in ``directory`` cannot be created or written: a read-only
-    file system (a root process can write anything else, so ask the mount), or
-    no write permission."""
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return True
-    except OSError:
-        return False
-    return not os.access(directory, os.W_OK)
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    # ``mode=ro`` still needs the WAL's shared-memory file; where it cannot be
-    # made, ``immutable`` reads the main file alone (nothing can change it there).
-    for flags in ("mode=ro", "immutable=1"):
-        db = sqlite3.connect(
-            f"{path.resolve().as_uri()}?{flags}",
-            uri=True,
-            check_same_thread=False,
-            isolation_level=None,
-        )
-        try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error:
-            db.close()
-            if flags == "immutable=1":
-                raise
-            continue
-        return db
-    raise AssertionError("unreachable")
 
 
 def _empty(schema: str) -> sqlite3.Connection:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ionwall import read_only
+
 from .. import DataDirError
-from .._sqlite import read_only
 from ..config import Config, load_config
 
 if TYPE_CHECKING:

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ionwall import read_only
+
 from .._errors import DataDirError
-from .._sqlite import Checkpointer, open_database, read_only, transaction
+from .._sqlite import Checkpointer, open_database, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
