@@ -18,6 +18,7 @@ from ionflux.host import Host
 from ionflux.manifest import Manifest, ModuleRef
 from ionflux.registry import PublishedTransform
 from ionflux.testing.kubo import KuboDaemon, find_kubo
+from ionflux.testing.postgres import PostgresServer, find_postgres_bin
 from ionflux.triggers import NatsServer
 
 if TYPE_CHECKING:
@@ -171,3 +172,26 @@ def own_kubo(kubo_bin: Path) -> Iterator[KuboDaemon]:
         yield daemon
     finally:
         daemon.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 server for the session (temp dir, loopback port, run as the
+    unprivileged ``postgres`` user); skipped saying how to get it when not installed."""
+    if find_postgres_bin() is None:
+        pytest.skip("no PostgreSQL: run scripts/bootstrap.sh (apt-get install postgresql)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_pg_databases = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL, dropped after the test."""
+    name = f"t{next(_pg_databases)}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
