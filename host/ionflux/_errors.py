@@ -8,6 +8,11 @@
     │   │                            503, a durable message is nak'd, /healthz degraded)
     │   └── AuditNotWritten          IONWALL's audit log could not be written, so the call's
     │                                output is withheld (HTTP 503; also an ``ionwall.AuditError``)
+    ├── StateError                   the state backend (state.backend: postgres) failed
+    │   ├── StateUnavailable         the state database cannot be reached or refused a statement
+    │   │                            (retryable: a run's record becomes RunNotRecorded)
+    │   ├── StateConflict            a unique key already taken (another host wrote it first)
+    │   └── StateSchemaError         the database's schema is newer than this host, or damaged
     ├── ManifestError                a manifest that does not parse or validate (names the field)
     ├── ModuleError                  a module refused at publish or load time
     │   ├── NotWasm                  the bytes are not a wasm module or component
@@ -120,6 +125,32 @@ class AuditNotWritten(DataDirError, _ionwall.AuditError):
     the message is IONWALL's, which says what to do."""
 
     kind = "audit_not_written"
+
+
+class StateError(IonfluxError):
+    """The state backend (``state.backend: postgres``) failed; the message says how."""
+
+    kind = "state"
+
+
+class StateUnavailable(StateError):
+    """The state database cannot be reached, or refused a statement: nothing of the
+    operation was written (its transaction is rolled back); retry once it is back."""
+
+    kind = "state_unavailable"
+
+
+class StateConflict(StateError):
+    """A row under a unique key another writer (another host) took first."""
+
+    kind = "state_conflict"
+
+
+class StateSchemaError(StateError):
+    """The state database's schema is newer than this host knows (upgrade the host),
+    or its migrations do not match the files shipped (``ionflux db migrate`` says which)."""
+
+    kind = "state_schema"
 
 
 class ManifestError(IonfluxError):

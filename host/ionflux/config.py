@@ -68,6 +68,20 @@ class StoreSettings(_Section):
     max_get_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
 
+class StateSettings(_Section):
+    """Where the host keeps its state (registry, graph versions, run history)."""
+
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="sqlite: files under data_dir (one machine); postgres: shared by a cluster",
+    )
+    url: str | None = Field(
+        default=None, description="postgres: a libpq URL, postgresql://user@host:port/db"
+    )
+    pool_size: int = Field(default=8, gt=0, le=200, description="postgres: connections per host")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class NatsSettings(_Section):
     url: str | None = Field(default=None, description="None: the host starts its own nats-server")
     queue_group: str = "ionflux-hosts"
@@ -274,6 +288,7 @@ class Config(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     limits: Limits = Limits()
     store: StoreSettings = StoreSettings()
+    state: StateSettings = StateSettings()
     nats: NatsSettings = NatsSettings()
     http: HttpSettings = HttpSettings()
     graph: GraphSettings = GraphSettings()
