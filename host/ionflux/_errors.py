@@ -63,11 +63,24 @@
     │   ├── RunRefused               a trigger event refused before its run
     │   ├── ShuttingDown             the host is draining; no new runs (HTTP 503)
     │   └── Overloaded               too many runs already wait for a slot (HTTP 503)
+    ├── ConsoleError                 the web console refused a request (console/)
+    │   ├── CrossSiteRequest         an unsafe console request not from the console's own
+    │   │                            origin, or without the session's CSRF token (HTTP 403)
+    │   └── SessionLimitReached      past console.max_sessions live sessions (HTTP 503)
     ├── PermissionDenied             IONWALL refused (also an ``ionwall.PermissionDenied``)
     │   ├── AddressRefused           the http import's host resolves to an internal address
     │   └── SubjectReserved          the bus import may not publish to a host subject
-    └── ConsentRequired              nothing runs until the owner answers a consent request
-                                     (also an ``ionwall.ConsentRequired``)
+    ├── ConsentRequired              nothing runs until the owner answers a consent request
+    │                                (also an ``ionwall.ConsentRequired``)
+    └── ReactorError                 the ION Reactor refused a plan, an agent or a rule
+        ├── PlanValidationError      a master plan that does not validate (unknown agents,
+        │                            missing inputs, cycles, undeclared scopes): every problem
+        ├── PlanNotFound             no master plan by that name or CID
+        ├── AgentNotFound            no agent by that name (or no such version of it)
+        ├── AgentDefinitionError     an agent definition that does not parse (names the field)
+        ├── InvalidAgentTransition   an operation the agent's status does not allow (409)
+        ├── AlertRuleError           an alert rule that does not parse (names the field)
+        └── ReactorLimitExceeded     past a reactor.* limit (names it)
 
 Every class above is exported from ``ionflux`` (tests/test_error_tree.py walks the
 tree and checks both). Classes live here unless the drawing names their module.
@@ -399,6 +412,42 @@ class SubjectReserved(PermissionDenied):
         super().__init__(f"publish_nats_topic:{subject}", reason)
 
 
+class ConsoleError(IonfluxError):
+    """The web console refused a request before it reached the API."""
+
+    kind = "console"
+
+
+class CrossSiteRequest(ConsoleError):
+    """A console form sent from another site (``Sec-Fetch-Site``/``Origin``), or
+    without the session's CSRF token: refused, nothing done (HTTP 403)."""
+
+    kind = "cross_site_request"
+
+    def __init__(self, why: str):
+        super().__init__(
+            f"refused: this console form did not come from the console itself ({why}); "
+            "reload the console page and submit it from there"
+        )
+
+
+class SessionLimitReached(ConsoleError):
+    """``console.max_sessions`` sessions are live: sign out of one, or wait for one
+    to expire (``console.session_ttl_s``), or raise the setting (HTTP 503)."""
+
+    kind = "too_many_sessions"
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(
+            f"the console already has console.max_sessions = {limit} live sessions; "
+            "sign out of one or raise the setting"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "limit": self.limit}
+
+
 class ConsentRequired(IonfluxError, _ionwall.ConsentRequired):
     """Nothing runs until the owner answers ``request``; the message says how."""
 
@@ -659,3 +708,81 @@ class RunLogNotStored(GraphError):
             "free space in the pod's store and run it again"
         )
         self.run_id = run_id
+
+
+class ReactorError(IonfluxError):
+    """The ION Reactor refused a plan, an agent or a rule."""
+
+    kind = "reactor_error"
+
+
+class PlanValidationError(ReactorError):
+    """A master plan that does not validate; ``problems`` lists every one, each
+    ``{"step": ..., "field": ..., "problem": ...}``."""
+
+    kind = "plan_invalid"
+
+    def __init__(self, plan: str, problems: list[dict[str, Any]]):
+        self.plan = plan
+        self.problems = problems
+        lines = "; ".join(
+            (f"step {p['step']}: " if p.get("step") else "") + str(p["problem"]) for p in problems
+        )
+        super().__init__(f"master plan {plan!r} does not validate: {lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "plan": self.plan, "problems": self.problems}
+
+
+class PlanNotFound(ReactorError):
+    kind = "plan_not_found"
+
+
+class AgentNotFound(ReactorError):
+    kind = "agent_not_found"
+
+
+class AgentDefinitionError(ReactorError):
+    """An agent definition that does not parse or validate; ``field`` names where."""
+
+    kind = "agent_definition_invalid"
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class InvalidAgentTransition(ReactorError):
+    """An operation the agent's status does not allow (retire a retired agent,
+    roll back with no earlier version)."""
+
+    kind = "invalid_agent_transition"
+
+
+class AlertRuleError(ReactorError):
+    """An alert rule that does not parse; ``field`` names where."""
+
+    kind = "alert_rule_invalid"
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class ReactorLimitExceeded(ReactorError):
+    """Past a ``reactor.*`` limit; ``limit`` names the setting."""
+
+    kind = "reactor_limit"
+
+    def __init__(self, limit: str, message: str):
+        self.limit = limit
+        super().__init__(f"{message} (reactor.{limit})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "limit": self.limit}
