@@ -280,6 +280,31 @@ class TracingSettings(_Section):
     )
 
 
+class ReactorSettings(_Section):
+    """The ION Reactor (``ionflux.reactor``): master plans, agents, health rules."""
+
+    max_plan_steps: int = Field(default=64, gt=0, le=10_000, description="steps in one plan")
+    max_plan_bytes: int = Field(
+        default=256 * 1024, gt=0, description="a plan or agent definition's text"
+    )
+    max_alternative_depth: int = Field(
+        default=3, ge=0, le=10, description="alternative plans started from alternative plans"
+    )
+    max_step_retries: int = Field(default=10, ge=0, le=100, description="retries of one step")
+    health_interval_s: float = Field(
+        default=15.0, ge=0, description="how often the alert rules are evaluated (0: never)"
+    )
+    max_alert_rules: int = Field(default=64, gt=0, le=10_000)
+    alert_rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the seed's alerting_rules: metric, condition, severity, "
+        "notification_channel, and optionally emergency_plan, pre_authorized",
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, gt=0, description="retire: how long runs in flight may take to end"
+    )
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IONFLUX_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -297,6 +322,7 @@ class Config(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     log: LogSettings = LogSettings()
     tracing: TracingSettings = TracingSettings()
+    reactor: ReactorSettings = ReactorSettings()
 
     @classmethod
     def settings_customise_sources(
