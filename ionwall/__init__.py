@@ -26,6 +26,7 @@ from ._errors import (
     KeyFileError,
     PermissionDenied,
     PolicyError,
+    RevocationFeedLost,
     ScopeError,
     StoreError,
     TokenError,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from ._ionwall import Ionwall
     from ._keys import decode_public_key, encode_public_key, sign_cid, verify_cid_signature
     from ._mask import MASK, Masker
+    from ._pg import migrate_postgres
+    from ._pgstore import RevocationFeed
     from ._policy import Policy, TrustedPublisher, load_policy, policy_from_dict
     from ._scope import ACTIONS, Scope, covers, narrow, parse_scope, parse_scopes
     from ._shared import connect_read_only, read_only
@@ -72,6 +75,7 @@ _LAZY = {
     "MASK": "_mask",
     "Masker": "_mask",
     "Policy": "_policy",
+    "RevocationFeed": "_pgstore",
     "Scope": "_scope",
     "TrustedPublisher": "_policy",
     "compose_yaml": "_documents",
@@ -82,6 +86,7 @@ _LAZY = {
     "format_duration": "_duration",
     "load_policy": "_policy",
     "load_yaml": "_documents",
+    "migrate_postgres": "_pg",
     "narrow": "_scope",
     "parse_duration": "_duration",
     "parse_scope": "_scope",
@@ -142,6 +147,8 @@ __all__ = [
     "PermissionDenied",
     "Policy",
     "PolicyError",
+    "RevocationFeed",
+    "RevocationFeedLost",
     "Scope",
     "ScopeError",
     "StoreError",
@@ -162,6 +169,7 @@ __all__ = [
     "format_duration",
     "load_policy",
     "load_yaml",
+    "migrate_postgres",
     "narrow",
     "parse_duration",
     "parse_scope",

@@ -144,7 +144,12 @@ class AuditReport:
     checkpoint covers (before the damage, if any), ``signed_at`` when it was
     signed and ``key_id`` the key it was checked against. Entries from
     ``signed`` on are only hash-chained. ``repairs``: the entries that record a
-    torn last line cut by a writer (``TORN_TAIL_CUT``)."""
+    torn last line cut by a writer (``TORN_TAIL_CUT``).
+
+    On a cluster (state in PostgreSQL) every host appends to its own chain,
+    named by its key id (``chain``) and host name (``host``); the report of
+    all of them holds one report per chain in ``chains``, is ok only when
+    every one is, and otherwise says which chain is damaged first."""
 
     ok: bool
     entries: int
@@ -154,8 +159,37 @@ class AuditReport:
     signed_at: str | None = None
     key_id: str | None = None
     repairs: tuple[int, ...] = ()
+    chain: str | None = None
+    host: str | None = None
+    chains: tuple[AuditReport, ...] = ()
+
+    @classmethod
+    def of_chains(cls, reports: Sequence[AuditReport]) -> AuditReport:
+        """One report over every host's chain."""
+        total = sum(r.entries for r in reports)
+        bad = next((r for r in reports if not r.ok), None)
+        if bad is None:
+            return cls(True, total, signed=sum(r.signed for r in reports), chains=tuple(reports))
+        return cls(
+            False, total, bad.index, bad.problem, bad.signed, bad.signed_at, bad.key_id,
+            bad.repairs, bad.chain, bad.host, tuple(reports),
+        )  # fmt: skip
+
+    def _named(self) -> str:
+        return f"chain {self.chain} (host {self.host or 'unknown'})"
 
     def __str__(self) -> str:
+        if self.chains:
+            if self.ok:
+                return (
+                    f"audit log intact: {len(self.chains)} chain(s), one per host, "
+                    f"{self.entries} entries, chains and heads verified; "
+                    + "; ".join(
+                        f"{c._named()}: {c.entries} entries, {c.coverage()}{c._repairs()}"
+                        for c in self.chains
+                    )
+                )
+            return f"audit log damaged in {self._named()}: {self.problem}; {self.coverage()}"
         if self.ok:
             return (
                 f"audit log intact: {self.entries} entries, chain and head verified; "
@@ -319,13 +353,9 @@ class AuditLog:
         self.path = directory / "audit.jsonl"
         self.head_path = directory / "audit.head"
         self.checkpoints_path = directory / _checkpoint.CHECKPOINTS_FILE
-        self._key = key or load_or_create_key(directory)
-        self._kid = key_id(self._key.public_key())
-        self._every = checkpoint_every
-        self._after_s = checkpoint_after_s
-        self._masker = masker or Masker()
-        self._lock = threading.Lock()  # held while writing; guards the chain state
-        self._closed = f"{self.path}: the audit log is closed"  # why appends fail
+        self._init_state(
+            key or load_or_create_key(directory), masker, checkpoint_every, checkpoint_after_s
+        )
         flags = os.O_CREAT | os.O_CLOEXEC
         try:
             self._log_fd = os.open(self.path, flags | os.O_WRONLY | os.O_APPEND, 0o600)
@@ -347,6 +377,19 @@ class AuditLog:
                 if fd >= 0:
                     os.close(fd)
             raise
+
+    def _init_state(
+        self, key: Ed25519PrivateKey, masker: Masker | None, every: int, after_s: float
+    ) -> None:
+        """The state in memory, whatever holds the chain (files here, PostgreSQL
+        in ``_pgaudit``)."""
+        self._key = key
+        self._kid = key_id(self._key.public_key())
+        self._every = every
+        self._after_s = after_s
+        self._masker = masker or Masker()
+        self._lock = threading.Lock()  # held while writing; guards the chain state
+        self._closed = f"{self.path}: the audit log is closed"  # why appends fail
         # The head as this process last wrote it; another value means another
         # writer moved the log (or nothing is known yet): read its end first.
         self._head_seen = b""
@@ -526,21 +569,7 @@ class AuditLog:
                 repaired = self._refresh(seen, repair=True)
                 if repaired is not None:
                     batch = [repaired, *batch]
-            count, last = self._count, self._last
-            lines = []
-            for pending in batch:
-                t = pending.template
-                canonical = (
-                    f"{t.before_index}{count}{t.before_prev}{last}{t.before_time}"
-                    f"{pending.time}{t.end}"
-                ).encode()
-                digest = hashlib.sha256(canonical).hexdigest()
-                # Key order in the line does not matter (verify re-canonicalises),
-                # so the hash is spliced in instead of encoding the entry twice.
-                lines.append(b'%s,"hash":"%s"}\n' % (canonical[:-1], digest.encode()))
-                pending.index, pending.prev, pending.hash = count, last, digest
-                count += 1
-                last = digest
+            lines, count, last = _chain(batch, self._count, self._last)
             data = lines[0] if len(lines) == 1 else b"".join(lines)
             new_head = b"%020d %s %020d\n" % (count, last.encode(), self._signed)
             head.write(new_head)  # first: see the module's docstring
@@ -815,6 +844,26 @@ class AuditLog:
         return None
 
 
+def _chain(batch: Sequence[_Pending], count: int, last: str) -> tuple[list[bytes], int, str]:
+    """The lines (each ending in a newline) of ``batch`` chained after ``count``
+    entries ending with ``last``, and the chain's new (count, last hash); each
+    pending entry learns its index, prev and hash."""
+    lines = []
+    for pending in batch:
+        t = pending.template
+        canonical = (
+            f"{t.before_index}{count}{t.before_prev}{last}{t.before_time}{pending.time}{t.end}"
+        ).encode()
+        digest = hashlib.sha256(canonical).hexdigest()
+        # Key order in the line does not matter (verify re-canonicalises),
+        # so the hash is spliced in instead of encoding the entry twice.
+        lines.append(b'%s,"hash":"%s"}\n' % (canonical[:-1], digest.encode()))
+        pending.index, pending.prev, pending.hash = count, last, digest
+        count += 1
+        last = digest
+    return lines, count, last
+
+
 def unsigned_max(every: int) -> int:
     """The most entries a log may hold after its last signed checkpoint: writers
     sign once ``every`` are unsigned; one that died before signing leaves up to
@@ -834,6 +883,21 @@ class _Verifier:
         self.every = audit._every
         self.repairs: list[int] = []
 
+    checkpoints_name = _checkpoint.CHECKPOINTS_FILE
+
+    def checkpoint_lines(self) -> Iterator[tuple[int, bytes]]:
+        """(line number, raw line) of every checkpoint, oldest first."""
+        return _checkpoint.read_all(self.audit.checkpoints_path)
+
+    def entry_lines(self) -> Iterator[bytes]:
+        """Every entry, oldest first, each ending in a newline."""
+        return _lines(self.audit.path)
+
+    def check_head(self, count: int, last: str) -> tuple[int | None, str] | None:
+        """Whether the head record counts ``count`` entries ending with ``last``:
+        None, or (the bad entry's index, the problem)."""
+        return self.audit._check_head(count, last)
+
     def report(
         self, entries: int, index: int | None = None, problem: str | None = None
     ) -> AuditReport:
@@ -844,8 +908,8 @@ class _Verifier:
 
     def run(self) -> AuditReport:
         checkpoints: list[_checkpoint.Checkpoint] = []
-        name = _checkpoint.CHECKPOINTS_FILE
-        for n, raw in _checkpoint.read_all(self.audit.checkpoints_path):
+        name = self.checkpoints_name
+        for n, raw in self.checkpoint_lines():
             found = _checkpoint.parse(raw)
             if found is None:
                 return self.report(
@@ -865,7 +929,7 @@ class _Verifier:
         pending = deque(checkpoints)
         prev = GENESIS
         count = 0
-        for i, raw in enumerate(_lines(self.audit.path)):
+        for i, raw in enumerate(self.entry_lines()):
             mismatch = self._reach(pending, i, prev)
             if mismatch is not None:
                 return mismatch
@@ -898,7 +962,7 @@ class _Verifier:
                 f"{self.signed - 1 if self.signed else 0} were removed and the chain rewritten "
                 f"(entry {self.signed} is the first not covered by a signature)",
             )
-        head = self.audit._check_head(count, prev)
+        head = self.check_head(count, prev)
         if head is not None:
             return self.report(count, *head)
         return self.report(count)

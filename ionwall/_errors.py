@@ -18,6 +18,7 @@
     │   └── DocumentTooLarge        past a budget: bytes, nesting, nodes, alias expansion
     ├── KeyFileError                the signing key cannot be read, or others can read it
     ├── StoreError                  the consent and grant database cannot be used
+    ├── RevocationFeedLost          a cluster host lost the revocation feed too long: it denies
     └── AuditError                  the audit log cannot be written or read
 
 Every error serialises with ``to_dict()`` (the HTTP API sends it as the body).
@@ -186,3 +187,25 @@ class StoreError(IonwallError):
 
 class AuditError(IonwallError):
     kind = "audit"
+
+
+class RevocationFeedLost(IonwallError):
+    """A host sharing state through PostgreSQL has not heard from the revocation
+    feed for ``silent_s`` seconds, past its ``bound``: it cannot know what was
+    revoked elsewhere, so it denies every scoped call (and refuses tokens)
+    until the feed has caught up. ``problem``: what the feed last ran into."""
+
+    kind = "revocation_feed_lost"
+
+    def __init__(self, bound: float, silent_s: float, problem: str):
+        self.bound = bound
+        self.silent_s = silent_s
+        self.problem = problem
+        super().__init__(
+            f"the revocation feed has been silent for {silent_s:.1f} s, past the bound of "
+            f"{bound:g} s (state.revocation_feed_bound): denied until it catches up"
+            + (f" ({problem})" if problem else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "bound": self.bound, "problem": self.problem}

@@ -23,7 +23,6 @@ the gate does not compare the grant's subject with the calling module.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -57,18 +57,23 @@ from ._errors import (
 )
 from ._gate import CallContext, Decision
 from ._grants import Grant, GrantKind
-from ._keys import encode_public_key, load_or_create_key, verify_cid_signature
+from ._keys import encode_public_key, key_id, load_or_create_key, verify_cid_signature
 from ._mask import Masker
 from ._policy import Policy
 from ._scope import Scope, covering, narrow, narrow_all, parse_scope, parse_scopes
-from ._store import GrantStore
+from ._store import GrantStore, StateStore
 from ._token import Claims, issue_token, verify_token
+
+if TYPE_CHECKING:
+    from ._pgstore import RevocationFeed
 
 WRITE_BEHIND_ACTIONS = frozenset({"emit_log", "read_config", "read_pod_data"})
 """Actions whose effect stays inside the run until it returns: a write-behind
 gate may record their allowed calls after the fact (see ``Ionwall.gate``)."""
 
 _DECISIONS_MAX = 4096
+_UNKNOWN_KIDS_MAX = 1024
+_UNKNOWN_KID_RETRY_S = 2.0
 # (grant id, concrete scope) -> (allowed, reason, the policy applied, the grant's expiry)
 _Decisions = dict[tuple[str, str], tuple[bool, str, Policy, float]]
 
@@ -92,26 +97,75 @@ class Ionwall:
         *,
         masker: Masker | None = None,
         clock: Callable[[], float] = time.time,
+        state_url: str | None = None,
+        revocation_feed_bound: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``state_url`` (``postgresql://…``): consents, grants, revocations, published
+        keys and the audit chains live in that database, shared by every host
+        of a cluster (``data_dir`` then holds only this host's signing key);
+        None: everything in ``data_dir`` (SQLite and files, one machine).
+        ``revocation_feed_bound``: with ``state_url``, how many seconds of
+        silence from the revocation feed (measured by ``monotonic``) this host
+        tolerates before it denies every scoped call (``RevocationFeedLost``)."""
         self.data_dir = Path(data_dir)
         self.policy = policy or Policy()
         self.masker = masker or Masker()
         self._clock = clock
         self._key = load_or_create_key(self.data_dir)
         self._public = self._key.public_key()
-        # Tokens whose signature already verified under this key (see verify_token).
+        self.kid = key_id(self._public)
+        # Tokens whose signature already verified (see verify_token).
         self._verified_tokens: dict[str, Claims] = {}
         self.public_key = encode_public_key(self._public)
-        self._store = GrantStore(self.data_dir)
-        self.audit = AuditLog(self.data_dir, self.masker, key=self._key)
+        self.revocation_feed: RevocationFeed | None = None
+        self._peer_keys: dict[str, Ed25519PublicKey] = {self.kid: self._public}
+        self._unknown_kids: dict[str, float] = {}  # kid -> when to ask the database again
+        self._monotonic = monotonic
+        self._store: StateStore
+        if state_url is None:
+            self._store = GrantStore(self.data_dir)
+            self.audit = AuditLog(self.data_dir, self.masker, key=self._key)
+        else:
+            self._open_shared(state_url, revocation_feed_bound)
         self._states: dict[str, _GrantState] = {}
         self._states_stamp = b""  # no stamp reads as empty: the first call loads
         self._states_lock = threading.Lock()
         self._decisions: _Decisions = {}  # emptied with _states
 
+    def _open_shared(self, url: str, bound: float) -> None:
+        from ._pg import Database
+        from ._pgaudit import PgAuditLog
+        from ._pgstore import PgGrantStore
+
+        self._db = Database(url)
+        try:
+            store = PgGrantStore(self._db, feed_bound=bound, monotonic=self._monotonic)
+            try:
+                store.publish_key(self._public)
+                self.audit = PgAuditLog(
+                    self.data_dir, self._db, self.masker, key=self._key,
+                    published=store.public_key, hosts=store.hosts,
+                )  # fmt: skip
+            except BaseException:
+                store.close()
+                raise
+        except BaseException:
+            self._db.close()
+            raise
+        self._store = store
+        self._pg_keys = store.public_key
+        feed = self.revocation_feed = store.feed
+        self._feed_lost = feed.lost
+        # Only a cluster host pays for the feed's check on the gate's path.
+        self._decide = self._decide_fenced  # type: ignore[method-assign]
+
     def close(self) -> None:
+        self.audit.close()  # first: its last entries may go to the database
         self._store.close()
-        self.audit.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
 
     def __enter__(self) -> Ionwall:
         return self
@@ -316,7 +370,7 @@ class Ionwall:
                 decision=decision,
             )
 
-    def _pending(self, conn: sqlite3.Connection, consent_id: str, now: datetime) -> ConsentRequest:
+    def _pending(self, conn: Any, consent_id: str, now: datetime) -> ConsentRequest:
         request = self._store.consent(consent_id, conn)
         if request is None:
             raise UnknownConsent(consent_id)
@@ -328,7 +382,7 @@ class Ionwall:
 
     def _grant(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         request: ConsentRequest,
         scopes: Sequence[Scope],
         lifetime: timedelta,
@@ -417,6 +471,8 @@ class Ionwall:
         """Whether ``grant_id`` exists, is not revoked and has not expired; as
         cheap as a gate check without the audit entry, for callers that keep a
         grant between runs."""
+        if self.revocation_feed is not None and self.revocation_feed.lost() is not None:
+            return False
         state = self._state(grant_id)
         return state is not None and state.revoked_at is None and self._clock() < state.expires_at
 
@@ -454,6 +510,14 @@ class Ionwall:
     def flush(self) -> None:
         """Writes every audit entry queued by write-behind gates so far."""
         self.audit.flush()
+
+    def _decide_fenced(self, grant_id: str | None, scope: str) -> tuple[bool, str]:
+        """``_decide`` on a cluster host: nothing is allowed while the revocation
+        feed is lost (a revocation elsewhere may have gone unseen)."""
+        lost = self._feed_lost()
+        if lost is not None:
+            return False, str(lost)
+        return Ionwall._decide(self, grant_id, scope)
 
     def _decide(self, grant_id: str | None, scope: str) -> tuple[bool, str]:
         if grant_id is not None and self._store.revocation_stamp() == self._states_stamp:
@@ -542,8 +606,14 @@ class Ionwall:
         The one check for every caller: raises ``TokenInvalid`` (malformed,
         forged, alg not EdDSA), ``TokenExpired``, ``TokenNotYetValid``,
         ``TokenRevoked`` or, when ``required_scope`` is not covered,
-        ``PermissionDenied``.
+        ``PermissionDenied``. On a cluster a token issued by any host verifies
+        (under the key its host published, found by the token's ``kid``), and
+        a host that lost the revocation feed raises ``RevocationFeedLost``.
         """
+        if self.revocation_feed is not None:
+            lost = self.revocation_feed.lost()
+            if lost is not None:
+                raise lost
         return verify_token(
             token,
             public_key=self._public,
@@ -551,7 +621,27 @@ class Ionwall:
             is_revoked=self._revocation_reason,
             now=self._clock(),
             verified=self._verified_tokens,
+            key_for=None if self.revocation_feed is None else self._key_for,
         )
+
+    def _key_for(self, kid: str) -> Ed25519PublicKey | None:
+        """The key a host of the cluster published under ``kid``; a kid no host
+        published is asked again only after a while (a flood of forged kids
+        costs no query each)."""
+        key = self._peer_keys.get(kid)
+        if key is not None:
+            return key
+        now = self._monotonic()
+        if self._unknown_kids.get(kid, 0.0) > now:
+            return None
+        key = self._pg_keys(kid)
+        if key is None or key_id(key) != kid:
+            if len(self._unknown_kids) >= _UNKNOWN_KIDS_MAX:
+                self._unknown_kids.clear()
+            self._unknown_kids[kid] = now + _UNKNOWN_KID_RETRY_S
+            return None
+        self._peer_keys[kid] = key
+        return key
 
     def _revocation_reason(self, token_id: str) -> str | None:
         state = self._state(token_id)

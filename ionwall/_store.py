@@ -17,10 +17,10 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._consent import ConsentRequest, ConsentStatus
 from ._errors import StoreError
@@ -61,6 +61,43 @@ CREATE TABLE IF NOT EXISTS grants (
 );
 CREATE INDEX IF NOT EXISTS grants_fingerprint ON grants(fingerprint);
 """
+
+
+class _Row(Protocol):
+    """A row by column name: ``sqlite3.Row``, or psycopg's ``dict_row``."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class StateStore(Protocol):
+    """What ``Ionwall`` keeps consents and grants in: ``GrantStore`` (SQLite, one
+    machine) or ``PgGrantStore`` (PostgreSQL, a cluster). ``conn`` is whatever
+    ``write()`` yields: writes go through it, inside that transaction."""
+
+    read_only: bool
+
+    def write(self) -> AbstractContextManager[Any]: ...
+    def close(self) -> None: ...
+    def revocation_stamp(self) -> bytes: ...
+    def revoke(self, grant_id: str, at: datetime) -> bool: ...
+    def insert_consent(self, conn: Any, request: ConsentRequest, fingerprint: str) -> None: ...
+    def answer_consent(
+        self,
+        conn: Any,
+        consent_id: str,
+        status: ConsentStatus,
+        *,
+        at: datetime,
+        by: str | None,
+        grant_id: str | None = None,
+    ) -> None: ...
+    def consent(self, consent_id: str, conn: Any = None) -> ConsentRequest | None: ...
+    def pending_by_fingerprint(self, conn: Any, fingerprint: str) -> ConsentRequest | None: ...
+    def consents(self, status: ConsentStatus | None = None) -> list[ConsentRequest]: ...
+    def insert_grant(self, conn: Any, grant: Grant, fingerprint: str | None) -> None: ...
+    def grant(self, grant_id: str) -> Grant | None: ...
+    def grants(self) -> list[Grant]: ...
+    def live_grant_for(self, fingerprint: str, now: float) -> Grant | None: ...
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -253,7 +290,7 @@ class GrantStore:
         return found
 
 
-def _consent(row: sqlite3.Row) -> ConsentRequest:
+def _consent(row: _Row) -> ConsentRequest:
     valid = row["signature_valid"]
     created = _dt(row["created_at"])
     expires = _dt(row["expires_at"])
@@ -275,7 +312,7 @@ def _consent(row: sqlite3.Row) -> ConsentRequest:
     )
 
 
-def _grant(row: sqlite3.Row) -> Grant:
+def _grant(row: _Row) -> Grant:
     created = _dt(row["created_at"])
     expires = _dt(row["expires_at"])
     assert created is not None and expires is not None

@@ -108,15 +108,18 @@ def verify_token(
     is_revoked: RevocationCheck | None = None,
     now: float | None = None,
     verified: MutableMapping[str, Claims] | None = None,
+    key_for: Callable[[str], Ed25519PublicKey | None] | None = None,
 ) -> Claims:
     """The claims of ``token``, or the precise reason it must be refused.
 
     ``verified`` remembers tokens whose signature and claims already checked out
-    under ``public_key`` (keyed by the whole token, so no other token can hit
-    it); their times, revocation and scope are checked on every call."""
+    (keyed by the whole token, so no other token can hit it); their times,
+    revocation and scope are checked on every call. ``key_for(kid)``: on a
+    cluster, the key another host published; a token whose ``kid`` is not
+    ``public_key``'s is checked against it (none: ``TokenInvalid``)."""
     claims = verified.get(token) if verified is not None else None
     if claims is None:
-        claims = _verified_claims(token, public_key)
+        claims = _verified_claims(token, public_key, key_for)
         if verified is not None:
             if len(verified) >= VERIFIED_KEPT:
                 verified.clear()
@@ -125,12 +128,25 @@ def verify_token(
     return _check_claims(claims, current, is_revoked, required_scope)
 
 
-def _verified_claims(token: str, public_key: Ed25519PublicKey) -> Claims:
+def _verified_claims(
+    token: str,
+    public_key: Ed25519PublicKey,
+    key_for: Callable[[str], Ed25519PublicKey | None] | None = None,
+) -> Claims:
     """The claims of a token whose header, signature and claims check out."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise TokenInvalid(f"not a token: {exc}") from exc
+    kid = header.get("kid")
+    if key_for is not None and isinstance(kid, str) and kid != key_id(public_key):
+        found = key_for(kid)
+        if found is None:
+            raise TokenInvalid(
+                f"signed with key {kid}, which no host of this cluster published "
+                "(forged, or issued by another IONWALL)"
+            )
+        public_key = found
     alg = header.get("alg")
     if alg != ALGORITHM:
         if isinstance(alg, str) and alg.lower() == "none":

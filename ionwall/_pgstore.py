@@ -1,0 +1,416 @@
+"""The consent and grant store on PostgreSQL, shared by every host of a cluster,
+and the revocation feed that keeps each host's gate current from memory.
+
+``PgGrantStore`` answers what ``GrantStore`` (SQLite) answers, over the tables
+of ``migrations/0001_ionwall.sql``. Every write transaction first takes one
+advisory lock (``pg_advisory_xact_lock``): writes from every host serialise
+as ``BEGIN IMMEDIATE`` serialises them on one machine, so an approval races
+no other approval, and ``authorize`` reuses a grant another host just made.
+
+Revocations: ``revoke`` marks the grant, appends a row to
+``ionwall_revocations`` (its ``seq`` orders all revocations of the cluster)
+and sends ``NOTIFY ionwall_revocations, '<seq>'``, delivered at commit to
+every host. Each host's ``RevocationFeed`` holds one connection that
+``LISTEN``s, and moves the host's revocation stamp (a value in memory that
+the gate compares on every call, as it compares the shared counter file on
+one machine) for each revocation it sees; a gap in the seqs, a reconnect and
+every heartbeat re-read the revocations after the last seq seen. A host whose
+feed has not answered for longer than ``bound`` seconds no longer knows what
+was revoked: its gate denies every call, naming the reason
+(``RevocationFeedLost``), until the feed caught up again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from psycopg.rows import dict_row, tuple_row
+
+from ._consent import ConsentRequest, ConsentStatus
+from ._errors import RevocationFeedLost, StoreError
+from ._grants import Grant
+from ._keys import decode_public_key, encode_public_key, key_id
+from ._pg import CONNECT_TIMEOUT_S, WRITE_LOCK, Database, translate
+from ._store import _consent, _grant, _ts
+
+log = logging.getLogger("ionwall.feed")
+
+CHANNEL = "ionwall_revocations"
+DEFAULT_FEED_BOUND_S = 5.0
+"""How long a host goes on trusting what it knows of revocations without hearing
+from the feed (``state.revocation_feed_bound`` in the host's config)."""
+
+
+class PgGrantStore:
+    """Consents, grants, revocations and published keys in PostgreSQL."""
+
+    read_only = False
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        feed_bound: float = DEFAULT_FEED_BOUND_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.path = db.where  # named in messages, as GrantStore's file is
+        self._local = threading.local()
+        self.feed = RevocationFeed(db, bound=feed_bound, monotonic=monotonic)
+
+    def close(self) -> None:
+        self.feed.close()
+
+    # -- connections ---------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[psycopg.Connection[Any]]:
+        """A write transaction holding IONWALL's write lock (every host's writes serialise)."""
+        with self.db.connection("cannot write the grant store") as conn:
+            conn.row_factory = dict_row
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    self._local.tx = conn
+                    try:
+                        yield conn
+                    finally:
+                        self._local.tx = None
+            finally:
+                conn.row_factory = tuple_row  # back to the pool
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        tx = getattr(self._local, "tx", None)
+        if tx is not None:  # inside write(): read what the transaction sees
+            with translate(f"{self.db.where}: cannot read the grant store"):
+                return list(tx.execute(sql, args).fetchall())
+        with self.db.connection("cannot read the grant store") as conn:
+            with conn.cursor(row_factory=dict_row) as cur:
+                return list(cur.execute(sql, args).fetchall())
+
+    # -- revocations ---------------------------------------------------------
+
+    def revocation_stamp(self) -> bytes:
+        """Changes with every revocation the feed saw (from memory)."""
+        return self.feed.stamp
+
+    def revoke(self, grant_id: str, at: datetime) -> bool:
+        """Marks the grant revoked (keeping the first time) and tells every host;
+        False if there is none."""
+        with self.write() as conn:
+            found = conn.execute(
+                "UPDATE ionwall_grants SET revoked_at=COALESCE(revoked_at, %s) WHERE id=%s",
+                (_ts(at), grant_id),
+            ).rowcount
+            if found:
+                row = conn.execute(
+                    "INSERT INTO ionwall_revocations (grant_id, revoked_at) VALUES (%s, %s) "
+                    "RETURNING seq",
+                    (grant_id, _ts(at)),
+                ).fetchone()
+                assert row is not None
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(row["seq"])))
+        if found:
+            self.feed.bump()  # this host at once, without waiting for its own notice
+        return found > 0
+
+    # -- consents ------------------------------------------------------------
+
+    def insert_consent(
+        self, conn: psycopg.Connection[Any], request: ConsentRequest, fingerprint: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO ionwall_consents VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                request.id, fingerprint, request.subject, request.transform, request.version,
+                json.dumps(list(request.scopes)), request.publisher,
+                None if request.signature_valid is None else int(request.signature_valid),
+                _ts(request.created_at), _ts(request.expires_at), request.status.value,
+                _ts(request.answered_at), request.answered_by, request.grant_id,
+            ),
+        )  # fmt: skip
+
+    def answer_consent(
+        self,
+        conn: psycopg.Connection[Any],
+        consent_id: str,
+        status: ConsentStatus,
+        *,
+        at: datetime,
+        by: str | None,
+        grant_id: str | None = None,
+    ) -> None:
+        conn.execute(
+            "UPDATE ionwall_consents SET status=%s, answered_at=%s, answered_by=%s, grant_id=%s "
+            "WHERE id=%s",
+            (status.value, _ts(at), by, grant_id, consent_id),
+        )
+
+    def consent(
+        self, consent_id: str, conn: psycopg.Connection[Any] | None = None
+    ) -> ConsentRequest | None:
+        rows = self._query("SELECT * FROM ionwall_consents WHERE id=%s", (consent_id,))
+        return _consent(rows[0]) if rows else None
+
+    def pending_by_fingerprint(
+        self, conn: psycopg.Connection[Any], fingerprint: str
+    ) -> ConsentRequest | None:
+        rows = self._query(
+            "SELECT * FROM ionwall_consents WHERE fingerprint=%s AND status='pending'",
+            (fingerprint,),
+        )
+        return _consent(rows[0]) if rows else None
+
+    def consents(self, status: ConsentStatus | None = None) -> list[ConsentRequest]:
+        if status is None:
+            rows = self._query("SELECT * FROM ionwall_consents ORDER BY created_at, id")
+        else:
+            rows = self._query(
+                "SELECT * FROM ionwall_consents WHERE status=%s ORDER BY created_at, id",
+                (status.value,),
+            )
+        return [_consent(r) for r in rows]
+
+    # -- grants --------------------------------------------------------------
+
+    def insert_grant(
+        self, conn: psycopg.Connection[Any], grant: Grant, fingerprint: str | None
+    ) -> None:
+        conn.execute(
+            "INSERT INTO ionwall_grants VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                grant.id, grant.subject, grant.transform, json.dumps(list(grant.scopes)),
+                _ts(grant.created_at), _ts(grant.expires_at), grant.token, grant.kind.value,
+                grant.consent_id, fingerprint, _ts(grant.revoked_at),
+            ),
+        )  # fmt: skip
+
+    def grant(self, grant_id: str) -> Grant | None:
+        rows = self._query("SELECT * FROM ionwall_grants WHERE id=%s", (grant_id,))
+        return _grant(rows[0]) if rows else None
+
+    def grants(self) -> list[Grant]:
+        rows = self._query("SELECT * FROM ionwall_grants ORDER BY created_at, id")
+        return [_grant(r) for r in rows]
+
+    def live_grant_for(self, fingerprint: str, now: float) -> Grant | None:
+        rows = self._query(
+            "SELECT * FROM ionwall_grants WHERE fingerprint=%s AND revoked_at IS NULL "
+            "AND expires_at>%s ORDER BY expires_at DESC LIMIT 1",
+            (fingerprint, now),
+        )
+        return _grant(rows[0]) if rows else None
+
+    # -- published keys ------------------------------------------------------
+
+    def publish_key(self, key: Ed25519PublicKey) -> None:
+        """Publishes this host's public key (its tokens and checkpoints carry its kid).
+
+        A kid already published under another key is refused: someone
+        replaced it, and tokens and audit chains signed by this host would
+        then be checked against the wrong key."""
+        kid, text = key_id(key), encode_public_key(key)
+        rows = self._query(
+            "INSERT INTO ionwall_keys (kid, public_key, host, published_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (kid) DO UPDATE SET kid=EXCLUDED.kid "
+            "RETURNING public_key",
+            (kid, text, socket.gethostname(), time.time()),
+        )
+        if rows and rows[0]["public_key"] != text:
+            raise StoreError(
+                f"{self.db.where}: the key published for kid {kid} is not this host's "
+                f"({rows[0]['public_key']} instead of {text}): it was replaced; "
+                "restore it in ionwall_keys"
+            )
+
+    def public_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The key a host published under ``kid`` (None: no such host)."""
+        rows = self._query("SELECT public_key FROM ionwall_keys WHERE kid=%s", (kid,))
+        if not rows:
+            return None
+        try:
+            return decode_public_key(rows[0]["public_key"])
+        except ValueError:
+            return None
+
+    def hosts(self) -> dict[str, str]:
+        """kid -> host name of every published key."""
+        return {r["kid"]: r["host"] for r in self._query("SELECT kid, host FROM ionwall_keys")}
+
+
+class RevocationFeed:
+    """One host's view of the cluster's revocations: LISTEN, catch up, heartbeat.
+
+    ``stamp`` is read by the gate on every call; ``lost()`` says (from memory)
+    whether the feed has been silent for longer than ``bound``. The thread
+    that follows the feed is the only writer of both."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        bound: float = DEFAULT_FEED_BOUND_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if bound <= 0:
+            raise ValueError(f"the revocation feed's bound must be positive, not {bound}")
+        self._db = db
+        self.bound = bound
+        self._monotonic = monotonic
+        self._heartbeat = min(1.0, bound / 4)
+        self._retry = min(0.5, bound / 4)
+        self.stamp = b"\0"
+        self._generation = 0
+        self.seen = 0  # the last revocation seq applied
+        self._deadline = float("-inf")
+        self._lost_at: float | None = None
+        self.problem = "the revocation feed has not connected yet"
+        self.connected = False
+        self._changed = threading.Condition()
+        self._closed = False
+        # close() wakes the thread with a notice on a channel only it listens to
+        self._wake_channel = f"ionwall_feed_{secrets.token_hex(8)}"
+        self._conn = self._connect()  # the first catch-up: open, or StoreError
+        self._thread = threading.Thread(
+            target=self._follow, name="ionwall-revocations", daemon=True
+        )
+        self._thread.start()
+
+    # -- the hot path --------------------------------------------------------
+
+    def lost(self) -> RevocationFeedLost | None:
+        """None while the feed is current; else why the host must deny."""
+        now = self._monotonic()
+        if now < self._deadline:
+            return None
+        since = self._lost_at if self._lost_at is not None else self._deadline - self.bound
+        return RevocationFeedLost(self.bound, max(0.0, now - since), self.problem)
+
+    # -- what the thread does ------------------------------------------------
+
+    def bump(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self.stamp = self._generation.to_bytes(8, "little")
+            self._changed.notify_all()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        with translate(f"{self._db.where}: cannot follow the revocation feed"):
+            conn = psycopg.connect(
+                self._db.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                # a half-open connection (a cut cable) fails in about the bound
+                tcp_user_timeout=max(1000, int(self.bound * 1000)),
+                keepalives=1,
+                keepalives_idle=max(1, int(self.bound)),
+                keepalives_interval=1,
+                keepalives_count=2,
+            )
+            try:
+                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {self._wake_channel}")
+                self._catch_up(conn)  # after LISTEN: nothing falls between the two
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _catch_up(self, conn: psycopg.Connection[Any]) -> None:
+        """Applies every revocation after ``seen``; the feed is current again."""
+        rows = conn.execute(
+            "SELECT seq FROM ionwall_revocations WHERE seq > %s ORDER BY seq", (self.seen,)
+        ).fetchall()
+        self._fresh(rows[-1][0] if rows else None)
+
+    def _fresh(self, seq: int | None) -> None:
+        with self._changed:
+            if seq is not None and seq > self.seen:
+                self.seen = seq
+                self._generation += 1
+                self.stamp = self._generation.to_bytes(8, "little")
+            self._deadline = self._monotonic() + self.bound
+            self._lost_at = None
+            self.connected = True
+            self.problem = ""
+            self._changed.notify_all()
+
+    def _follow(self) -> None:
+        conn: psycopg.Connection[Any] | None = self._conn
+        while not self._closed:
+            if conn is None:
+                try:
+                    conn = self._connect()
+                    log.info("revocation feed: caught up again at seq %d", self.seen)
+                except StoreError as exc:
+                    self._down(str(exc.__cause__ or exc))
+                    with self._changed:
+                        self._changed.wait(self._retry)
+                    continue
+            try:
+                for note in conn.notifies(timeout=self._heartbeat, stop_after=1):
+                    if self._closed:
+                        return self._end(conn)
+                    seq = int(note.payload) if note.payload.isdigit() else 0
+                    if seq == self.seen + 1:
+                        self._fresh(seq)  # the next one: no need to read it back
+                        break
+                else:
+                    seq = -1
+                if seq != self.seen:  # a heartbeat, a gap, or a payload not understood
+                    self._catch_up(conn)
+            except psycopg.Error as exc:
+                if self._closed:
+                    break
+                self._down(f"the connection to {self._db.where} failed: {exc}")
+                log.warning("revocation feed lost: %s", exc)
+                conn.close()
+                conn = None
+        self._end(conn)
+
+    def _end(self, conn: psycopg.Connection[Any] | None) -> None:
+        if conn is not None:
+            conn.close()
+
+    def _down(self, problem: str) -> None:
+        with self._changed:
+            if self.connected:
+                self._lost_at = self._monotonic()
+            self.connected = False
+            self.problem = problem
+            self._changed.notify_all()
+
+    # -- for tests, benchmarks and shutdown ----------------------------------
+
+    def wait(self, condition: Callable[[RevocationFeed], bool], timeout: float) -> bool:
+        """Waits until ``condition(self)`` holds (checked whenever the feed changes)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: condition(self), timeout)
+
+    def latest(self) -> int:
+        """The last revocation seq in the database (a query, not the hot path)."""
+        with self._db.connection("cannot read the revocations") as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM ionwall_revocations").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._closed = True
+        with self._changed:
+            self._changed.notify_all()
+        try:
+            with self._db.connection("cannot wake the revocation feed") as conn:
+                conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,))
+        except StoreError:
+            pass  # the database is gone: the thread ends at its next heartbeat
+        self._thread.join(timeout=self._heartbeat + CONNECT_TIMEOUT_S)
