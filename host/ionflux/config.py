@@ -280,6 +280,16 @@ class TracingSettings(_Section):
     )
 
 
+class RuntimeSettings(_Section):
+    """The engine that runs components (the Extism SDK runs Extism plugins)."""
+
+    engine: Literal["native", "wasmtime"] = Field(
+        default="native",
+        description="native: the PyO3 extension over the wasmtime crate for components "
+        "whose imports are the world's (others on wasmtime-py); wasmtime: wasmtime-py only",
+    )
+
+
 class ReactorSettings(_Section):
     """The ION Reactor (``ionflux.reactor``): master plans, agents, health rules."""
 
@@ -323,6 +333,7 @@ class Config(BaseSettings):
     log: LogSettings = LogSettings()
     tracing: TracingSettings = TracingSettings()
     reactor: ReactorSettings = ReactorSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
     @classmethod
     def settings_customise_sources(

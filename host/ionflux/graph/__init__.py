@@ -20,7 +20,7 @@ SQLite), ``_repository``
 
 from ._context import RunTrigger
 from ._engine import Engine
-from ._history import RunHistory, RunRecord, StepRecord, new_run_id, preview
+from ._history import RunHistory, RunRecord, SharedRunHistory, StepRecord, new_run_id, preview
 from ._ionwall import IonwallAuthorizer, audit_control, control_scope
 from ._model import FluxGraph, Node, Retry, SubgraphRef, Trigger
 from ._plan import GraphCatalog, Plan, PlannedNode, Planner, TransformCatalog, TransformInfo
@@ -80,6 +80,7 @@ __all__ = [
     "RunStatus",
     "RunTrigger",
     "Scheduler",
+    "SharedRunHistory",
     "Source",
     "StepRecord",
     "StepResult",

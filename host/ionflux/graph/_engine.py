@@ -39,6 +39,7 @@ from .._errors import (
     IonfluxError,
     RunNotRecorded,
     SchemaViolation,
+    StateError,
     TemplateError,
 )
 from ..config import Config
@@ -57,7 +58,7 @@ from ._context import (
 from ._dryrun import dry_run
 from ._durable import HealthLike, Leases
 from ._durable_runs import DurableRuns, cancelled_by_operator
-from ._history import RunHistory, RunRecord, new_run_id
+from ._history import RunHistory, RunRecord, SharedRunHistory, new_run_id
 from ._placement import Costs
 from ._plan import Plan, Planner
 from ._recorder import RunRecorder, ValuePod, ValueWriter
@@ -165,13 +166,19 @@ class Engine:
         """The engine over a real host: its registry, its pod, history under data_dir."""
         data = host.config.data_dir
         pod: Any = host.pod
+        shared = host.state  # state.backend: postgres, else None (SQLite files)
         return cls(
             host.config,
             invoker=HostInvoker(host),
             repository=GraphRepository(
-                data / "graphs.sqlite3", pod=pod, document_limits=host.config.documents.limits()
+                None if shared is not None else data / "graphs.sqlite3",
+                pod=pod,
+                document_limits=host.config.documents.limits(),
+                database=shared,
             ),
-            history=RunHistory(data / "runs.sqlite3"),
+            history=RunHistory(data / "runs.sqlite3")
+            if shared is None
+            else SharedRunHistory(shared),
             pod=pod,
             authorizer=authorizer,
             health=getattr(host, "health", None),
@@ -441,7 +448,7 @@ class Engine:
             if record.status == "accepted":
                 try:
                     self.history.mark_running(run_id)
-                except (sqlite3.Error, OSError) as exc:
+                except (sqlite3.Error, StateError, OSError) as exc:
                     raise self._records.not_recorded(run_id, "that the run started", exc) from exc
             idempotent = {n: p.node.idempotent for n, p in plan.nodes.items()}
             restore = resume_from(idempotent, recorded)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ionwall import CallContext, Gate
 
-from .._errors import GraphError, GuestError, RunBudgetExceeded, TemplateError
+from .._errors import GraphError, GuestError, RunBudgetExceeded, StateError, TemplateError
 from ._content_cache import content_key, lookup
 from ._context import Head, RunContext, Running, RunTrigger, node_scope, runs_in_lane
 from ._debug import pause
@@ -325,7 +325,7 @@ class RunLoop:
             # run stops in needs_attention on resume instead of calling it again.
             try:
                 ctx.recorder.running(planned.id, planned.target, now)
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, StateError, OSError) as exc:
                 doing = f"that node {planned.id!r} started"
                 raise self.engine._records.not_recorded(ctx.run_id, doing, exc) from exc
 
