@@ -126,6 +126,30 @@ class HttpSettings(_Section):
     )
 
 
+class ConsoleSettings(_Section):
+    """The web console ``ionflux up`` serves at ``/`` (ionflux/console)."""
+
+    session_ttl_s: float = Field(
+        default=12 * 3600, gt=0, description="a console session (and the token a link mints) lasts"
+    )
+    signin_link_ttl_s: float = Field(
+        default=24 * 3600, gt=0, description="an unused one-time sign-in link stays valid"
+    )
+    max_sessions: int = Field(default=64, ge=1, description="live console sessions at most")
+    max_streams: int = Field(
+        default=32, ge=1, description="live views (server-sent event streams) open at once"
+    )
+    poll_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="a live view asks the API again after this"
+    )
+    max_debug_runs: int = Field(
+        default=4, ge=1, description="step-through debugged runs open at once on a host"
+    )
+    debug_pause_timeout_s: float = Field(
+        default=900.0, gt=0, description="a debugged run's stop unanswered this long aborts it"
+    )
+
+
 class GraphSettings(_Section):
     concurrency: int = Field(default=8, gt=0)
     max_subgraph_depth: int = Field(default=3, ge=1)
@@ -326,6 +350,7 @@ class Config(BaseSettings):
     state: StateSettings = StateSettings()
     nats: NatsSettings = NatsSettings()
     http: HttpSettings = HttpSettings()
+    console: ConsoleSettings = ConsoleSettings()
     graph: GraphSettings = GraphSettings()
     ionwall: IonwallSettings = IonwallSettings()
     egress: EgressSettings = EgressSettings()
