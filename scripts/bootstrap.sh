@@ -27,6 +27,10 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The native call path (a PyO3 extension over the wasmtime crate): cached in
+# ~/.cache/ionflux by source hash; the first build on a machine takes minutes.
+bash scripts/build_native.sh
+
 if [ $# -gt 0 ]; then
   exec .venv/bin/just "$@"
 fi
