@@ -80,6 +80,13 @@ class StateSettings(_Section):
     )
     pool_size: int = Field(default=8, gt=0, le=200, description="postgres: connections per host")
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    revocation_feed_bound_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="postgres: seconds a host goes without hearing from IONWALL's revocation "
+        "feed before it denies every scoped import (fails closed) until it catches up",
+    )
 
 
 class NatsSettings(_Section):
