@@ -54,8 +54,10 @@ from .runtime import (
     wasm_kind,
 )
 from .runtime.extism import ExtismLoaded, check_plugin
+from .state import open_state
 
 if TYPE_CHECKING:
+    from .state import PgDatabase
     from .store import BlockBackend, Pod
 
 
@@ -140,12 +142,19 @@ class Host:
         self._owns_pod = pod is None
         self._http: httpx.Client | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(config.data_dir / "registry.sqlite3")
+        # The state every host of a cluster shares (state.backend: postgres), its
+        # schema migrated first; None: SQLite files under data_dir, this machine's.
+        self.state: PgDatabase | None = open_state(config)
+        if self.state is None:
+            self.registry = Registry(config.data_dir / "registry.sqlite3")
+        else:
+            self.registry = Registry(database=self.state)
         self.runtime = Runtime(
             max_wasm_stack_bytes=config.limits.max_wasm_stack_bytes,
             cache_dir=config.data_dir / "cache" / "compiled",
             sandboxes=config.limits.sandboxes,
             max_memory_bytes=config.limits.memory_bytes * config.limits.ceiling_factor,
+            engine=config.runtime.engine,
         )
         self._prepared: dict[str, _Prepared] = {}
         self._grants: dict[str, str] = {}  # module CID -> the grant its calls run under
@@ -246,6 +255,8 @@ class Host:
         self.registry.close()
         if self._ionwall is not None:
             self._ionwall.close()
+        if self.state is not None:
+            self.state.close()
         if self._http is not None:
             self._http.close()
         if self._pod is not None and self._owns_pod:

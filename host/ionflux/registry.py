@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ManifestError, UnknownTransform
 from ._sqlite import Changes, open_database, transaction
 from .manifest import Manifest, ModuleRef, parse_manifest
+
+if TYPE_CHECKING:
+    from .state import PgDatabase
 
 # Past this, a stored manifest predates the field bounds: not parsed again.
 MAX_STORED_MANIFEST_BYTES = 1024 * 1024
@@ -79,15 +83,34 @@ class PublishedTransform:
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
-        # FULL: a publish is rare and must survive an OS crash too.
-        self._db = open_database(path, _SCHEMA, synchronous="FULL")
+    """The ``transforms`` table: in ``path`` (SQLite), or in ``database`` (PostgreSQL,
+    shared by a cluster: a version any host published is found on every host)."""
+
+    def __init__(self, path: Path | None = None, *, database: PgDatabase | None = None) -> None:
         self._lock = threading.Lock()
         self._by_ref: dict[str, PublishedTransform] = {}
-        self._changes = Changes(self._db)
+        self._db: Any
+        self._changes: Any
+        self._shared = database
+        if database is not None:
+            from .state import PgChanges
+
+            self._db = database
+            self._changes = PgChanges(database, "transforms")
+        else:
+            assert path is not None
+            # FULL: a publish is rare and must survive an OS crash too.
+            self._db = open_database(path, _SCHEMA, synchronous="FULL")
+            self._changes = Changes(self._db)
 
     def close(self) -> None:
-        self._db.close()
+        if self._shared is None:  # a shared database is closed by who opened it
+            self._db.close()
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        if self._shared is not None:
+            return self._shared.transaction()
+        return transaction(self._db)
 
     def add(self, manifest: Manifest, size: int) -> PublishedTransform:
         """Publishes ``manifest``. A version is immutable, its manifest as well as its
@@ -97,7 +120,7 @@ class Registry:
         with self._lock:
             # One transaction: two processes publishing one name@version at once
             # cannot both find it free.
-            with transaction(self._db) as db:
+            with self._transaction() as db:
                 row = db.execute(
                     "SELECT cid, manifest, size, published_at FROM transforms "
                     "WHERE name=? AND version=?",

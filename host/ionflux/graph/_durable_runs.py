@@ -16,7 +16,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import GraphError, GraphNotFound, InvalidRunTransition
+from .._errors import GraphError, GraphNotFound, InvalidRunTransition, StateError
 from ..config import Config
 from ._context import RunTrigger
 from ._durable import recorded_result
@@ -88,7 +88,7 @@ class DurableRuns:
         )[0]
         try:
             found = engine.history.accept(row)
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, StateError, OSError) as exc:
             raise engine._records.not_recorded(run_id, "that it accepted the run", exc) from exc
         engine._records.recorded()
         if found is not None:

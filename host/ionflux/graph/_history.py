@@ -30,12 +30,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ionwall import read_only
 
-from .._errors import DataDirError
+from .._errors import DataDirError, StateConflict
 from .._sqlite import Checkpointer, open_database, transaction
+
+if TYPE_CHECKING:
+    from ..state import PgDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -414,7 +417,7 @@ class RunHistory:
 
     @staticmethod
     def _close_run(
-        db: sqlite3.Connection,
+        db: Any,
         run_id: str,
         start: RunRow | None,
         steps: Sequence[StepRecord],
@@ -446,7 +449,7 @@ class RunHistory:
         under the same run key when there is one (nothing is written)."""
         try:
             self.write_start(row)
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, StateConflict):
             key = row[_KEY]
             found = self.find_key(key) if key is not None else None
             if found is None:
@@ -741,6 +744,40 @@ class RunHistory:
         return [_step(r) for r in rows]
 
 
+class SharedRunHistory(RunHistory):
+    """The run history in a PostgreSQL database every host of a cluster shares
+    (``state.backend: postgres``): the same tables and SQL as the SQLite file
+    (``ionflux.state`` runs it there), so a run any host recorded is listed, shown,
+    resumed and re-run on every host. Leases and compare-and-set claims work as
+    they do between the workers of one machine; a run whose owner died on another
+    machine is taken over when its lease runs out."""
+
+    def __init__(self, database: PgDatabase, *, recover: bool = True) -> None:
+        self.path = Path(database.url.rsplit("/", 1)[-1] or "state")
+        self.content_cache_entries = CONTENT_CACHE_ENTRIES
+        self._db = database  # type: ignore[assignment]
+        self._shared = database
+        self.read_only = False
+        self._lock = threading.Lock()
+        self._write_lock = -1
+        self._checkpointer = None
+        self._host = socket.gethostname()
+        if recover:
+            self.recover()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        yield self._shared  # one statement: its own transaction (autocommit)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._shared.transaction() as tx:
+            yield tx
+
+    def close(self) -> None:
+        """The database is the host's (``Host.close`` closes it)."""
+
+
 _RUN_COLUMNS = (
     "run_id, graph_name, graph_version, graph_cid, parent_run_id, parent_node_id, trigger_type,"
     " trigger_details_json, mode, status, start_time, end_time, input_preview, input_cid,"
@@ -761,7 +798,7 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
 RunRow = tuple[Any, ...]
 
 
-def _insert_run(db: sqlite3.Connection, row: RunRow) -> None:
+def _insert_run(db: Any, row: RunRow) -> None:
     db.execute(
         "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
         " parent_node_id, trigger_type, trigger_details_json, mode, start_time,"
@@ -790,7 +827,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _insert_steps(
-    db: sqlite3.Connection, steps: Sequence[StepRecord], cap: int = CONTENT_CACHE_ENTRIES
+    db: Any, steps: Sequence[StepRecord], cap: int = CONTENT_CACHE_ENTRIES
 ) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO run_steps (step_run_id, run_id, node_id, target, status,"
@@ -831,7 +868,7 @@ def _insert_steps(
         _insert_cached(db, entries, cap)
 
 
-def _insert_cached(db: sqlite3.Connection, entries: list[tuple[str, str]], cap: int) -> None:
+def _insert_cached(db: Any, entries: list[tuple[str, str]], cap: int) -> None:
     """Content-cache entries (key, step) in the transaction of their steps' rows; past
     ``cap`` entries, the oldest go."""
     db.executemany("INSERT OR REPLACE INTO content_cache (key, step_run_id) VALUES (?,?)", entries)

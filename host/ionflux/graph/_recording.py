@@ -16,7 +16,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import RunLogNotStored, RunNotRecorded
+from .._errors import RunLogNotStored, RunNotRecorded, StateError
 from ._context import RunTrigger
 from ._durable import HISTORY, RUN_LOG, recorded_result
 from ._history import RunRow
@@ -113,7 +113,7 @@ class RunRecording:
                 steps=recorder.take(),
                 start=recorder.take_start(),
             )
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, StateError, OSError) as exc:
             doing = f"that the run is {status.value}"
             raise self.not_recorded(recorder.run_id, doing, exc) from exc
         self.recorded()
@@ -190,7 +190,7 @@ class RunRecording:
                 forget_key=status is RunStatus.FAILURE
                 and any(e.get("kind") == "consent_required" for e in errors or ()),
             )
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, StateError, OSError) as exc:
             raise self.not_recorded(recorder.run_id, "the end of the run", exc) from exc
         self.recorded()
         if not closed:  # another host took it over and closed it: its result stands

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ionwall import DocumentError, DocumentLimits, read_text
 
@@ -25,6 +26,9 @@ from .._sqlite import Changes, open_database, transaction
 from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import default_limits, parse_yaml
+
+if TYPE_CHECKING:
+    from ..state import PgDatabase
 
 _FILES_KEPT = 256  # graph files remembered with their stat
 
@@ -74,15 +78,26 @@ class GraphText:
 
 
 class GraphRepository:
+    """The graph tables: in ``path`` (SQLite), or in ``database`` (PostgreSQL, shared
+    by a cluster: a graph deployed on any host runs on every host)."""
+
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         pod: BytesPod | None = None,
         document_limits: DocumentLimits | None = None,
+        *,
+        database: PgDatabase | None = None,
     ):
         # Graph files and stored texts are read within these (None: the defaults).
         self.document_limits = document_limits
-        self._db = open_database(path, _SCHEMA)
+        self._db: Any
+        self._shared = database
+        if database is not None:
+            self._db = database
+        else:
+            assert path is not None
+            self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
         self._pod = pod
         self._parsed: dict[str, FluxGraph] = {}
@@ -90,11 +105,23 @@ class GraphRepository:
         # Names and CIDs resolved, until a commit by another connection (another
         # process deploying) moves `PRAGMA data_version` or this one writes.
         self._refs: dict[str, GraphText] = {}
-        self._changes = Changes(self._db)
+        self._changes: Any
+        if database is not None:
+            from ..state import PgChanges
+
+            self._changes = PgChanges(database, "graphs")
+        else:
+            self._changes = Changes(self._db)
         self._generation = 0  # moved by this connection's writes
 
     def close(self) -> None:
-        self._db.close()
+        if self._shared is None:  # a shared database is closed by who opened it
+            self._db.close()
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        if self._shared is not None:
+            return self._shared.transaction()
+        return transaction(self._db)
 
     def remember(self, text: str, name: str, version: str) -> str:
         """Stores ``text`` (pod and table) and returns its CID."""
@@ -125,7 +152,7 @@ class GraphRepository:
         with self._lock:
             # One transaction: two processes deploying one name@version at once
             # cannot both find it free.
-            with transaction(self._db) as db:
+            with self._transaction() as db:
                 rows = db.execute(
                     "SELECT cid, seq FROM graph_versions WHERE name=? AND version=? ORDER BY seq",
                     (name, version),
@@ -138,10 +165,10 @@ class GraphRepository:
                 else:
                     cursor = db.execute(
                         "INSERT INTO graph_versions (name, cid, version, message, created_at)"
-                        " VALUES (?,?,?,?,?)",
+                        " VALUES (?,?,?,?,?) RETURNING seq",
                         (name, cid, version, message, time.time()),
                     )
-                    seq, created = cursor.lastrowid or 0, True
+                    seq, created = int(cursor.fetchone()[0]), True
             if created:
                 self._refs.clear()
                 self._generation += 1
