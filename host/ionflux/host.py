@@ -114,6 +114,21 @@ class _Prepared:
     output_validator: jsonschema.protocols.Validator | None
 
 
+def open_ionwall(config: Config) -> Ionwall:
+    """IONWALL as ``config`` says: its policy and masking, and with ``state.backend:
+    postgres`` its consents, grants, revocations and audit chains in the shared
+    database (this host's signing key stays in ``data_dir/ionwall``)."""
+    settings = config.ionwall
+    shared = config.state.backend == "postgres"
+    return Ionwall(
+        config.data_dir / "ionwall",
+        load_policy(settings.policy_file),
+        masker=Masker(settings.secret_values, settings.sensitive_fields),
+        state_url=config.state.url if shared else None,
+        revocation_feed_bound=config.state.revocation_feed_bound_s,
+    )
+
+
 class Host:
     def __init__(
         self,
@@ -165,12 +180,7 @@ class Host:
         if self._ionwall is None:
             with self._opening:
                 if self._ionwall is None:
-                    settings = self.config.ionwall
-                    wall = Ionwall(
-                        self.config.data_dir / "ionwall",
-                        load_policy(settings.policy_file),
-                        masker=Masker(settings.secret_values, settings.sensitive_fields),
-                    )
+                    wall = open_ionwall(self.config)
                     self._watch_audit(wall)
                     self._ionwall = wall
         return self._ionwall

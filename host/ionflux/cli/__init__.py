@@ -87,3 +87,11 @@ main.add_command(_runs_group)
 from ._serve import up as _up  # noqa: E402
 
 main.add_command(_up)
+
+from ._db import db as _db_group  # noqa: E402
+
+main.add_command(_db_group)
+
+from ._console import console as _console  # noqa: E402
+
+main.add_command(_console)

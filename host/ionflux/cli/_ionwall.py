@@ -18,11 +18,9 @@ import click
 from ionwall import (
     ConsentStatus,
     Ionwall,
-    Masker,
     ScopeError,
     TokenError,
     decode_public_key,
-    load_policy,
     parse_duration,
     parse_scope,
 )
@@ -44,12 +42,9 @@ def ionwall_for(app: App) -> Ionwall:
     cached = vars(app).get(_ATTR)
     if isinstance(cached, Ionwall):
         return cached
-    settings = app.config.ionwall
-    wall = Ionwall(
-        app.config.data_dir / "ionwall",
-        load_policy(settings.policy_file),
-        masker=Masker(settings.secret_values, settings.sensitive_fields),
-    )
+    from ..host import open_ionwall
+
+    wall = open_ionwall(app.config)
     vars(app)[_ATTR] = wall
     app._closers.append(wall)
     return wall

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ionwall import Ionwall, Masker, load_policy
+from ionwall import Ionwall
 
 from ..bus import NatsBus
 from ..config import Config
 from ..graph import Engine
-from ..host import Host
+from ..host import Host, open_ionwall
 from ..triggers import (
     CountingAuthorizer,
     EngineRunner,
@@ -108,12 +108,7 @@ async def start_host(
             credentials=server.credentials if server is not None else credentials_for(config),
         )
         stack.push_async_callback(bus.close)
-        settings = config.ionwall
-        wall = Ionwall(
-            config.data_dir / "ionwall",
-            load_policy(settings.policy_file),
-            masker=Masker(settings.secret_values, settings.sensitive_fields),
-        )
+        wall = open_ionwall(config)  # shared with the cluster when state.backend is postgres
         stack.callback(wall.close)
         host = Host(config, bus=bus, ionwall=wall)
         stack.callback(host.close)
