@@ -22,6 +22,7 @@ was revoked: its gate denies every call, naming the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -351,6 +352,11 @@ class RevocationFeed:
         while not self._closed:
             if conn is None:
                 try:
+                    # Whatever cut the feed may have cut the pool's idle connections
+                    # too: drop the broken ones before the host is current again,
+                    # rather than fail a caller later.
+                    with contextlib.suppress(psycopg.Error):
+                        self._db.pool.check()
                     conn = self._connect()
                     log.info("revocation feed: caught up again at seq %d", self.seen)
                 except StoreError as exc:

@@ -1,0 +1,314 @@
+"""IONWALL across hosts: two ``Ionwall`` instances ("hosts": separate data
+directories, so separate signing keys) sharing one real PostgreSQL.
+
+A grant approved on one is honoured on the other, a token from one verifies
+on the other, a revocation on one reaches the other's gate through the feed
+(waited for, not slept on), a host cut from the database fails closed once
+past its bound and recovers when the feed catches up, and ``audit verify``
+on either checks both chains and names tampering in either."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from ionwall import (
+    CallContext,
+    ConsentRequired,
+    Grant,
+    Ionwall,
+    RevocationFeedLost,
+    StoreError,
+    TokenInvalid,
+    TokenRevoked,
+)
+from ionwall._audit import _digest
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+SCOPES = ["read_pod_data:reports/*", "emit_log:*"]
+WAIT_S = 20.0  # an upper bound for events that take milliseconds
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Ionwall, Ionwall]]:
+    with (
+        Ionwall(tmp_path / "a" / "ionwall", state_url=postgres_url) as a,
+        Ionwall(tmp_path / "b" / "ionwall", state_url=postgres_url) as b,
+    ):
+        yield a, b
+
+
+def _granted(wall: Ionwall, subject: str = CID) -> Grant:
+    try:
+        return wall.authorize(subject, "digest", "1.0.0", SCOPES)
+    except ConsentRequired as exc:
+        return wall.approve(exc.request.id)
+
+
+def _ctx(grant: Grant) -> CallContext:
+    return CallContext(grant.subject, "digest", "run-1", "node-a", grant.id)
+
+
+def _caught_up(wall: Ionwall, other: Ionwall) -> None:
+    """Waits until ``wall``'s feed has applied every revocation made so far."""
+    feed, latest = wall.revocation_feed, other.revocation_feed
+    assert feed is not None and latest is not None
+    target = latest.latest()
+    assert feed.wait(lambda f: f.connected and f.seen >= target, WAIT_S)
+
+
+def test_a_grant_approved_on_one_host_is_honoured_on_the_other(
+    hosts: tuple[Ionwall, Ionwall],
+) -> None:
+    a, b = hosts
+    assert a.kid != b.kid  # two hosts, two keys
+    with pytest.raises(ConsentRequired) as asked:
+        b.authorize(CID, "digest", "1.0.0", SCOPES)
+    grant = a.approve(asked.value.request.id)  # the owner answers on A
+    assert b.authorize(CID, "digest", "1.0.0", SCOPES).id == grant.id  # no second prompt
+    assert b.gate(grant.id).check(_ctx(grant), "read_pod_data:reports/1.json").allowed
+    assert b.grant_live(grant.id)
+    assert [g.id for g in b.grants()] == [grant.id]
+
+
+def test_a_token_from_one_host_verifies_on_the_other_and_a_strangers_does_not(
+    hosts: tuple[Ionwall, Ionwall], tmp_path: Path
+) -> None:
+    a, b = hosts
+    token = a.issue_token(["execute_graph:digest"], timedelta(hours=1))
+    assert b.verify_token(token.token, "execute_graph:digest").token_id == token.id
+    with Ionwall(tmp_path / "stranger") as stranger:  # not of the cluster: its key unpublished
+        forged = stranger.issue_token(["execute_graph:digest"]).token
+    with pytest.raises(TokenInvalid, match="no host of this cluster published"):
+        b.verify_token(forged)
+
+
+def test_a_revocation_on_one_host_denies_the_next_check_on_the_other(
+    hosts: tuple[Ionwall, Ionwall],
+) -> None:
+    a, b = hosts
+    grant = _granted(a)
+    token = a.issue_token(["execute_graph:digest"])
+    gate = a.gate(grant.id, write_behind=True)  # a run in progress on A
+    assert gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed  # cached from now
+    assert a.verify_token(token.token).token_id == token.id
+    b.revoke(grant.id)
+    b.revoke(token.id)
+    _caught_up(a, b)
+    denied = gate.check(_ctx(grant), "read_pod_data:reports/1.json")
+    assert not denied.allowed and f"grant {grant.id} was revoked" in denied.reason
+    with pytest.raises(TokenRevoked):
+        a.verify_token(token.token)
+    gate.flush()
+
+
+class _Proxy:
+    """A TCP relay in front of PostgreSQL: ``cut()`` is a network partition
+    (every relayed connection closed, new ones closed on arrival), ``mend()``
+    ends it. Real sockets; only the partition is staged."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.socks: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.socks += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            _hang_up(s)
+
+    def cut(self) -> None:
+        self.open = False
+        with self.lock:
+            for s in self.socks:
+                _hang_up(s)
+            self.socks.clear()
+
+    def mend(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def _hang_up(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()
+
+
+class _Clock:
+    """The monotonic clock host A measures its feed's silence with."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_host_cut_from_the_feed_fails_closed_past_its_bound_then_catches_up(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = _Proxy(parts.hostname, parts.port)
+    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    clock = _Clock()
+    try:
+        with (
+            Ionwall(
+                tmp_path / "a", state_url=via_proxy, revocation_feed_bound=5.0, monotonic=clock
+            ) as a,
+            Ionwall(tmp_path / "b", state_url=postgres_url) as b,
+        ):
+            feed = a.revocation_feed
+            assert feed is not None
+            kept, other = _granted(b), _granted(b, subject=CID[:-1] + "a")
+            gate = a.gate(kept.id, write_behind=True)  # a run in progress on A
+            assert gate.check(_ctx(kept), "read_pod_data:reports/1.json").allowed
+
+            proxy.cut()
+            assert feed.wait(lambda f: not f.connected, WAIT_S)
+            b.revoke(kept.id)  # A cannot hear of it
+            # Within the bound A still trusts what it knew (the documented window)...
+            assert gate.check(_ctx(kept), "read_pod_data:reports/1.json").allowed
+            clock.now += 5.0  # ...past it, it denies everything, saying why
+            denied = gate.check(_ctx(kept), "read_pod_data:reports/1.json")
+            assert not denied.allowed
+            assert "revocation feed has been silent for 5.0 s" in denied.reason
+            assert "state.revocation_feed_bound" in denied.reason
+            assert not a.grant_live(kept.id)
+            with pytest.raises(RevocationFeedLost) as lost:
+                a.verify_token(kept.token)
+            assert lost.value.kind == "revocation_feed_lost" and lost.value.bound == 5.0
+
+            proxy.mend()  # the feed reconnects and re-reads what it missed
+            _caught_up(a, b)
+            after = gate.check(_ctx(kept), "read_pod_data:reports/1.json")
+            assert not after.allowed and f"grant {kept.id} was revoked" in after.reason
+            assert a.check(other.id, _ctx(other), "read_pod_data:reports/1.json").allowed
+            gate.flush()  # the entries queued during the cut reach the database
+            report = a.audit_verify()
+            assert report.ok, str(report)
+    finally:
+        proxy.close()
+
+
+def _chain_lines(url: str, kid: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        return [
+            (int(i), str(line))
+            for i, line in conn.execute(
+                "SELECT idx, line FROM ionwall_audit WHERE chain=%s ORDER BY idx", (kid,)
+            )
+        ]
+
+
+def _set_line(url: str, kid: str, index: int, line: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE ionwall_audit SET line=%s WHERE chain=%s AND idx=%s", (line, kid, index)
+        )
+
+
+def test_audit_verify_on_either_host_checks_both_chains(
+    hosts: tuple[Ionwall, Ionwall], postgres_url: str
+) -> None:
+    a, b = hosts
+    grant = _granted(a)
+    for wall in (a, b):
+        wall.check(grant.id, _ctx(grant), "read_pod_data:reports/1.json")
+        wall.check(grant.id, _ctx(grant), "http_fetch:evil.example.net")
+    for wall in (a, b):
+        report = wall.audit_verify()
+        assert report.ok, str(report)
+        assert {c.chain for c in report.chains} == {a.kid, b.kid}
+        assert "2 chain(s), one per host" in str(report)
+    assert {e.decision for e in a.audit_tail(100)} >= {"allow", "deny", "consent-approved"}
+    assert len(a.audit_tail(100)) == report.entries  # entries of both hosts
+
+    # Tampering in B's chain is found by A.
+    index, line = _chain_lines(postgres_url, b.kid)[1]
+    obj = json.loads(line)
+    _set_line(postgres_url, b.kid, index, json.dumps({**obj, "decision": "allow"}))
+    report = a.audit_verify()
+    assert not report.ok and report.chain == b.kid and report.index == 1, str(report)
+    assert f"damaged in chain {b.kid}" in str(report)
+    _set_line(postgres_url, b.kid, index, line)
+    assert a.audit_verify().ok
+
+
+def test_a_rehashed_chain_fails_its_signed_checkpoint(
+    hosts: tuple[Ionwall, Ionwall], postgres_url: str
+) -> None:
+    a, b = hosts
+    grant = _granted(a)
+    for _ in range(3):
+        b.check(grant.id, _ctx(grant), "http_fetch:evil.example.net")
+    b.audit.checkpoint()
+    # Whoever can write the database (but has not B's key) rewrites entry 1 and
+    # re-hashes every entry after it, and the head: the chain holds, the signature not.
+    lines = _chain_lines(postgres_url, b.kid)
+    prev = json.loads(lines[0][1])["hash"]
+    for index, line in lines[1:]:
+        obj = json.loads(line)
+        obj.pop("hash")
+        obj["prev"] = prev
+        if index == 1:
+            obj["decision"] = "allow"
+        obj["hash"] = prev = _digest(obj)
+        _set_line(postgres_url, b.kid, index, json.dumps(obj))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE ionwall_audit_heads SET last=%s WHERE chain=%s", (prev, b.kid))
+    report = a.audit_verify()
+    assert not report.ok and report.chain == b.kid
+    assert "not the ones the checkpoint signed" in (report.problem or "")
+
+
+def test_a_replaced_published_key_is_refused(
+    hosts: tuple[Ionwall, Ionwall], postgres_url: str, tmp_path: Path
+) -> None:
+    a, b = hosts
+    b.check(None, CallContext(CID, "digest"), "emit_log:info")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE ionwall_keys SET public_key=%s WHERE kid=%s", (a.public_key, b.kid))
+    report = a.audit_verify()
+    assert not report.ok and report.chain == b.kid
+    assert "no key is published for chain" in (report.problem or "")
+    with pytest.raises(StoreError, match="it was replaced"):
+        Ionwall(tmp_path / "b" / "ionwall", state_url=postgres_url)
