@@ -23,6 +23,7 @@ from ._engine import Engine
 from ._history import RunHistory, RunRecord, SharedRunHistory, StepRecord, new_run_id, preview
 from ._ionwall import IonwallAuthorizer, audit_control, control_scope
 from ._model import FluxGraph, Node, Retry, SubgraphRef, Trigger
+from ._native import Native, NativeCall, NativeFn
 from ._plan import GraphCatalog, Plan, PlannedNode, Planner, TransformCatalog, TransformInfo
 from ._recorder import RunRecorder, ValuePod
 from ._repository import GraphRepository, GraphText, GraphVersion
@@ -65,6 +66,9 @@ __all__ = [
     "Invoker",
     "IonwallAuthorizer",
     "Mode",
+    "Native",
+    "NativeCall",
+    "NativeFn",
     "NoAuthorizer",
     "Node",
     "NodeSpec",

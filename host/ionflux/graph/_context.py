@@ -121,6 +121,8 @@ def runs_in_lane(ctx: RunContext, planned: PlannedNode) -> bool:
         and node.retry.count == 0
         and node.idempotent
         and not planned.timed
+        # a host-native transform (``_native``) is awaited on the loop
+        and not planned.transform.fingerprint.startswith("native:")
     )
 
 

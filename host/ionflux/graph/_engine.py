@@ -59,6 +59,7 @@ from ._dryrun import dry_run
 from ._durable import HealthLike, Leases
 from ._durable_runs import DurableRuns, cancelled_by_operator
 from ._history import RunHistory, RunRecord, SharedRunHistory, new_run_id
+from ._native import Native, NativeCatalog
 from ._placement import Costs
 from ._plan import Plan, Planner
 from ._recorder import RunRecorder, ValuePod, ValueWriter
@@ -135,8 +136,10 @@ class Engine:
         # digest of their limits), for `cache: content` nodes.
         host = getattr(invoker, "host", None)
         catalog = PureCatalog(invoker, host) if host is not None else invoker
+        # Host-native transforms (``_native``): found before the registry's.
+        self.natives: dict[str, Native] = {}
         self.planner = Planner(
-            transforms=catalog,
+            transforms=NativeCatalog(catalog, self.natives),
             graphs=repository,
             transform_names=dict(config.graph.transform_names),
             max_subgraph_depth=config.graph.max_subgraph_depth,
@@ -221,6 +224,61 @@ class Engine:
         text = file.read_text(encoding="utf-8")
         plan = self.validate(text, str(file))
         return self.repository.deploy(text, plan.name, plan.graph.version, message)
+
+    def register_native(self, native: Native) -> None:
+        """Adds a host-native transform (``_native``); plans made before are dropped."""
+        self.natives[native.info.name] = native
+        self._plans.clear()
+
+    def requested_scopes(self, plan: Plan, input: Any = None) -> list[str]:
+        """The scopes a run of ``plan`` with ``input`` asks IONWALL for: its nodes'
+        manifest scopes and the ``ionwall_approval_scope``s that read only the
+        trigger and the system (as ``run`` asks them)."""
+        scope = run_scope(plan, "", input, RunTrigger(), time.time())
+        return requested_scopes(plan, scope)
+
+    async def _run_native_child(
+        self,
+        ctx: RunContext,
+        node_id: str,
+        graph: Plan | str,
+        input: Any,
+        *,
+        key: str,
+        subject: str | None,
+        details: Any,
+    ) -> RunResult:
+        """A run of ``graph`` started by a native node of ``ctx``'s run: a child run
+        as a ``subgraph:`` node's (same budget, same per-depth slots, linked)."""
+        child = self._cid_plan(graph)
+        settings = self.config.graph
+        if len(ctx.chain) > settings.max_subgraph_depth:
+            raise GraphError(
+                f"sub-run nesting deeper than graph.max_subgraph_depth "
+                f"({settings.max_subgraph_depth}): {' -> '.join([*ctx.chain, child.name])}"
+            )
+        depth = ctx.depth + 1
+        slots = ctx.subruns.setdefault(depth, asyncio.Semaphore(settings.concurrency))
+        async with slots:
+            exceeded = ctx.budget.exceeded
+            if exceeded is not None:
+                raise exceeded
+            return await self._run(
+                child,
+                input,
+                "run_all",
+                RunTrigger(
+                    "subgraph",
+                    {"parent_run_id": ctx.run_id, "node_id": node_id, "key": key, **(details or {})},
+                    subject or ctx.trigger.subject,
+                ),
+                None,
+                depth=depth,
+                chain=(*ctx.chain, child.name),
+                parent=(ctx.run_id, f"{node_id}/{key}"),
+                budget=ctx.budget,
+                subruns=ctx.subruns,
+            )
 
     # -- runs --------------------------------------------------------------------
 

@@ -176,6 +176,28 @@ class GraphRepository:
         assert found is not None
         return found, created
 
+    def reinstate(self, name: str, cid: str, message: str) -> GraphVersion:
+        """Appends a version of ``name`` that is an earlier one again (same CID and
+        version field): a rollback serves it as the latest. Its text must be known."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version FROM graph_sources WHERE cid=?", (cid,)
+            ).fetchone()
+            if row is None:
+                raise GraphNotFound(f"no graph text {cid!r} to reinstate as {name!r}")
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "INSERT INTO graph_versions (name, cid, version, message, created_at)"
+                    " VALUES (?,?,?,?,?) RETURNING seq",
+                    (name, cid, str(row[0]), message, time.time()),
+                )
+                seq = int(cursor.fetchone()[0])
+            self._refs.clear()
+            self._generation += 1
+        found = self._version_by_seq(seq)
+        assert found is not None
+        return found
+
     def versions(self, name: str) -> list[GraphVersion]:
         """Oldest first."""
         with self._lock:

@@ -29,6 +29,7 @@ from .._errors import GraphError, GuestError, RunBudgetExceeded, StateError, Tem
 from ._content_cache import content_key, lookup
 from ._context import Head, RunContext, Running, RunTrigger, node_scope, runs_in_lane
 from ._debug import pause
+from ._native import NativeCall, call_native, native_for
 from ._placement import Costs, cost_key, groups, measure
 from ._plan import PlannedNode, TransformInfo
 from ._result import StepResult
@@ -581,6 +582,20 @@ class RunLoop:
     async def _call_transform(
         self, ctx: RunContext, planned: PlannedNode, transform: TransformInfo, inputs: Any
     ) -> Called:
+        native = native_for(self.engine.natives, transform)
+        if native is not None:
+            call = NativeCall(
+                run_id=ctx.run_id,
+                node_id=planned.id,
+                graph=ctx.plan.name,
+                subject=ctx.trigger.subject,
+                grant_id=ctx.authorization.grant_id,
+                gate=ctx.authorization.gate,
+                depth=ctx.depth,
+                _engine=self.engine,
+                _ctx=ctx,
+            )
+            return Called(await call_native(native, call, inputs))
         return await self._off_loop(self._blocking_call(ctx, planned), inputs)
 
     async def _off_loop(

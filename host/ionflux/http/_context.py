@@ -30,6 +30,8 @@ class ApiContext:
     #: Body limits, JSON depth, /metrics without a token (``http`` in the config).
     http: HttpSettings = field(default_factory=HttpSettings)
     bodies: Bodies = field(init=False)
+    #: The ION Reactor of a serving host (``ionflux.reactor.Reactor``), if any.
+    reactor: Any = None
 
     def __post_init__(self) -> None:
         self.bodies = Bodies(

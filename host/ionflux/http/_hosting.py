@@ -51,6 +51,7 @@ class RunningHost:
     app: FastAPI
     http: HttpServer | None
     _stack: contextlib.AsyncExitStack
+    reactor: Any = None  # the ION Reactor (ionflux.reactor.Reactor)
 
     @property
     def url(self) -> str:
@@ -133,9 +134,14 @@ async def start_host(
             schedules=schedules,
         )
         await triggers.start()
+        from ..reactor import Reactor
+
+        reactor = await Reactor.serve(engine, config=config, wall=wall, triggers=triggers, bus=bus)
+        stack.push_async_callback(reactor.aclose)
         ctx = ApiContext(
             host, engine, triggers, wall, require_token=require_token, http=config.http
         )
+        ctx.reactor = reactor
         stack.callback(ctx.close)
         app = create_app(ctx)
         http: HttpServer | None = None
@@ -155,7 +161,9 @@ async def start_host(
                 await triggers.drain(0)
         await stack.aclose()
         raise
-    return RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)
+    running = RunningHost(config, bus, url, server, wall, host, engine, triggers, app, http, stack)
+    running.reactor = reactor
+    return running
 
 
 async def _watch_server(server: NatsServer, every_s: float = 1.0) -> None:
