@@ -61,10 +61,14 @@ WITH moved AS (
     RETURNING 1
 )
 INSERT INTO ionwall_audit (chain, idx, at, line)
-SELECT %(chain)s, e.idx, e.at, e.line
-FROM unnest(%(idxs)s::bigint[], %(ats)s::text[], %(lines)s::text[]) AS e(idx, at, line)
+SELECT %(chain)s, %(was_count)s + e.n - 1, e.at, e.line
+FROM unnest(string_to_array(%(ats)s, E'\n'), string_to_array(%(lines)s, E'\n'))
+    WITH ORDINALITY AS e(at, line, n)
 WHERE EXISTS (SELECT 1 FROM moved)
 """
+# The batch goes as two texts, one entry a line (an entry's JSON holds no raw
+# newline): one parameter each instead of arrays of hundreds, which psycopg
+# would adapt element by element.
 _MAX_RETRIES = 64  # other processes of this host moving the head between our tries
 
 
@@ -142,8 +146,8 @@ class PgAuditLog(AuditLog):
                         {
                             "count": count, "last": last, "chain": self._chain_id,
                             "was_count": was_count, "was_last": was_last,
-                            "idxs": [p.index for p in batch], "ats": [p.time for p in batch],
-                            "lines": [line[:-1].decode() for line in lines],
+                            "ats": "\n".join(p.time for p in batch),
+                            "lines": b"".join(lines)[:-1].decode(),
                         },
                     ).rowcount  # fmt: skip
                 if written == len(batch):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ._timing import Row
 
-SECTIONS = ["runtime", "ionwall", "graph", "store", "triggers"]
+SECTIONS = ["runtime", "ionwall", "ionwall_cluster", "graph", "store", "triggers"]
 
 
 def main(argv: list[str] | None = None) -> int:
