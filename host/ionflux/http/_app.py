@@ -20,6 +20,7 @@ from ._errors import install_error_handlers
 from ._guard import Door, public
 from ._management import management_router
 from ._ops import ops_router
+from ._reactor_routes import reactor_router
 from ._webhooks import TAG as WEBHOOKS
 from ._webhooks import WebhookRoutes
 
@@ -46,6 +47,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router(ctx))
     app.include_router(management_router(ctx))
+    app.include_router(reactor_router(ctx))
     if ctx.ionwall is not None:
         from ._ionwall_routes import ionwall_router
 
