@@ -312,3 +312,11 @@ def test_a_replaced_published_key_is_refused(
     assert "no key is published for chain" in (report.problem or "")
     with pytest.raises(StoreError, match="it was replaced"):
         Ionwall(tmp_path / "b" / "ionwall", state_url=postgres_url)
+
+
+def test_a_host_cut_from_the_feed_answers_callers_503() -> None:
+    from ionflux.triggers import http_status
+
+    lost = RevocationFeedLost(5.0, 6.2, "the connection failed")
+    assert http_status(lost) == 503  # another host may serve them: not 401, not 500
+    assert lost.to_dict()["kind"] == "revocation_feed_lost"

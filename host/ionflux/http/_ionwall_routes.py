@@ -36,6 +36,7 @@ from ionwall import (
     IonwallError,
     PermissionDenied,
     PolicyError,
+    RevocationFeedLost,
     ScopeError,
     TokenError,
     UnknownConsent,
@@ -55,6 +56,7 @@ _STATUS: list[tuple[type[IonwallError], int]] = [
     (PolicyError, 422),
     (TokenError, 401),
     (PermissionDenied, 403),
+    (RevocationFeedLost, 503),
 ]
 
 

@@ -138,4 +138,5 @@ _STATUS = {
     "bus_unavailable": 503,
     "run_not_recorded": 503,
     "audit_not_written": 503,
+    "revocation_feed_lost": 503,  # a cluster host cut from IONWALL's feed: try another host
 }
