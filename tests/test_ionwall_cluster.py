@@ -320,3 +320,30 @@ def test_a_host_cut_from_the_feed_answers_callers_503() -> None:
     lost = RevocationFeedLost(5.0, 6.2, "the connection failed")
     assert http_status(lost) == 503  # another host may serve them: not 401, not 500
     assert lost.to_dict()["kind"] == "revocation_feed_lost"
+
+
+def test_the_audit_verify_command_on_either_host_names_a_tampered_chain(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from click.testing import CliRunner
+    from ionflux.cli import main
+
+    env = {"IONFLUX_STATE__BACKEND": "postgres", "IONFLUX_STATE__URL": postgres_url}
+    with (
+        Ionwall(tmp_path / "a" / "ionwall", state_url=postgres_url) as a,
+        Ionwall(tmp_path / "b" / "ionwall", state_url=postgres_url) as b,
+    ):
+        grant = _granted(a)
+        b.check(grant.id, _ctx(grant), "http_fetch:evil.example.net")
+    for host in ("a", "b"):
+        ok = CliRunner().invoke(
+            main, ["--data-dir", str(tmp_path / host), "audit", "verify"], env=env
+        )
+        assert ok.exit_code == 0, ok.output
+        assert "audit log intact: 2 chain(s), one per host" in ok.output
+    index, line = _chain_lines(postgres_url, b.kid)[0]
+    _set_line(postgres_url, b.kid, index, line.replace('"deny"', '"allow"'))
+    bad = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "a"), "audit", "verify"], env=env)
+    assert bad.exit_code == 1
+    assert f"audit log damaged in chain {b.kid}" in bad.output
+    assert "entry 0 was altered" in bad.output
