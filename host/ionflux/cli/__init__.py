@@ -95,3 +95,9 @@ main.add_command(_db_group)
 from ._console import console as _console  # noqa: E402
 
 main.add_command(_console)
+
+from ._agent import agent as _agent_group  # noqa: E402
+from ._plan import plan as _plan_group  # noqa: E402
+
+main.add_command(_plan_group)
+main.add_command(_agent_group)
