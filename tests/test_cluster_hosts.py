@@ -190,6 +190,23 @@ async def test_publish_on_a_approve_on_b_invoke_through_a_http_and_b_nats(
         listed = cluster.cli(name, "runs", "list", "--graph", "asks", "--limit", "100").stdout
         assert run_id in listed and all(r["execution_id"] in listed for r in replies)
 
+    # Revoked on B: A's very next run of the graph is not let through (it asks again).
+    grants = cluster.cli("b", "grants", "list").stdout
+    grant_id = next(w for w in grants.split() if w.startswith("g-"))
+    cluster.cli("b", "grants", "revoke", grant_id)
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as http:
+        r = await http.post("/hooks/asks", json={"n": 99})
+    assert r.status_code == 200, r.text
+    assert r.json()["overall_status"] == "awaiting_approval"
+    assert [e["kind"] for e in r.json()["error_details"]] == ["consent_required"]
+    await client.flush()
+    assert sent.pending_msgs == 0  # nothing was published under the revoked grant
+
+    # One audit log: each host's chain, checked together from either host.
+    for name in ("a", "b"):
+        verified = cluster.cli(name, "audit", "verify").stdout
+        assert "audit log intact: 2 chain(s), one per host" in verified, verified
+
 
 async def test_a_host_killed_mid_run_has_its_runs_resumed_by_another(
     cluster: Cluster, client: Client, tmp_path: Path
