@@ -347,3 +347,32 @@ def test_the_audit_verify_command_on_either_host_names_a_tampered_chain(
     assert bad.exit_code == 1
     assert f"audit log damaged in chain {b.kid}" in bad.output
     assert "entry 0 was altered" in bad.output
+
+
+def test_processes_of_one_host_append_one_chain(tmp_path: Path, postgres_url: str) -> None:
+    # Two workers of one host (one data directory, one key) write one chain at once.
+    with (
+        Ionwall(tmp_path / "ionwall", state_url=postgres_url) as one,
+        Ionwall(tmp_path / "ionwall", state_url=postgres_url) as two,
+    ):
+        assert one.kid == two.kid
+        grant = _granted(one)
+        start = threading.Barrier(2)
+
+        def deny_many(wall: Ionwall) -> None:
+            gate = wall.gate(grant.id, write_behind=True)
+            start.wait()
+            for n in range(300):
+                gate.check(_ctx(grant), f"http_fetch:host{n}.example.net")
+                if n % 7 == 0:
+                    gate.flush()
+            gate.flush()
+
+        workers = [threading.Thread(target=deny_many, args=(w,)) for w in (one, two)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        report = two.audit_verify()
+        assert report.ok, str(report)
+        assert len(report.chains) == 1 and report.entries >= 600
