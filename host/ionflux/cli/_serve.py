@@ -186,7 +186,20 @@ def _announce(info: dict[str, Any]) -> None:
     if info.get("workers", 1) > 1:
         click.echo(f"ionflux up: {info['workers']} worker processes on one socket")
     click.echo(f"ionflux up: {info['triggers']}; Ctrl-C drains and stops", err=False)
+    if info.get("console"):
+        click.echo(f"ionflux up: console {info['console']}  (one-time sign-in link)")
     sys.stdout.flush()
+
+
+def _console_link(config: Config, url: str) -> str | None:
+    """A one-time sign-in link to the console (``ionflux console`` makes more)."""
+    from ..console import signin_link
+
+    try:
+        return signin_link(config.data_dir, url, config.console.signin_link_ttl_s)
+    except OSError as exc:
+        log.warning("no console sign-in link: %s", exc)
+        return None
 
 
 async def serve(
@@ -270,6 +283,7 @@ async def serve(
                     "triggers": f"{len(status['nats'])} NATS, {len(status['webhooks'])} webhook, "
                     f"{len(status['schedules'])} schedule trigger(s)",
                     "workers": config.http.workers,
+                    "console": _console_link(config, running.url),
                 }
             )
         await stop.wait()

@@ -11,7 +11,19 @@ body's size before a route reads a byte; ``_bodies`` parses what gets through
 
 from ._app import create_app
 from ._context import ApiContext
+from ._guard import SessionCheck, needs, needs_any, public, session
 from ._hosting import RunningHost, start_host
 from ._server import HttpServer
 
-__all__ = ["ApiContext", "HttpServer", "RunningHost", "create_app", "start_host"]
+__all__ = [
+    "ApiContext",
+    "HttpServer",
+    "RunningHost",
+    "SessionCheck",
+    "create_app",
+    "needs",
+    "needs_any",
+    "public",
+    "session",
+    "start_host",
+]

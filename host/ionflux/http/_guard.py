@@ -23,13 +23,18 @@ before any route, FastAPI included, reads a byte of its body:
 Limits: ``http.max_body_bytes`` for every route, ``http.max_publish_body_bytes``
 for the one that takes a module (``needs(..., body="publish")``).
 ``require_token=False`` (test hosts on loopback) skips step 2 only.
+
+A console page (``session()``) takes no bearer token: the door asks the
+console's ``SessionCheck`` instead (a session cookie whose IONWALL token still
+verifies, and a same-origin request for anything but GET/HEAD). Nothing else
+changes for the routes declared with ``public()``, ``needs()`` or ``needs_any()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from starlette.routing import Match, Router
 
@@ -68,9 +73,28 @@ def needs_any(action: str, *, then: str) -> dict[str, Any]:
     return {ACCESS: {"action": action, "scope": then}, "security": [{"bearer": []}]}
 
 
+def session() -> dict[str, Any]:
+    """``openapi_extra`` of a console page: it needs a console session (a cookie),
+    checked by the door's ``SessionCheck``; the page acts only through the API."""
+    return {ACCESS: {"session": True}, "security": []}
+
+
+class SessionCheck(Protocol):
+    """How the door admits a ``session()`` route (the console's sessions)."""
+
+    def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Any:
+        """The session of the request; raises the refusal."""
+        ...
+
+    def refusal(self, exc: BaseException, scope: Scope) -> ASGIApp:
+        """What a refused request is answered (a browser is sent to sign in)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     public: bool = False
+    session: bool = False
     scope: str | None = None
     action: str | None = None
     body: BodyKind = "default"
@@ -85,6 +109,7 @@ class Rule:
             return cls(declared=False)
         return cls(
             public=bool(spec.get("public")),
+            session=bool(spec.get("session")),
             scope=spec.get("scope"),
             action=spec.get("action"),
             body="publish" if spec.get("body") == "publish" else "default",
@@ -99,10 +124,18 @@ _CACHED_RULES = 4096
 
 
 class Door:
-    def __init__(self, app: ASGIApp, *, ctx: ApiContext, router: Router) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ctx: ApiContext,
+        router: Router,
+        sessions: SessionCheck | None = None,
+    ) -> None:
         self.app = app
         self.ctx = ctx
         self.router = router
+        self.sessions = sessions
         # Rules by (method, path), for as long as the routes stay the same
         # (deploys replace the webhook routes); matching every route costs
         # tens of microseconds a request, a lookup well under one.
@@ -137,8 +170,14 @@ class Door:
         headers = _headers(scope)
         rule = self.rule(scope)
         try:
-            claims = self._admit(rule, headers.get(b"authorization"))
+            if rule.session:
+                claims = self._admit_session(scope, headers)
+            else:
+                claims = self._admit(rule, headers.get(b"authorization"))
         except Exception as exc:
+            if rule.session and self.sessions is not None:
+                await self.sessions.refusal(exc, scope)(scope, receive, send)
+                return
             self._count(rule, exc)
             await _answer(exc, scope, receive, send)
             return
@@ -183,6 +222,12 @@ class Door:
                 getattr(claims, "subject", None),
             )
         return claims
+
+    def _admit_session(self, scope: Scope, headers: dict[bytes, bytes]) -> Any:
+        """A console page: its session, whatever ``require_token`` says."""
+        if self.sessions is None:
+            raise Unauthorized("this host serves no console", "no_console")
+        return self.sessions.admit(scope, headers)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, body: _Counted) -> None:
         started = False
