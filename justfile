@@ -38,6 +38,10 @@ soak *ARGS: build kubo
 bench *ARGS: build kubo
     python -m ionflux.bench {{ARGS}}
 
+# The console's screenshots in the README (docs/console-*.png), made by its browser tests.
+screenshots: build
+    IONFLUX_SCREENSHOTS=docs python -m pytest -q tests/test_console_browser.py
+
 # Static checks: ruff, mypy strict, and the layer rules (import-linter
 # contracts in pyproject.toml; see CONTRIBUTING.md). CI runs this before `test`.
 lint:

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # Debian's Rust: the only toolchain here that has a std for wasm32 (TOOLCHAIN.md).
 # PostgreSQL: state.backend postgres, its tests and `just cluster` (testing/postgres.py).
-for pkg in rustc cargo libstd-rust-dev-wasm32 librust-serde-dev librust-serde-derive-dev librust-serde-json-dev postgresql; do
+# chromium: the console's browser tests (Playwright drives it; it never downloads a browser).
+for pkg in rustc cargo libstd-rust-dev-wasm32 librust-serde-dev librust-serde-derive-dev librust-serde-json-dev postgresql chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
