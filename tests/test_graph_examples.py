@@ -14,6 +14,7 @@ from ionflux.config import Config
 from ionflux.graph import Engine, IonwallAuthorizer
 from ionflux.host import Host
 from ionflux.manifest import load_manifest
+from ionflux.reactor import Reactor
 from ionflux.store import cid_for_bytes
 
 from ionwall import Ionwall
@@ -91,7 +92,9 @@ def publish_built(host: Host, name: str) -> None:
 @pytest.fixture
 def engine(host: Host, wall: Ionwall) -> Iterator[Engine]:
     eng = Engine.for_host(host, authorizer=IonwallAuthorizer(wall))
+    reactor = Reactor(eng, wall=wall)  # the Reactor's host-native nodes, its one consent
     yield eng
+    reactor.close()
     eng.close()
 
 
@@ -118,8 +121,10 @@ def test_seed_graph_as_written_does_not_fit_the_real_transforms_inputs(engine: E
 def test_adapted_seed_graph_validates_through_the_registry(engine: Engine) -> None:
     plan = engine.validate(EXAMPLE.read_text(), str(EXAMPLE))
     assert plan.nodes["fetch_master_plan_definition"].target.startswith("pod-fetch@")
-    assert plan.nodes["publish_plan_completion_event"].target.startswith("nats-publish@")
-    mapped = {"pod-fetch", "pod-store", "nats-publish", "json-path"}
+    assert plan.nodes["execute_workflow_steps"].target == "master-plan-executor@1.0.0"
+    # the seed's completion subject is the host's to publish: the Reactor does
+    assert plan.nodes["publish_plan_completion_event"].target.startswith("reactor-plan-completion@")
+    mapped = {"pod-fetch", "pod-store"}  # the Reactor's host-native nodes ask no manifest scope
     wanted = {s for n in mapped for s in load_manifest(MANIFESTS / f"{n}.yaml").scopes}
     assert plan.manifest_scopes == sorted(wanted)
 
@@ -147,7 +152,11 @@ async def test_reactor_example_asks_consent_then_runs(
     engine: Engine, host: Host, wall: Ionwall, bus: RecordingBus
 ) -> None:
     path = str(GRAPHS / "ion_reactor_execute_master_plan.yaml")
-    plan = {"name": "daily digest", "steps": [{"step_id": "s1"}]}
+    digest = str(GRAPHS / "digest.yaml")  # an agent: a graph, here by its file
+    step = {"step_id": "s1", "agent_to_call": digest,
+            "input_mapping": {"title": "{{trigger.input_data.target_audience_segment}}",
+                              "text": "one two"}}  # fmt: skip
+    plan = {"name": "daily digest", "steps": [step]}
     plan_cid = host.pod.put_bytes(json.dumps(plan).encode())  # as `ionflux pod put` stores it
     params_cid = host.pod.put_bytes(b'{"target_audience_segment": "subscribers_group_A"}')
     given = {"master_plan_cid": plan_cid, "plan_parameters_cid": params_cid}
@@ -176,14 +185,22 @@ async def test_reactor_example_asks_consent_then_runs(
         "step_results_summary_cid": summary_cid,
         "error_details": None,
     }
-    assert json.loads(host.pod.get_bytes(summary_cid)) == [{"step_id": "s1"}]
+    log = json.loads(host.pod.get_bytes(summary_cid))
+    [ran] = log["steps"]
+    assert ran["step_id"] == "s1" and ran["status"] == "success"
+    child = engine.history.get(ran["run_ids"][0])
+    assert child is not None and child.parent_run_id == result.execution_id
+    assert child.output["digest"] == "SUBSCRIBERS_GROUP_A: 2 words in 1 lines"
     assert result.step("fetch_plan_parameters_conditional").outputs["plan_parameters_obj"] == {
         "target_audience_segment": "subscribers_group_A"
     }
-    subject, payload = bus.messages[-1]
-    assert subject == "ionflux.reactor.plans.completed"
-    assert json.loads(payload)["execution_id"] == result.execution_id
+    published = result.step("publish_plan_completion_event").outputs
+    assert published == {  # no NATS here (a RecordingBus): nothing to publish on
+        "published": False,
+        "topic": "ionflux.reactor.execute_master_plan.completion",
+    }
 
     without_params = await engine.run(path, {"master_plan_cid": plan_cid})
     assert without_params.step("fetch_plan_parameters_conditional").status == "skipped"
-    assert without_params.overall_status == "success"
+    assert without_params.overall_status == "success"  # the plan ran; its step could not
+    assert without_params.output["overall_status"] == "failure"

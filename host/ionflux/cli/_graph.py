@@ -45,9 +45,16 @@ def _engine(app: App, *, runs: bool = True) -> Iterator[Engine]:
     # read-only data directory, even one where IONWALL never wrote its files.
     authorizer = IonwallAuthorizer(app.host.ionwall) if runs else None
     engine = Engine.for_host(app.host, authorizer=authorizer)
+    reactor = None
+    if runs:  # the ION Reactor's host-native nodes (its graphs validate and run here)
+        from ..reactor import Reactor
+
+        reactor = Reactor(engine, wall=app.host.ionwall)
     try:
         yield engine
     finally:
+        if reactor is not None:
+            reactor.close()
         engine.close()
 
 
