@@ -306,7 +306,9 @@ class RevocationFeed:
             self.stamp = self._generation.to_bytes(8, "little")
             self._changed.notify_all()
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, *, again: bool = False) -> psycopg.Connection[Any]:
+        """A connection LISTENing, caught up; ``again``: after a loss, when the
+        stamp moves whatever the rows say (see ``_catch_up``)."""
         with translate(f"{self._db.where}: cannot follow the revocation feed"):
             conn = psycopg.connect(
                 self._db.url,
@@ -322,23 +324,27 @@ class RevocationFeed:
             try:
                 conn.execute(f"LISTEN {CHANNEL}")
                 conn.execute(f"LISTEN {self._wake_channel}")
-                self._catch_up(conn)  # after LISTEN: nothing falls between the two
+                self._catch_up(conn, moved=again)  # after LISTEN: nothing falls between
             except BaseException:
                 conn.close()
                 raise
         return conn
 
-    def _catch_up(self, conn: psycopg.Connection[Any]) -> None:
-        """Applies every revocation after ``seen``; the feed is current again."""
+    def _catch_up(self, conn: psycopg.Connection[Any], *, moved: bool = False) -> None:
+        """Reads the revocations after ``seen``: the stamp moves if there are any
+        (or if ``moved``), and the feed is current again.
+
+        ``seen`` comes from rows only, never from a notice's payload: anyone who
+        can log in to the database can send a notice. A notice only moves the
+        stamp, which makes the gate read grants afresh: what it reads is the
+        truth, whoever sent the notice."""
         rows = conn.execute(
             "SELECT seq FROM ionwall_revocations WHERE seq > %s ORDER BY seq", (self.seen,)
         ).fetchall()
-        self._fresh(rows[-1][0] if rows else None)
-
-    def _fresh(self, seq: int | None) -> None:
         with self._changed:
-            if seq is not None and seq > self.seen:
-                self.seen = seq
+            if rows:
+                self.seen = max(self.seen, int(rows[-1][0]))
+            if rows or moved:
                 self._generation += 1
                 self.stamp = self._generation.to_bytes(8, "little")
             self._deadline = self._monotonic() + self.bound
@@ -357,7 +363,7 @@ class RevocationFeed:
                     # rather than fail a caller later.
                     with contextlib.suppress(psycopg.Error):
                         self._db.pool.check()
-                    conn = self._connect()
+                    conn = self._connect(again=True)
                     log.info("revocation feed: caught up again at seq %d", self.seen)
                 except StoreError as exc:
                     self._down(str(exc.__cause__ or exc))
@@ -368,14 +374,10 @@ class RevocationFeed:
                 for note in conn.notifies(timeout=self._heartbeat, stop_after=1):
                     if self._closed:
                         return self._end(conn)
-                    seq = int(note.payload) if note.payload.isdigit() else 0
-                    if seq == self.seen + 1:
-                        self._fresh(seq)  # the next one: no need to read it back
-                        break
-                else:
-                    seq = -1
-                if seq != self.seen:  # a heartbeat, a gap, or a payload not understood
-                    self._catch_up(conn)
+                    if note.channel == CHANNEL:
+                        # Sent at commit: the gate's next read sees the revocation.
+                        self.bump()
+                self._catch_up(conn)  # after a notice, or as the heartbeat
             except psycopg.Error as exc:
                 if self._closed:
                     break

@@ -376,3 +376,24 @@ def test_processes_of_one_host_append_one_chain(tmp_path: Path, postgres_url: st
         report = two.audit_verify()
         assert report.ok, str(report)
         assert len(report.chains) == 1 and report.entries >= 600
+
+
+def test_a_forged_notice_neither_revokes_nor_hides_a_revocation(
+    hosts: tuple[Ionwall, Ionwall], postgres_url: str
+) -> None:
+    a, b = hosts
+    feed = a.revocation_feed
+    assert feed is not None
+    grant = _granted(a)
+    gate = a.gate(grant.id, write_behind=True)
+    assert gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed
+    stamp = feed.stamp
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # any login may NOTIFY
+        conn.execute("SELECT pg_notify('ionwall_revocations', %s)", (str(feed.seen + 1),))
+    assert feed.wait(lambda f: f.stamp != stamp, WAIT_S)
+    assert gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed  # revokes nothing
+    assert feed.seen == 0  # what was seen comes from rows, not from a notice's payload
+    b.revoke(grant.id)  # the real one, with the seq the forged notice claimed
+    _caught_up(a, b)
+    assert not gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed
+    gate.flush()
