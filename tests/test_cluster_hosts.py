@@ -171,6 +171,14 @@ async def test_publish_on_a_approve_on_b_invoke_through_a_http_and_b_nats(
     cluster.cli("b", "consent", "approve", consent_id)
     await until(lambda: cluster.status(run_id) == "success", "the approved run to end")
     assert (await sent.next_msg(timeout=30)).data == b"1"
+    # The run's log and its step's outputs went to the shared store (Kubo): B reads
+    # what A wrote.
+    record = cluster.history().get(run_id)
+    assert record is not None and record.step_results_summary_cid
+    log = json.loads(cluster.cli("b", "pod", "get", record.step_results_summary_cid).stdout)
+    assert log["kind"] == "ionflux.run_log/1" and log["run"]["execution_id"] == run_id
+    assert [s["node_id"] for s in log["run"]["steps"]] == ["send"]
+    assert log["run"]["steps"][0]["outputs"] == {"published": True, "subject": subject}
 
     # Core-NATS requests, served by whichever host of the queue group takes each:
     # both do (B with A's module, A's graph and the grant approved on B).
