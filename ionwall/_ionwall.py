@@ -4,6 +4,13 @@ The data directory holds ``signing_key.pem`` (0600), ``ionwall.db`` (consents
 and grants, SQLite WAL), ``revocations.counter`` (see ``_store``),
 ``audit.jsonl``, ``audit.head`` and ``audit.checkpoints``. Several processes may share it.
 
+With ``state_url`` (a cluster: ``state.backend: postgres``) the data directory
+holds only the signing key: consents, grants, revocations, every host's
+public key and the audit chains are in PostgreSQL (``_pgstore``,
+``_pgaudit``), the counter becomes the revocation feed's stamp (a value in
+memory that LISTEN/NOTIFY moves), and a host whose feed has been silent past
+its bound denies every call until it has caught up.
+
 The gate re-checks the grant on every call: revocation through a counter
 that every process maps from one file (a memory read; a revocation in any
 process stops the next call of a run already in progress), expiry against the
