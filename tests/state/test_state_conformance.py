@@ -34,6 +34,7 @@ from ionflux.state import (
     PgDatabase,
     applied,
     check_current,
+    cluster_warnings,
     latest_version,
     migrate,
     migrations,
@@ -430,3 +431,20 @@ def test_a_database_from_a_newer_host_is_refused(postgres_url: str) -> None:
         migrate(postgres_url)
     with pytest.raises(StateSchemaError, match="upgrade the host"):
         check_current(postgres_url)
+
+
+def test_a_shared_state_with_a_local_store_or_own_nats_is_warned_about(tmp_path: Path) -> None:
+    shared = StateSettings(backend="postgres", url="postgresql://x@127.0.0.1:1/x")
+    config = make_config(tmp_path).model_copy(update={"state": shared})
+    warned = cluster_warnings(config)
+    assert len(warned) == 2
+    assert "store.backend is local" in warned[0] and "single machine" in warned[0]
+    assert "nats.url is not set" in warned[1]
+    kubo = config.model_copy(
+        update={
+            "store": config.store.model_copy(update={"backend": "kubo"}),
+            "nats": config.nats.model_copy(update={"url": "nats://127.0.0.1:4222"}),
+        }
+    )
+    assert cluster_warnings(kubo) == []
+    assert cluster_warnings(make_config(tmp_path)) == []  # SQLite: one machine by design

@@ -20,6 +20,7 @@ from ..bus import NatsBus
 from ..config import Config
 from ..graph import Engine
 from ..host import Host, open_ionwall
+from ..state import cluster_warnings
 from ..triggers import (
     CountingAuthorizer,
     EngineRunner,
@@ -87,6 +88,8 @@ async def start_host(
     scheduled triggers (only one process of a group of workers does)."""
     stack = contextlib.AsyncExitStack()
     triggers: TriggerService | None = None
+    for warning in cluster_warnings(config):
+        log.warning("%s", warning)
     try:
         if serve_http and http_socket is None:
             # The HTTP port first: a port in use fails here, before anything started.

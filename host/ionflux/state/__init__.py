@@ -25,6 +25,7 @@ __all__ = [
     "PgDatabase",
     "applied",
     "check_current",
+    "cluster_warnings",
     "latest_version",
     "migrate",
     "migrations",
@@ -71,3 +72,25 @@ def open_state(config: Config, *, migrate_schema: bool = True) -> PgDatabase | N
     else:
         check_current(settings.url)
     return PgDatabase(settings.url, size=settings.pool_size, timeout_s=settings.connect_timeout_s)
+
+
+def cluster_warnings(config: Config) -> list[str]:
+    """What a host sharing its state should be told about the rest of its set-up
+    (``ionflux up`` logs each as a warning when it starts)."""
+    if config.state.backend != "postgres":
+        return []
+    found = []
+    if config.store.backend == "local":
+        found.append(
+            "state.backend is postgres but store.backend is local: modules, run logs and "
+            f"step outputs stay in {config.data_dir} on this machine, so other hosts cannot "
+            "run what this one publishes nor read its run logs; a cluster needs "
+            "store.backend: kubo (single machine only as configured)"
+        )
+    if config.nats.url is None:
+        found.append(
+            "state.backend is postgres but nats.url is not set: this host starts a "
+            "nats-server of its own, so it shares no work, triggers or schedules with "
+            "other hosts; point every host at one NATS (nats.url)"
+        )
+    return found
