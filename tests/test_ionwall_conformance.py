@@ -213,6 +213,24 @@ def test_write_behind_entries_are_written_by_the_barrier_in_order(wall: Ionwall)
     assert report.entries == len(entries)
 
 
+def test_a_used_call_is_written_at_once_after_what_was_queued(
+    backend: Backend, wall: Ionwall
+) -> None:
+    grant = _granted(wall, [*SCOPES, "http_fetch:api.example.com"])
+    gate = wall.gate(grant.id, write_behind=True)
+    with backend.open(wall.data_dir) as reader:  # another process of the same host
+        queued = gate.check(_ctx(grant), "read_pod_data:reports/1.json")
+        assert queued.allowed
+        assert reader.audit_tail(1)[0].scope != "read_pod_data:reports/1.json"  # only queued
+        assert gate.check(_ctx(grant), "http_fetch:api.example.com").allowed
+        written = reader.audit_tail(2)  # the used call went out recorded, after the queue
+        assert [e.scope for e in written] == [
+            "read_pod_data:reports/1.json",
+            "http_fetch:api.example.com",
+        ]
+    gate.flush()
+
+
 def test_checkpoints_sign_the_chain_and_verify_says_what_they_cover(wall: Ionwall) -> None:
     grant = _granted(wall)
     gate = wall.gate(grant.id)
