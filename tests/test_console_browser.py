@@ -31,7 +31,7 @@ import pytest
 from conftest import MANIFESTS, REPO, TESTING, make_config
 from ionflux.graph import Engine
 from ionflux.host import Host
-from ionflux.http.testing import UpProcess, publish_wasm
+from ionflux.http.testing import UpProcess, chain_graph, publish_wasm
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
@@ -161,7 +161,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Iterator[Served]:
     data = tmp_path_factory.mktemp("console") / "host"
-    prepare(data, graph_text("asks"), graph_text("asks2"))
+    prepare(data, graph_text("asks"), graph_text("asks2"), chain_graph("chain", nodes=3))
     up = UpProcess(data).start()
     try:
         served = Served(up)
@@ -364,3 +364,34 @@ def test_a_cross_site_form_post_is_refused_and_changes_nothing(
     assert [c["id"] for c in served.pending()] == [consent_id]
     page.locator("section.consent").get_by_role("button", name="Deny").click()
     expect(page.get_by_test_id("inbox-empty")).to_be_visible()
+
+
+def test_step_through_debugging_from_the_browser_and_the_agents_page(
+    served: Served, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    sign_in(page, served)
+    page.get_by_role("link", name="Graphs").click()
+    chain = page.locator("section[data-graph='chain']")
+    chain.get_by_label("Input (JSON)").fill('{"text": "hi"}')
+    chain.get_by_role("button", name="Run step by step").click()
+
+    # Stopped before the first node, its inputs shown; continue, then skip the next.
+    expect(page.get_by_test_id("debug-node")).to_have_text("n0")
+    expect(page.locator("pre").first).to_contain_text('"text": "hi"')
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_test_id("debug-node")).to_have_text("n1")
+    expect(page.get_by_text("Done so far")).to_be_visible()
+    page.get_by_role("button", name="Skip this node").click()
+    expect(page.get_by_test_id("debug-node")).to_have_text("n2")
+    page.get_by_role("button", name="Abort the run").click()
+    expect(page.get_by_test_id("debug-status")).to_be_visible()
+    page.get_by_role("link", name="its run page").click()
+    dag = page.get_by_test_id("dag")
+    expect(dag.locator("[data-node='n0']")).to_have_attribute("data-status", "success")
+    expect(dag.locator("[data-node='n1']")).to_have_attribute("data-status", "skipped")
+    expect(dag.locator("[data-node='n2']")).not_to_have_attribute("data-status", "success")
+
+    page.get_by_role("link", name="Agents").click()
+    expect(page.get_by_role("heading", name="Agents and master plans")).to_be_visible()
+    expect(page.get_by_text("did not answer")).to_have_count(0)

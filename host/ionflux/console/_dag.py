@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 150, 46, 56, 18, 10
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 176, 46, 50, 18, 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ def svg(nodes: Sequence[Mapping[str, Any]], statuses: Mapping[str, str]) -> str:
     return "".join(parts)
 
 
-def _short(text: str, limit: int = 20) -> str:
+def _short(text: str, limit: int = 18) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -29,8 +29,12 @@ EXPIRIES = (("", "the policy's default"), ("1h", "1 hour"), ("1d", "1 day"), ("7
 
 
 def requester(consent: Mapping[str, Any]) -> dict[str, str]:
-    """Who asks: a graph, a plan (the Reactor) or a transform, by the consent's name."""
+    """Who asks: a graph, a master plan (the ION Reactor's) or a transform, by the
+    name the consent request carries."""
     name = str(consent.get("transform", ""))
+    reactor, plan_marker, plan = name.partition(": Master Plan ")
+    if plan_marker:  # the ION Reactor's: "ION Reactor Agent: Master Plan 'name'"
+        return {"kind": "plan", "name": plan.strip("'"), "by": reactor}
     for kind in ("graph", "plan", "agent"):
         if name.startswith(kind + " "):
             return {"kind": kind, "name": name[len(kind) + 1 :]}

@@ -79,7 +79,6 @@ class Console:
         self.settings = settings
         self.env = templates()
         self.streams = 0
-        self.reactor = _reactor()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -89,7 +88,6 @@ class Console:
             session=sess if isinstance(sess, Session) else None,
             csrf=sess.csrf if isinstance(sess, Session) else "",
             path=request.url.path,
-            reactor=self.reactor is not None,
             **values,
         )
         return HTMLResponse(page, status_code=code, headers=_NO_STORE)
@@ -161,14 +159,19 @@ class Console:
         pending = await api.get("/ionwall/consents", status="pending")
         wall = self.ctx.ionwall
         lifetime = _lifetime(wall)
-        items = [
-            {
-                **c,
-                "who": _pages.requester(c),
-                "groups": _pages.grouped_scopes(c["scopes"]),
-            }
-            for c in pending
-        ]
+        items = []
+        for c in pending:
+            who = _pages.requester(c)
+            words = None
+            if who["kind"] == "plan":  # the Reactor's prompt, in the seed's words
+                try:
+                    got = await api.get(f"/reactor/consents/{quote(c['id'], safe='')}/prompt")
+                    words = got.get("text")
+                except ApiRefused:
+                    words = None
+            items.append(
+                {**c, "who": who, "words": words, "groups": _pages.grouped_scopes(c["scopes"])}
+            )
         return self.env.get_template("_inbox.html").render(
             consents=items, expiries=_pages.EXPIRIES, lifetime=lifetime, csrf=csrf
         )
@@ -493,7 +496,14 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.get("/agents", openapi_extra=page)
     async def agents(request: Request) -> Response:
-        return console.render(request, "agents.html")
+        found: dict[str, Any] = {"agents": [], "plans": [], "problem": None}
+        async with console.api(request) as api:
+            try:
+                found["agents"] = await api.get("/reactor/agents")
+                found["plans"] = await api.get("/reactor/plans")
+            except ApiRefused as exc:
+                found["problem"] = str(exc)
+        return console.render(request, "agents.html", **found)
 
     # -- live --------------------------------------------------------------------------------
 
@@ -660,16 +670,6 @@ def _json_input(text: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise ApiRefused(422, {"message": f"the run's input is not JSON: {exc}"}) from None
-
-
-def _reactor() -> Any:
-    """``ionflux.reactor`` when it is part of this host (another issue builds it)."""
-    try:
-        import importlib
-
-        return importlib.import_module("ionflux.reactor")
-    except ImportError:
-        return None
 
 
 __all__ = ["Console", "console_router", "root_router", "static_router"]
