@@ -49,3 +49,8 @@ lint:
     ruff format --check host ionwall tests scripts
     mypy
     lint-imports --no-cache
+
+# A local cluster: PostgreSQL, NATS (JetStream), Kubo and N hosts (default 3), each
+# host on its own data directory; prints the URLs, Ctrl-C stops all.
+cluster HOSTS="3": build kubo
+    ionflux dev cluster --hosts {{HOSTS}}

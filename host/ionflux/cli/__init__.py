@@ -101,3 +101,7 @@ from ._plan import plan as _plan_group  # noqa: E402
 
 main.add_command(_plan_group)
 main.add_command(_agent_group)
+
+from ._dev import dev as _dev_group  # noqa: E402
+
+main.add_command(_dev_group)
