@@ -74,6 +74,7 @@ def demo(app: App, manifest_dir: Path, graph_file: Path) -> None:
     _say(f"a graph over NATS: {graph_file}")
     engine_version, fresh = _deploy(app, graph_file)
     click.echo(f"  deployed {engine_version} ({'new version' if fresh else 'unchanged'})")
+    asyncio.run(_reactor(app, graph_file.parent))
     asyncio.run(_serve_once(app))
 
     _say("the audit log: every consent answered, every allow and deny, hash-chained")
@@ -160,3 +161,60 @@ async def _serve_once(app: App) -> None:
             await nc.close()
     finally:
         await running.aclose(10)
+
+
+async def _reactor(app: App, graphs: Path) -> None:
+    """The ION Reactor: its three graphs, an agent deployed from its definition, a
+    master plan under one consent, a health rule over the runs' failure rate."""
+    from ..graph import Engine, IonwallAuthorizer
+    from ..reactor import Reactor
+
+    _say("the ION Reactor: its three graphs, deployed")
+    wall = app.host.ionwall
+    engine = Engine.for_host(app.host, authorizer=IonwallAuthorizer(wall))
+    reactor = Reactor(engine, wall=wall)
+    try:
+        for name in reactor.ensure_graphs(graphs) or ["(unchanged)"]:
+            click.echo(f"  {name}")
+        click.echo("$ ionflux agent deploy graphs/plans/headline_agent.yaml")
+        cid, _ = reactor.agents.put_definition(
+            (graphs / "plans" / "headline_agent.yaml").read_bytes()
+        )
+        if reactor.store.agent("headline_agent") is None:
+            await reactor.agents.manage("deploy", agent_definition_cid=cid, by="ionflux demo")
+        shown = reactor.agents.show("headline_agent")
+        click.echo(f"  headline_agent: {shown['status']}, definition {cid}")
+
+        _say("a master plan: two digests at once, then a headline, under ONE consent")
+        plan_file = graphs / "plans" / "daily_digest.yaml"
+        params = {"title": "morning notes", "text": "one two three"}
+        click.echo(f"$ ionflux plan run {plan_file} --params '{json.dumps(params)}'")
+        plan_cid, _ = reactor.put_plan(plan_file.read_bytes())
+        result = await reactor.run_plan(plan_cid, params)
+        if result.overall_status == "awaiting_approval":
+            consent_id = str((result.error_details or [{}])[0].get("consent_id"))
+            click.echo(reactor.consent_text(consent_id) or "")
+            click.echo(f"$ ionflux consent approve {consent_id}")
+            wall.approve(consent_id)
+            result = await reactor.run_plan(plan_cid, params)
+        out = result.output or {}
+        click.echo(
+            f"  plan {out.get('overall_status')}; step log {out.get('step_results_summary_cid')}"
+        )
+        for record in engine.history.list_runs(limit=20):
+            if record.parent_run_id == result.execution_id:
+                click.echo(f"    child run {record.run_id} {record.graph_name}: {record.status}")
+
+        _say("a health rule over the host's own metrics")
+        rule = reactor.add_rule(
+            {"metric": 'run_failure_rate{graph="digest"}', "condition": "value > 0.05",
+             "severity": "critical", "notification_channel": "ops_pager"}
+        )  # fmt: skip
+        await reactor.evaluate()
+        [state] = [r for r in reactor.health() if r["name"] == rule.name]
+        click.echo(f"  {state['metric']} = {state['value']:g} ({rule.condition}): "
+                   f"{'FIRING' if state['firing'] else 'ok'}")  # fmt: skip
+    finally:
+        reactor.close()
+        engine.flush()
+        engine.close()

@@ -58,6 +58,10 @@ class PlanConsent:
         if self.parameters_cid:
             lines.append(f"  * Read Plan Parameters '{self.parameters_cid}' from your IONPOD.")
         lines.append("  * Store execution logs for this plan to your IONPOD.")
+        own = [s for s in self.scopes if s not in self.agent_scopes]
+        if own:
+            lines.append("  * The Reactor's own steps (fetch, log, announce) are granted:")
+            lines += [f"      - {describe_scope(s)[1]}  [{s}]" for s in own]
         lines.append(f"Allow {REACTOR} to orchestrate this plan with these permissions?")
         if consent_id:
             lines += [

@@ -254,7 +254,7 @@ class Reactor:
         request = self.wall.consent(consent_id)
         if not request.transform.startswith("ION Reactor Agent: Master Plan"):
             return None
-        return self.consent_for(request.subject).text(consent_id)
+        return self.consent_for(request.subject, request.scopes).text(consent_id)
 
     async def run_plan(
         self,
