@@ -280,8 +280,11 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.get("/inbox", openapi_extra=page)
     async def inbox(request: Request) -> Response:
-        async with console.api(request) as api:
-            fragment = await console.inbox_fragment(api, _session(request).csrf)
+        try:
+            async with console.api(request) as api:
+                fragment = await console.inbox_fragment(api, _session(request).csrf)
+        except ApiRefused as exc:
+            return console.refused(request, exc)
         return console.render(request, "inbox.html", fragment=fragment)
 
     @router.post("/consents/{consent_id}/approve", openapi_extra=page)
