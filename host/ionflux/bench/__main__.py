@@ -15,7 +15,15 @@ from pathlib import Path
 
 from ._timing import Row
 
-SECTIONS = ["runtime", "ionwall", "ionwall_cluster", "graph", "store", "triggers"]
+SECTIONS = [
+    "runtime",
+    "ionwall",
+    "ionwall_cluster",
+    "graph",
+    "store",
+    "triggers",
+    "reactor",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
