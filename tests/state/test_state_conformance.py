@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 from conftest import TESTING, make_config
-from ionflux import GraphVersionExists, ManifestError, StateSchemaError, UnknownTransform
+from ionflux import (
+    GraphVersionExists,
+    ManifestError,
+    RunNotRecorded,
+    StateSchemaError,
+    StateUnavailable,
+    UnknownTransform,
+)
 from ionflux.config import StateSettings
 from ionflux.graph import (
     Engine,
@@ -40,6 +47,7 @@ from ionflux.state import (
     migrations,
 )
 from ionflux.store import cid_for_bytes
+from ionflux.testing.postgres import PostgresServer
 
 OWNER_A = "a:1:x"
 OWNER_B = "b:2:y"
@@ -448,3 +456,35 @@ def test_a_shared_state_with_a_local_store_or_own_nats_is_warned_about(tmp_path:
     )
     assert cluster_warnings(kubo) == []
     assert cluster_warnings(make_config(tmp_path)) == []  # SQLite: one machine by design
+
+
+async def test_a_host_whose_database_goes_away_refuses_runs_and_recovers(
+    tmp_path: Path, built: Path
+) -> None:
+    server = PostgresServer().start()  # its own: this test stops it
+    try:
+        url = server.create_database("away")
+        shared = StateSettings(backend="postgres", url=url, connect_timeout_s=2)
+        host = Host(make_config(tmp_path / "data").model_copy(update={"state": shared}))
+        data = (TESTING / "echo.wasm").read_bytes()
+        host.publish_bytes(manifest("echo", "0.1.0", data), data)
+        engine = Engine.for_host(host)
+        try:
+            graph = tmp_path / "up.yaml"
+            graph.write_text(LINEAR)
+            engine.deploy(graph, "first")
+            assert (await engine.run("up", {"text": "a"})).overall_status == "success"
+            server.stop(remove=False)
+            with pytest.raises((StateUnavailable, RunNotRecorded)) as refused:
+                await engine.run("up", {"text": "b"})
+            assert refused.value.kind in ("state_unavailable", "run_not_recorded")
+            server.start()
+            again = await engine.run("up", {"text": "c"})
+            assert again.overall_status == "success" and again.output == {"text": "c"}
+            runs = engine.history.list_runs(graph="up")
+            assert [r.status for r in runs] == ["success", "success"]  # nothing half-written
+        finally:
+            engine.close()
+            host.close()
+    finally:
+        server.stop()

@@ -87,7 +87,7 @@ class _Session:
         self._db = db
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        with _errors(), self._conn.cursor() as cur:
+        with _errors(self._db.url), self._conn.cursor() as cur:
             cur.execute(self._db.sql(sql), params, prepare=True)
             rows = cur.fetchall() if cur.description is not None else []
             return Result(rows, cur.rowcount)
@@ -95,7 +95,7 @@ class _Session:
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Result:
         if not params:
             return Result([], 0)
-        with _errors(), self._conn.cursor() as cur:
+        with _errors(self._db.url), self._conn.cursor() as cur:
             cur.executemany(self._db.sql(sql), params)
             return Result([], cur.rowcount)
 
@@ -144,7 +144,7 @@ class PgDatabase:
     def transaction(self) -> Iterator[_Session]:
         """One transaction on one connection: committed when the block ends, rolled
         back if it raises."""
-        with self._connection() as conn, _errors(), conn.transaction():
+        with self._connection() as conn, _errors(self.url), conn.transaction():
             yield _Session(conn, self)
 
     @contextmanager
@@ -158,7 +158,19 @@ class PgDatabase:
                 f"{self.timeout_s:g} s (state.connect_timeout_s): {exc}"
             ) from exc
         except psycopg.OperationalError as exc:
+            self._recheck()
             raise StateUnavailable(f"the state database {_safe(self.url)}: {exc}") from exc
+        except StateUnavailable:
+            self._recheck()
+            raise
+
+    def _recheck(self) -> None:
+        """After a failure: drops the idle connections that broke with it (a server
+        restarted), so the next statement gets a live one rather than failing too."""
+        try:
+            self._pool.check()
+        except Exception:
+            pass
 
 
 class PgChanges:
@@ -181,13 +193,13 @@ class PgChanges:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(url: str) -> Iterator[None]:
     try:
         yield
     except psycopg.IntegrityError as exc:
-        raise StateConflict(str(exc)) from exc
+        raise StateConflict(f"the state database {_safe(url)}: {exc}") from exc
     except psycopg.Error as exc:
-        raise StateUnavailable(f"the state database: {exc}") from exc
+        raise StateUnavailable(f"the state database {_safe(url)}: {exc}") from exc
 
 
 def _safe(url: str) -> str:

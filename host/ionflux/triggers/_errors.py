@@ -139,4 +139,7 @@ _STATUS = {
     "run_not_recorded": 503,
     "audit_not_written": 503,
     "revocation_feed_lost": 503,  # a cluster host cut from IONWALL's feed: try another host
+    "state_unavailable": 503,  # the shared state database (state.backend: postgres) is away
+    "state_schema": 503,  # the database's schema is not this host's: migrate or upgrade
+    "state_conflict": 409,
 }
