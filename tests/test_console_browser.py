@@ -395,3 +395,32 @@ def test_step_through_debugging_from_the_browser_and_the_agents_page(
     page.get_by_role("link", name="Agents").click()
     expect(page.get_by_role("heading", name="Agents and master plans")).to_be_visible()
     expect(page.get_by_text("did not answer")).to_have_count(0)
+
+
+def test_readable_at_phone_width_and_usable_from_the_keyboard(
+    served: Served, browser: Browser
+) -> None:
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.set_default_timeout(BOUND_MS)
+    try:
+        page = phone.new_page()
+        sign_in(page, served)
+        done = served.api.post("/graphs/chain/runs", json={"input": {"text": "x"}})
+        assert done.status_code == 200, done.text
+        run_id = done.json()["execution_id"]
+        for path in ("/console/inbox", "/console/runs", f"/console/runs/{run_id}",
+                     "/console/grants", "/console/audit", "/console/graphs"):  # fmt: skip
+            page.goto(served.url + path)
+            wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert wide <= 0, f"{path} scrolls sideways by {wide}px at 390px"
+        page.screenshot(path=str(shots_dir() / "console-phone.png"), full_page=False)
+
+        # From the keyboard alone: the skip link first, then the menu.
+        page.goto(f"{served.url}/console/inbox")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.get_by_role("link", name="Runs").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    finally:
+        phone.close()
