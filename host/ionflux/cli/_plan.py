@@ -76,6 +76,9 @@ def run_plan(app: App, ref: str, params: str | None, as_json: bool) -> None:
     else:
         out = result.output or {}
         click.echo(f"run {result.execution_id}: {result.overall_status}")
+        if not out and not prompt:
+            for error in result.error_details or []:
+                click.echo(f"  {error.get('kind')}: {error.get('message')}")
         if out:
             click.echo(f"plan {cid}: {out.get('overall_status')}")
             click.echo(f"step log: {out.get('step_results_summary_cid')}")
