@@ -366,7 +366,7 @@ def test_a_cross_site_form_post_is_refused_and_changes_nothing(
     expect(page.get_by_test_id("inbox-empty")).to_be_visible()
 
 
-def test_step_through_debugging_from_the_browser_and_the_agents_page(
+def test_step_through_debugging_from_the_browser_then_agents_and_audit(
     served: Served, context: BrowserContext
 ) -> None:
     page = context.new_page()
@@ -395,6 +395,11 @@ def test_step_through_debugging_from_the_browser_and_the_agents_page(
     page.get_by_role("link", name="Agents").click()
     expect(page.get_by_role("heading", name="Agents and master plans")).to_be_visible()
     expect(page.get_by_text("did not answer")).to_have_count(0)
+
+    # The audit log's chain verified with one button.
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_role("button", name="Verify the chain").click()
+    expect(page.get_by_test_id("verify")).to_contain_text("The audit log verifies")
 
 
 def test_readable_at_phone_width_and_usable_from_the_keyboard(
