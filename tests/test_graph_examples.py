@@ -92,7 +92,7 @@ def publish_built(host: Host, name: str) -> None:
 @pytest.fixture
 def engine(host: Host, wall: Ionwall) -> Iterator[Engine]:
     eng = Engine.for_host(host, authorizer=IonwallAuthorizer(wall))
-    reactor = Reactor(eng, wall=wall)  # the Reactor's host-native nodes, its one consent
+    reactor = Reactor(eng, wall=wall, local_files=True)  # host-native nodes, one consent
     yield eng
     reactor.close()
     eng.close()

@@ -332,6 +332,9 @@ class ReactorSettings(_Section):
         default=3, ge=0, le=10, description="alternative plans started from alternative plans"
     )
     max_step_retries: int = Field(default=10, ge=0, le=100, description="retries of one step")
+    max_backoff_s: float = Field(
+        default=300.0, gt=0, description="the longest wait between two attempts of a step"
+    )
     health_interval_s: float = Field(
         default=15.0, ge=0, description="how often the alert rules are evaluated (0: never)"
     )

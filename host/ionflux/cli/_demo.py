@@ -172,7 +172,7 @@ async def _reactor(app: App, graphs: Path) -> None:
     _say("the ION Reactor: its three graphs, deployed")
     wall = app.host.ionwall
     engine = Engine.for_host(app.host, authorizer=IonwallAuthorizer(wall))
-    reactor = Reactor(engine, wall=wall)
+    reactor = Reactor(engine, wall=wall, local_files=True)
     try:
         for name in reactor.ensure_graphs(graphs) or ["(unchanged)"]:
             click.echo(f"  {name}")

@@ -49,7 +49,7 @@ def _engine(app: App, *, runs: bool = True) -> Iterator[Engine]:
     if runs:  # the ION Reactor's host-native nodes (its graphs validate and run here)
         from ..reactor import Reactor
 
-        reactor = Reactor(engine, wall=app.host.ionwall)
+        reactor = Reactor(engine, wall=app.host.ionwall, local_files=True)
     try:
         yield engine
     finally:

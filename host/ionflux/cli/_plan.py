@@ -26,7 +26,7 @@ def reactor_for(app: App) -> Iterator[Any]:
 
     wall = app.host.ionwall
     engine = Engine.for_host(app.host, authorizer=IonwallAuthorizer(wall))
-    reactor = Reactor(engine, wall=wall)
+    reactor = Reactor(engine, wall=wall, local_files=True)
     try:
         reactor.ensure_graphs()
         yield reactor

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .._errors import InvalidInput
+from ..reactor import parse_plan, plan_from_data
 from ..triggers import reply
 from ._context import ApiContext
 from ._guard import needs, needs_any
@@ -67,8 +68,13 @@ def reactor_router(ctx: ApiContext) -> APIRouter:
     async def put_plan(request: Request) -> dict[str, Any]:
         body = await ctx.bodies.model(request, PlanBody)
         r = reactor()
-        cid, plan = r.put_plan(body.plan)
-        ctx.require(request, f"execute_master_plan:{plan.name}")
+        settings = r.config.reactor
+        raw = body.plan
+        parsed = (
+            plan_from_data(raw, settings) if isinstance(raw, dict) else parse_plan(raw, settings)
+        )
+        ctx.require(request, f"execute_master_plan:{parsed.name}")  # before anything is stored
+        cid, plan = r.put_plan(parsed.model_dump(mode="json", exclude_none=True))
         return {"name": plan.name, "cid": cid, "version": plan.version}
 
     @router.get(

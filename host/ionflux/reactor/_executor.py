@@ -93,8 +93,10 @@ class Executor:
         *,
         alternative: Alternative,
         max_alternative_depth: int,
+        max_backoff_s: float = 300.0,
         on_step: Callable[[StepLog], None] | None = None,
     ) -> None:
+        self.max_backoff_s = max_backoff_s
         self.call = call
         self.subject = subject
         self.alternative = alternative
@@ -211,7 +213,7 @@ class Executor:
         for attempt in range(1, attempts + 1):
             log.attempts = attempt
             if attempt > 1:
-                await asyncio.sleep(policy.delay(attempt - 1))
+                await asyncio.sleep(min(policy.delay(attempt - 1), self.max_backoff_s))
             try:
                 value = compile_value(step.input_mapping).render(
                     {**scope, "system": {**scope["system"], "attempt": attempt}}

@@ -152,6 +152,12 @@ def plan_from_data(raw: Any, settings: ReactorSettings, origin: str = "plan") ->
         ]
         raise PlanValidationError(name, problems) from None
     for step in plan.steps:
+        if step.on_error.delay(1) > settings.max_backoff_s:
+            raise ReactorLimitExceeded(
+                "max_backoff_s",
+                f"step {step.step_id} waits {step.on_error.delay(1):g} s before a retry, more "
+                f"than {settings.max_backoff_s:g}",
+            )
         if step.on_error.retries > settings.max_step_retries:
             raise ReactorLimitExceeded(
                 "max_step_retries",

@@ -76,8 +76,12 @@ class Reactor:
         wall: Ionwall | None = None,
         triggers: TriggerService | None = None,
         bus: Any = None,
+        local_files: bool = False,
     ) -> None:
         self.engine = engine
+        # Plans and agents named by a file path on this machine (the CLI, a test):
+        # never for a serving host, where a caller names plans and agents remotely.
+        self.local_files = local_files
         self.config = config or engine.config
         self.wall = wall
         self.triggers = triggers
@@ -185,9 +189,9 @@ class Reactor:
         return cid, plan
 
     def resolve_plan(self, ref: str) -> tuple[str, MasterPlan]:
-        """A plan by file path (stored first), name, or CID."""
+        """A plan by name or CID (or, with ``local_files``, a file path: stored first)."""
         path = Path(ref)
-        if ref.endswith((".yaml", ".yml", ".json")) and path.is_file():
+        if self.local_files and ref.endswith((".yaml", ".yml", ".json")) and path.is_file():
             if path.stat().st_size > self.config.reactor.max_plan_bytes:
                 raise ReactorLimitExceeded("max_plan_bytes", f"{ref} is too large")
             return self.put_plan(path.read_bytes())
@@ -208,6 +212,10 @@ class Reactor:
         return validate(plan, self._agent, self.engine.requested_scopes)
 
     def _agent(self, ref: str) -> Plan:
+        if not self.local_files and (
+            ref.endswith((".yaml", ".yml")) or "/" in ref or ref.startswith(".")
+        ):
+            raise GraphNotFound(f"{ref!r}: an agent is a deployed graph (name, name@version, CID)")
         name = ref.partition("@")[0]
         if name in self.agents.stopped:
             raise InvalidAgentTransition(f"agent {name!r} is retired")
@@ -319,6 +327,7 @@ class Reactor:
             subject or call.subject,
             alternative=alternative,
             max_alternative_depth=self.config.reactor.max_alternative_depth,
+            max_backoff_s=self.config.reactor.max_backoff_s,
             on_step=stepped,
         )
         try:
