@@ -238,3 +238,63 @@ async def test_a_plan_asking_more_than_its_grant_waits_and_validation_comes_firs
     assert "does not depend on it" in text
     assert "does not declare in required_scopes" in text
     assert running.engine.repository.latest(EXECUTE_GRAPH) is not None
+
+
+def storing(name: str, path: str) -> str:
+    """An agent that stores its text in IONPOD at ``path`` (pod-store)."""
+    return (
+        f"name: {name}\nversion: '1.0.0'\n"
+        "graph:\n  - id: keep\n    transform: pod-store\n"
+        f"    inputs: {{path: '{path}', data: {{text: '{{{{trigger.input_data.text}}}}'}}}}\n"
+    )
+
+
+async def test_ionwall_checks_every_import_of_every_child_under_the_plans_grant(
+    serving: RunningHost,
+) -> None:
+    """The owner approves less than the plan asked (write only to reports/): the child
+    writing there succeeds, the one writing elsewhere is refused at its import."""
+    running, reactor, wall = serving, serving.reactor, serving.ionwall
+    p = f"i{uuid.uuid4().hex[:6]}"
+    deploy(running, storing(f"{p}_reports", f"reports/{p}.json"))
+    deploy(running, storing(f"{p}_private", f"private/{p}.json"))
+    steps = [
+        {"step_id": "ok", "agent_to_call": f"{p}_reports", "input_mapping": {"text": "a"},
+         "on_error": "skip"},
+        {"step_id": "no", "agent_to_call": f"{p}_private", "input_mapping": {"text": "b"},
+         "on_error": "skip"},
+    ]  # fmt: skip
+    cid, _ = reactor.put_plan(
+        {"name": f"{p}-writes", "required_scopes": ["write_pod_data:**"], "steps": steps}
+    )
+    assert (await reactor.run_plan(cid)).overall_status == "awaiting_approval"
+    [consent] = wall.consents("pending")
+    assert "write_pod_data:**" in consent.scopes
+    narrowed = [s for s in consent.scopes if s != "write_pod_data:**"]
+    wall.approve(consent.id, only=[*narrowed, f"write_pod_data:reports/{p}.json"])
+    result = await reactor.run_plan(cid)
+    assert result.overall_status == "success", result.error_details
+    assert result.output["overall_status"] == "partial_success_with_errors"
+    [error] = result.output["error_details"]
+    assert error["step_id"] == "no"
+    child = error["child_errors"][0]
+    assert child["kind"] == "transform_failed" and f"private/{p}.json" in child["message"]
+    wall.flush()
+    log = json.loads(running.host.pod.get_bytes(result.output["step_results_summary_cid"]))
+    refused_run = {s["step_id"]: s for s in log["steps"]}["no"]["run_ids"][0]
+    [denied] = [
+        e for e in wall.audit_tail(200)
+        if e.decision == "deny" and e.scope == f"write_pod_data:private/{p}.json"
+    ]  # fmt: skip
+    assert denied.grant_id == consent_grant(wall, consent.id)  # the plan's one grant
+    assert denied.run_id == refused_run  # in the child's own run
+    [allowed] = [
+        e for e in wall.audit_tail(200)
+        if e.decision == "allow" and e.scope == f"write_pod_data:reports/{p}.json"
+    ]  # fmt: skip
+    assert allowed.grant_id == denied.grant_id
+
+
+def consent_grant(wall: Any, consent_id: str) -> str | None:
+    grant_id: str | None = wall.consent(consent_id).grant_id
+    return grant_id

@@ -14,6 +14,7 @@ IONWALL's gate of that grant still checks every import of every child run.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,10 +109,16 @@ class PlanAuthorizer:
     # -- the plan's children -------------------------------------------------------
 
     def bind(self, grant_id: str) -> str:
-        """A subject for the child runs of one plan execution under ``grant_id``."""
+        """A subject for the child runs of one plan execution under ``grant_id``.
+        A child may ask for what the plan's consent asked (the owner may have
+        approved less: the grant's gate then refuses those imports, one by one)."""
         grant = self.wall.grant(grant_id)
+        asked = tuple(grant.scopes)
+        if grant.consent_id is not None:
+            with contextlib.suppress(ionwall.UnknownConsent):
+                asked = tuple(self.wall.consent(grant.consent_id).scopes)
         subject = f"reactor-plan:{secrets.token_urlsafe(18)}"
-        self._bound[subject] = _Bound(grant_id, tuple(grant.scopes))
+        self._bound[subject] = _Bound(grant_id, asked)
         return subject
 
     def unbind(self, subject: str) -> None:
@@ -144,8 +151,8 @@ class PlanAuthorizer:
                 if not any(covers(g, scope) for g in bound.scopes):
                     raise PermissionDenied(
                         scope,
-                        f"agent {graph} asks for it and the master plan's consent does not "
-                        "cover it (a plan needing more is a new plan, with a new consent)",
+                        f"agent {graph} asks for it and the master plan's consent did not "
+                        "(a plan needing more is a new plan, with a new consent)",
                         cid,
                     )
             if not self.wall.grant_live(bound.grant_id):
