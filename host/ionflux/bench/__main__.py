@@ -22,6 +22,7 @@ SECTIONS = [
     "graph",
     "store",
     "triggers",
+    "cluster",
     "reactor",
 ]
 
