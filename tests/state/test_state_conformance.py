@@ -488,3 +488,13 @@ async def test_a_host_whose_database_goes_away_refuses_runs_and_recovers(
             host.close()
     finally:
         server.stop()
+
+
+def test_hosts_starting_together_apply_each_migration_once(postgres_url: str) -> None:
+    async def together() -> list[list[int]]:
+        done = await asyncio.gather(*(asyncio.to_thread(migrate, postgres_url) for _ in range(4)))
+        return [[m.version for m in d] for d in done]
+
+    applied_by = asyncio.run(together())
+    assert sorted(v for d in applied_by for v in d) == list(range(1, latest_version() + 1))
+    assert [v for v, _, _ in applied(postgres_url)] == list(range(1, latest_version() + 1))

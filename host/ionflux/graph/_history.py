@@ -761,7 +761,7 @@ class SharedRunHistory(RunHistory):
         self._lock = threading.Lock()
         self._write_lock = -1
         self._checkpointer = None
-        self._host = socket.gethostname()
+        self._host = _machine()
         if recover:
             self.recover()
 
@@ -826,9 +826,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.executescript(_INDEXES)
 
 
-def _insert_steps(
-    db: Any, steps: Sequence[StepRecord], cap: int = CONTENT_CACHE_ENTRIES
-) -> None:
+def _insert_steps(db: Any, steps: Sequence[StepRecord], cap: int = CONTENT_CACHE_ENTRIES) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO run_steps (step_run_id, run_id, node_id, target, status,"
         " start_time, end_time, attempts, inputs_preview, inputs_cid, outputs_preview,"
@@ -904,6 +902,23 @@ def _step(r: tuple[Any, ...]) -> StepRecord:
 
 def _dump(value: Any) -> str | None:
     return None if value is None else _ASCII.encode(value)
+
+
+def _machine() -> str:
+    """Who this process's PIDs mean something to, for hosts sharing one database: the
+    host name, the machine id and the PID namespace. A run whose owner is "on this
+    machine" is judged by its PID (gone: taken over at once); two containers with
+    one host name but separate PID namespaces must not judge each other's PIDs."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/etc/machine-id").read_text().strip()[:12])
+    except OSError:
+        pass
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)
 
 
 def _alive(pid: int) -> bool:

@@ -79,6 +79,8 @@ def migrate(url: str, *, target: int | None = None) -> list[Migration]:
     with _connect(url) as conn:
         try:
             with conn.transaction():
+                # Under the lock: hosts starting together would race on CREATE TABLE.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                 conn.execute(_TABLE)
             for migration in wanted:
                 with conn.transaction():
