@@ -89,8 +89,21 @@ def graph_text(name: str) -> str:
     )
 
 
+AGENT = """\
+agent_name: "Echo Agent"
+version: "1.0.0"
+flux_graph_dsl_yaml: |
+  name: echo_agent
+  version: "1.0.0"
+  graph:
+    - id: say
+      transform: echo
+      inputs: {text: "hi"}
+"""
+
+
 def prepare(data_dir: Path, *graphs: str) -> None:
-    """A data directory with nats-publish and echo published and ``graphs``
+    """A data directory with the standard transforms and echo published and ``graphs``
     deployed, no consent given; approved runs are resumed every 0.2 s."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "ionflux.yaml").write_text(
@@ -100,7 +113,8 @@ def prepare(data_dir: Path, *graphs: str) -> None:
     )
     host = Host(make_config(data_dir))
     try:
-        host.publish(MANIFESTS / "nats-publish.yaml")
+        for manifest in sorted(MANIFESTS.glob("*.yaml")):  # the Reactor's need pod-*
+            host.publish(manifest)
         publish_wasm(host, "echo", TESTING / "echo.wasm")
         engine = Engine.for_host(host)
         try:
@@ -136,6 +150,8 @@ class Served:
             "execute_graph:*",
             "--scope",
             "manage_ionwall:*",
+            "--scope",
+            "execute_master_plan:*",
             "--expires",
             "1h",
         )
@@ -392,9 +408,37 @@ def test_step_through_debugging_from_the_browser_then_agents_and_audit(
     expect(dag.locator("[data-node='n1']")).to_have_attribute("data-status", "skipped")
     expect(dag.locator("[data-node='n2']")).not_to_have_attribute("data-status", "success")
 
-    page.get_by_role("link", name="Agents").click()
+    # An agent deployed from its definition, then retired (the Reactor's API).
+    page.get_by_role("navigation").get_by_role("link", name="Agents").click()
     expect(page.get_by_role("heading", name="Agents and master plans")).to_be_visible()
     expect(page.get_by_text("did not answer")).to_have_count(0)
+    page.get_by_text("Deploy an agent").click()
+    page.get_by_label(re.compile("Agent definition")).fill(AGENT)
+    page.get_by_role("button", name="Deploy", exact=True).click()
+    row = page.locator("tr[data-agent='echo_agent']")
+    expect(row.locator(".badge")).to_have_text("active")
+
+    # A master plan calling it asks once, in the seed's words, in the inbox.
+    plan = {
+        "name": "console-plan",
+        "version": "1.0.0",
+        "required_scopes": ["read_pod_data:reports/*"],
+        "steps": [{"step_id": "a", "agent_to_call": "echo_agent"}],
+    }
+    stored = served.api.post("/reactor/plans", json={"plan": plan})
+    assert stored.status_code == 201, stored.text
+    waits = served.api.post("/reactor/plans/console-plan/runs", json={})
+    assert waits.json()["overall_status"] == "awaiting_approval", waits.text
+    page.get_by_role("navigation").get_by_role("link", name="Inbox").click()
+    prompt = page.get_by_test_id("plan-prompt")
+    expect(prompt).to_contain_text("ION Reactor Agent wants to execute Master Plan: 'console-plan'")
+    card = page.locator("section.consent", has=prompt)
+    expect(card.get_by_role("heading")).to_contain_text("Plan “console-plan”")
+    card.get_by_role("button", name="Deny").click()
+    expect(page.get_by_test_id("inbox-empty")).to_be_visible()
+    page.get_by_role("navigation").get_by_role("link", name="Agents").click()
+    row.get_by_role("button", name="Retire").click()
+    expect(row.locator(".badge")).to_have_text("retired")
 
     # The audit log's chain verified with one button.
     page.get_by_role("link", name="Audit").click()

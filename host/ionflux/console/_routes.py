@@ -508,6 +508,34 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
                 found["problem"] = str(exc)
         return console.render(request, "agents.html", **found)
 
+    @router.post("/agents/deploy", openapi_extra=page)
+    async def deploy_agent(request: Request) -> Response:
+        """An agent definition (YAML, the seed's fields) stored, then deployed."""
+        try:
+            form = await console.form(request)
+            text = str(form.get("definition") or "")
+            async with console.api(request) as api:
+                stored = await api.post("/reactor/agent-definitions", {"definition": text})
+                await api.post("/reactor/agents/deploy", {"agent_definition_cid": stored["cid"]})
+        except (CrossSiteRequest, ApiRefused) as exc:
+            return console.refused(request, exc)
+        return RedirectResponse("/console/agents", status_code=303)
+
+    @router.post("/agents/{name}/{operation}", openapi_extra=page)
+    async def manage_agent(request: Request, name: str, operation: str) -> Response:
+        """retire or rollback (the seed's manage_agent), as the API does it."""
+        try:
+            await console.form(request)
+            if operation not in ("retire", "rollback"):
+                raise ApiRefused(404, {"message": f"no agent operation {operation!r} here"})
+            async with console.api(request) as api:
+                await api.post(
+                    f"/reactor/agents/{operation}", {"agent_id_to_update_or_retire": name}
+                )
+        except (CrossSiteRequest, ApiRefused) as exc:
+            return console.refused(request, exc)
+        return RedirectResponse("/console/agents", status_code=303)
+
     # -- live --------------------------------------------------------------------------------
 
     @router.get("/live/inbox", openapi_extra=page)

@@ -42,6 +42,8 @@ CONSOLE_SCOPES = (
     "execute_graph:*",
     "control_run:*",
     "read_host:*",
+    "manage_agent_lifecycle:*",
+    "execute_master_plan:*",
 )
 _SAFE = frozenset({"GET", "HEAD"})
 _SCHEMA = """
