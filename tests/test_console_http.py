@@ -7,6 +7,7 @@ scopes like every other route."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -137,3 +138,28 @@ async def test_the_consoles_api_routes_check_scopes_like_every_route(
         runner = {"Authorization": f"Bearer {token(running, 'execute_graph:other')}"}
         r = await http.post("/graphs/g/debug", json={}, headers=runner)
         assert r.status_code == 403
+
+
+async def test_a_live_view_ends_cleanly_when_the_host_drains(tmp_path: Path) -> None:
+    """An open console tab does not hold ``ionflux up`` at its graceful stop: the
+    stream ends (a complete response), the host stops."""
+    running = await start_host(make_config(tmp_path / "data"), drain_timeout=60)
+    closed = False
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+            link = signin_link(running.config.data_dir, running.url, 60)
+            await http.get(link.removeprefix(running.url))
+            async with http.stream("GET", "/console/live/inbox") as live:
+                assert live.status_code == 200
+                assert live.headers["content-type"].startswith("text/event-stream")
+                lines = live.aiter_lines()
+                while "event: inbox" not in await anext(lines):
+                    pass
+                stopping = asyncio.ensure_future(running.aclose(5))
+                rest = [line async for line in lines]  # raises if the stream is cut
+                closed = True
+                assert not any(line.startswith("event: inbox") for line in rest)
+            await stopping
+    finally:
+        if not closed:
+            await running.aclose(5)
