@@ -382,12 +382,17 @@ def test_a_cross_site_form_post_is_refused_and_changes_nothing(
     expect(page.get_by_test_id("inbox-empty")).to_be_visible()
 
 
-def test_step_through_debugging_from_the_browser_then_agents_and_audit(
+def test_deploy_and_debug_a_graph_step_by_step_then_agents_plans_and_audit(
     served: Served, context: BrowserContext
 ) -> None:
     page = context.new_page()
     sign_in(page, served)
     page.get_by_role("link", name="Graphs").click()
+    # A graph deployed from the page (a new version of the graph it names).
+    page.get_by_text("Deploy a graph").click()
+    page.get_by_label(re.compile("FluxGraph")).fill(chain_graph("fresh", nodes=1))
+    page.get_by_role("button", name="Deploy", exact=True).click()
+    expect(page.locator("section[data-graph='fresh']")).to_contain_text("1 version(s)")
     chain = page.locator("section[data-graph='chain']")
     chain.get_by_label("Input (JSON)").fill('{"text": "hi"}')
     chain.get_by_role("button", name="Run step by step").click()
@@ -398,6 +403,8 @@ def test_step_through_debugging_from_the_browser_then_agents_and_audit(
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_test_id("debug-node")).to_have_text("n1")
     expect(page.get_by_text("Done so far")).to_be_visible()
+    page.locator("details[data-done='n0'] summary").click()
+    expect(page.locator("details[data-done='n0'] pre")).to_contain_text('"text": "hi"')
     page.get_by_role("button", name="Skip this node").click()
     expect(page.get_by_test_id("debug-node")).to_have_text("n2")
     page.get_by_role("button", name="Abort the run").click()

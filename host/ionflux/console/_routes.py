@@ -201,7 +201,11 @@ class Console:
 
     async def debug_fragment(self, api: Api, run_id: str, csrf: str) -> str:
         view = await api.get(f"/debug/{quote(run_id, safe='')}")
-        return self.env.get_template("_debug.html").render(view=view, csrf=csrf)
+        try:  # the earlier steps' (masked) outputs, from the run's record
+            steps = (await api.get(f"/runs/{quote(run_id, safe='')}")).get("steps") or []
+        except ApiRefused:
+            steps = []
+        return self.env.get_template("_debug.html").render(view=view, steps=steps, csrf=csrf)
 
 
 def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSettings) -> APIRouter:
@@ -456,6 +460,18 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
         except ApiRefused as exc:
             return console.refused(request, exc)
         return console.render(request, "graphs.html", graphs=found)
+
+    @router.post("/graphs", openapi_extra=page)
+    async def deploy_graph(request: Request) -> Response:
+        """A graph's YAML deployed as a new version (``POST /graphs``)."""
+        try:
+            form = await console.form(request)
+            text = str(form.get("graph") or "")
+            async with console.api(request) as api:
+                await api.post("/graphs", {"graph": text, "message": "deployed in the console"})
+        except (CrossSiteRequest, ApiRefused) as exc:
+            return console.refused(request, exc)
+        return RedirectResponse("/console/graphs", status_code=303)
 
     @router.post("/graphs/{name}/run", openapi_extra=page)
     async def start_run(request: Request, name: str) -> Response:
