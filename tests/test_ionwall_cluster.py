@@ -397,3 +397,25 @@ def test_a_forged_notice_neither_revokes_nor_hides_a_revocation(
     _caught_up(a, b)
     assert not gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed
     gate.flush()
+
+
+def test_a_revocation_whose_notice_was_lost_is_read_by_the_heartbeat(
+    hosts: tuple[Ionwall, Ionwall], postgres_url: str
+) -> None:
+    a, _ = hosts
+    feed = a.revocation_feed
+    assert feed is not None
+    grant = _granted(a)
+    gate = a.gate(grant.id, write_behind=True)
+    assert gate.check(_ctx(grant), "read_pod_data:reports/1.json").allowed
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # revoked, no NOTIFY sent
+        conn.execute("UPDATE ionwall_grants SET revoked_at=1 WHERE id=%s", (grant.id,))
+        row = conn.execute(
+            "INSERT INTO ionwall_revocations (grant_id, revoked_at) VALUES (%s, 1) RETURNING seq",
+            (grant.id,),
+        ).fetchone()
+    assert row is not None
+    assert feed.wait(lambda f: f.seen >= row[0], WAIT_S)  # the next heartbeat re-reads
+    denied = gate.check(_ctx(grant), "read_pod_data:reports/1.json")
+    assert not denied.allowed and "revoked" in denied.reason
+    gate.flush()
