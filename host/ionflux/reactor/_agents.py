@@ -36,7 +36,6 @@ from .._errors import (
     AgentDefinitionError,
     AgentNotFound,
     InvalidAgentTransition,
-    IonfluxError,
     ReactorLimitExceeded,
 )
 from ._store import AgentRow, AgentVersion
@@ -195,9 +194,8 @@ class Agents:
             )
         if operation in ("deploy", "update") and not agent_definition_cid:
             raise AgentDefinitionError(f"{operation} needs agent_definition_cid")
-        if operation in ("retire", "rollback", "update") and not agent_id:
-            if operation != "update":
-                raise AgentNotFound(f"{operation} needs agent_id_to_update_or_retire")
+        if operation in ("retire", "rollback") and not agent_id:
+            raise AgentNotFound(f"{operation} needs agent_id_to_update_or_retire")
         if operation == "deploy":
             assert agent_definition_cid is not None
             version = await self.deploy(agent_definition_cid, by=by)
@@ -215,10 +213,6 @@ class Agents:
             await self.rollback(agent_id, to_seq=to_seq, by=by)
             name = agent_id
         return self.show(name)
-
-    def check_allowed(self, name: str, check: Any) -> None:
-        """``check(scope)`` raises unless the caller may manage ``name``."""
-        check(f"manage_agent_lifecycle:{name}")
 
     async def deploy(self, definition_cid: str, *, by: str = "owner") -> AgentVersion:
         definition = self.definition(definition_cid)
@@ -453,7 +447,5 @@ class Agents:
         return version
 
     async def _switched(self) -> None:
-        try:
-            await self.reactor.sync()
-        except IonfluxError:
-            raise
+        """The triggers follow: the serving version's on, a retired agent's off."""
+        await self.reactor.sync()

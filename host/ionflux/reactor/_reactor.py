@@ -59,6 +59,7 @@ ADMIN = "reactor-agent-admin"
 HEALTH_CHECK = "reactor-health-check"
 COMPLETION = "reactor-plan-completion"
 COMPLETION_SUBJECT = "ionflux.reactor.execute_master_plan.completion"
+HEALTH = "reactor_health"  # the trigger type of a plan an alert rule started
 
 
 def _native_info(name: str) -> TransformInfo:
@@ -442,7 +443,6 @@ class Reactor:
             "emergency_plan": rule.emergency_plan,
             "action": None,
             "confirmation_id": None,
-            "run_id": None,
         }
         if rule.emergency_plan is not None:
             try:
@@ -457,8 +457,11 @@ class Reactor:
                     alert["action"] = "awaiting_confirmation"
                     alert["confirmation_id"] = confirmation.id
                 else:
+                    # Its run ends with the plan's own completion event.
                     alert["action"] = "emergency_plan_started"
-                    alert["run_id"] = self._start_plan(rule.emergency_plan, f"alert {rule.name}")
+                    self._spawn(
+                        self.run_plan(rule.emergency_plan, subject="ion-reactor", trigger=HEALTH)
+                    )
             except IonfluxError as exc:
                 alert["action"] = "emergency_plan_refused"
                 alert["error"] = exc.to_dict()
@@ -466,13 +469,6 @@ class Reactor:
         self.alerts = [*self.alerts[-99:], alert]
         await self._publish(ALERT_SUBJECT, alert)
         return alert
-
-    def _start_plan(self, ref: str, why: str) -> str:
-        """Starts a plan in the background; returns the task's name (the run's id is
-        in the plan's completion event and the run history)."""
-        name = f"plan {ref} ({why})"
-        self._spawn(self.run_plan(ref, subject="ion-reactor", trigger="reactor_health"))
-        return name
 
     def confirmations(self, status: str | None = None) -> list[Confirmation]:
         return self.store.confirmations(status)
@@ -487,7 +483,7 @@ class Reactor:
                 + (f" (it is {found.status})" if found else "")
             )
         self.store.answer_confirmation(confirmation_id, "confirmed")
-        result = await self.run_plan(found.plan, subject=by, trigger="reactor_health")
+        result = await self.run_plan(found.plan, subject=by, trigger=HEALTH)
         self.store.set_confirmation_run(confirmation_id, result.execution_id)
         return result
 
