@@ -23,7 +23,7 @@ def console(app: App, open_it: bool, url: str | None) -> None:
     """Print (and --open) a one-time sign-in link to the web console.
 
     \b
-      ionflux console          # prints http://127.0.0.1:8620/signin?code=...
+      ionflux console          # prints http://127.0.0.1:8620/console/signin?code=...
       ionflux console --open   # and opens it
     """
     from ..console import signin_link
