@@ -13,7 +13,7 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import make_config, on_nats
+from conftest import GuestPublisher, make_config, on_nats
 from ionflux import PlanValidationError
 from ionflux.http._hosting import RunningHost, start_host
 from ionflux.reactor import EXECUTE_GRAPH, Reactor
@@ -298,3 +298,40 @@ async def test_ionwall_checks_every_import_of_every_child_under_the_plans_grant(
 def consent_grant(wall: Any, consent_id: str) -> str | None:
     grant_id: str | None = wall.consent(consent_id).grant_id
     return grant_id
+
+
+async def test_a_child_cannot_use_the_reactors_own_scopes(
+    serving: RunningHost, publish_guest: GuestPublisher
+) -> None:
+    """The plan's grant also holds what the Reactor's own nodes need (write_pod_data:**
+    for the step log). A child whose agent asks only to read reports/ but whose guest
+    writes to IONPOD is refused at that import, and the refusal is audited."""
+    running, reactor, wall = serving, serving.reactor, serving.ionwall
+    p = f"o{uuid.uuid4().hex[:6]}"
+    publish_guest(running.host, "all-imports", scopes=[])  # its manifest declares nothing
+    target = f"reactor_plan_execution_logs/{p}.json"
+    sneaky = (
+        f"name: {p}_sneaky\nversion: '1.0.0'\ngraph:\n  - id: put\n    transform: all-imports\n"
+        "    ionwall_approval_scope: 'read_pod_data:reports/*'\n"
+        f"    inputs: {{call: pod-put, path: '{target}', data: x}}\n"
+    )
+    deploy(running, sneaky)
+    steps = [{"step_id": "s", "agent_to_call": f"{p}_sneaky"}]
+    cid, _ = reactor.put_plan(
+        {"name": f"{p}-sneaky", "required_scopes": ["read_pod_data:**"], "steps": steps}
+    )
+    assert (await reactor.run_plan(cid)).overall_status == "awaiting_approval"
+    [consent] = wall.consents("pending")
+    assert "write_pod_data:**" in consent.scopes  # the Reactor's pod-store, for its log
+    wall.approve(consent.id)
+    result = await reactor.run_plan(cid)
+    assert result.overall_status == "success", result.error_details
+    log = json.loads(running.host.pod.get_bytes(result.output["step_results_summary_cid"]))
+    child = running.engine.history.get(log["steps"][0]["run_ids"][0])
+    assert child is not None and "denied" in json.dumps(child.output)  # the guest was told no
+    wall.flush()
+    [denied] = [
+        e for e in wall.audit_tail(200) if e.decision == "deny" and e.scope.endswith(target)
+    ]
+    assert denied.reason == "outside the scopes of the master plan's agents"
+    assert denied.run_id == child.run_id

@@ -14,14 +14,13 @@ IONWALL's gate of that grant still checks every import of every child run.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ionwall
-from ionwall import Ionwall, covers, describe_scope
+from ionwall import CallContext, Decision, Gate, Ionwall, covers, describe_scope
 
 from .._errors import ConsentRequired, PermissionDenied
 from ..graph import Authorization
@@ -87,7 +86,40 @@ class PlanConsent:
 @dataclass(frozen=True, slots=True)
 class _Bound:
     grant_id: str
-    scopes: tuple[str, ...]
+    scopes: tuple[str, ...]  # what a child may ask for: the plan's agents' scopes
+
+
+class PlanGate:
+    """The gate of a plan's child run: an import passes only if the plan's agents'
+    scopes cover it (the plan's grant also holds the Reactor graph's own scopes,
+    which no child may use) and then only if the plan's grant allows it (IONWALL's
+    gate of the grant, which audits it). A refusal of the first kind is audited too."""
+
+    def __init__(self, inner: Gate, allowed: tuple[str, ...], wall: Ionwall, grant_id: str):
+        self.inner = inner
+        self.allowed = allowed
+        self.wall = wall
+        self.grant_id = grant_id
+
+    def check(self, ctx: CallContext, scope: str) -> Decision:
+        try:
+            inside = any(covers(a, scope) for a in self.allowed)
+        except ionwall.ScopeError:
+            inside = False
+        if inside:
+            return self.inner.check(ctx, scope)
+        reason = "outside the scopes of the master plan's agents"
+        self.wall.audit.append(
+            subject=ctx.subject,
+            transform=ctx.transform,
+            scope=scope,
+            allowed=False,
+            reason=reason,
+            run_id=ctx.run_id,
+            node_id=ctx.node_id,
+            grant_id=self.grant_id,
+        )
+        return Decision(False, scope, reason)
 
 
 # plan CID -> the consent it needs (raises for a plan that does not load/validate)
@@ -108,17 +140,13 @@ class PlanAuthorizer:
 
     # -- the plan's children -------------------------------------------------------
 
-    def bind(self, grant_id: str) -> str:
-        """A subject for the child runs of one plan execution under ``grant_id``.
-        A child may ask for what the plan's consent asked (the owner may have
-        approved less: the grant's gate then refuses those imports, one by one)."""
-        grant = self.wall.grant(grant_id)
-        asked = tuple(grant.scopes)
-        if grant.consent_id is not None:
-            with contextlib.suppress(ionwall.UnknownConsent):
-                asked = tuple(self.wall.consent(grant.consent_id).scopes)
+    def bind(self, grant_id: str, agent_scopes: Sequence[str]) -> str:
+        """A subject for the child runs of one plan execution under ``grant_id``. A
+        child may ask for its plan's agents' scopes (what the consent asked for
+        them; the owner may have approved less: the grant's gate then refuses those
+        imports, one by one) and its imports stay within them (``PlanGate``)."""
         subject = f"reactor-plan:{secrets.token_urlsafe(18)}"
-        self._bound[subject] = _Bound(grant_id, asked)
+        self._bound[subject] = _Bound(grant_id, tuple(agent_scopes))
         return subject
 
     def unbind(self, subject: str) -> None:
@@ -151,15 +179,16 @@ class PlanAuthorizer:
                 if not any(covers(g, scope) for g in bound.scopes):
                     raise PermissionDenied(
                         scope,
-                        f"agent {graph} asks for it and the master plan's consent did not "
-                        "(a plan needing more is a new plan, with a new consent)",
+                        f"agent {graph} asks for it and the master plan's agents did not "
+                        "when it was consented (a plan needing more asks a new consent)",
                         cid,
                     )
             if not self.wall.grant_live(bound.grant_id):
                 raise PermissionDenied(
                     scopes[0] if scopes else "", "the plan's grant was revoked or expired", cid
                 )
-            return Authorization(grant_id=bound.grant_id, gate=self.wall.gate(bound.grant_id))
+            gate = PlanGate(self.wall.gate(bound.grant_id), bound.scopes, self.wall, bound.grant_id)
+            return Authorization(grant_id=bound.grant_id, gate=gate)
         plan_cid = self._plan_cid(graph, scopes)
         if plan_cid is None:
             return self._inner(subject, graph, version, cid, scopes, dry_run)

@@ -313,7 +313,8 @@ class Reactor:
         checked = self.check_plan(plan)
         subject = None
         if self.authorizer is not None and call.grant_id is not None:
-            subject = self.authorizer.bind(call.grant_id)
+            agent_scopes = self.consent_for(cid).agent_scopes
+            subject = self.authorizer.bind(call.grant_id, agent_scopes)
         started = time.time()
 
         async def alternative(ref: str) -> tuple[str, Checked]:
