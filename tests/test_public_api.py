@@ -40,6 +40,7 @@ IONFLUX = [
     "GraphProblem",
     "GraphValidationError",
     "GraphVersionExists",
+    "GuestBuildError",
     "GuestError",
     "GuestTrap",
     "Host",
@@ -84,6 +85,7 @@ IONFLUX = [
     "TriggerError",
     "Unauthorized",
     "UnknownTransform",
+    "WasiRefused",
     "load_config",
     "load_manifest",
 ]

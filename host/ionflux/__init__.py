@@ -36,6 +36,7 @@ from ._errors import (
     GraphProblem,
     GraphValidationError,
     GraphVersionExists,
+    GuestBuildError,
     GuestError,
     GuestTrap,
     ImportBudgetExceeded,
@@ -78,6 +79,7 @@ from ._errors import (
     TransformFailed,
     TriggerError,
     UnknownTransform,
+    WasiRefused,
 )
 
 if TYPE_CHECKING:
@@ -156,6 +158,7 @@ __all__ = [
     "GraphProblem",
     "GraphValidationError",
     "GraphVersionExists",
+    "GuestBuildError",
     "GuestError",
     "GuestTrap",
     "Host",
@@ -209,6 +212,7 @@ __all__ = [
     "TriggerError",
     "Unauthorized",
     "UnknownTransform",
+    "WasiRefused",
     "load_config",
     "load_manifest",
 ]

@@ -27,12 +27,15 @@
     │   ├── BackendUnavailable       a remote backend (Kubo) cannot be reached
     │   └── ImportMismatch           Kubo built another root than IONPOD computed (store/_kubo.py)
     ├── UnknownTransform             no published transform by that name or CID
+    ├── GuestBuildError              `ionflux new`/`ionflux build` refused or failed: names the
+    │                                step (componentize-py, asc, clang, …) and the tool's output
     ├── InvalidInput                 input that is not JSON, or too large
     │   ├── BodyTooLarge             an HTTP request body past its limit (HTTP 413)
     │   ├── NotJson                  an HTTP request body that is not JSON (HTTP 422)
     │   └── JsonTooDeep              JSON nested past http.max_json_depth
     ├── GuestError                   the guest failed one call; the host goes on
     │   ├── GuestTrap                the guest trapped (unreachable, bad memory access, …)
+    │   │   └── WasiRefused          a WASI call the host refuses (a timer, a socket)
     │   ├── StackOverflow            the guest exhausted its call stack
     │   ├── FuelExhausted            the instruction budget ran out
     │   ├── DeadlineExceeded         the wall-clock limit ran out
@@ -259,6 +262,13 @@ class UnknownTransform(IonfluxError):
     kind = "unknown_transform"
 
 
+class GuestBuildError(IonfluxError):
+    """A transform project that cannot be made or built (cli/_new.py): the
+    message names the step and ends with the tool's own output."""
+
+    kind = "guest_build"
+
+
 class InvalidInput(IonfluxError):
     kind = "invalid_input"
 
@@ -315,6 +325,13 @@ class GuestError(IonfluxError):
 
 class GuestTrap(GuestError):
     kind = "trap"
+
+
+class WasiRefused(GuestTrap):
+    """The guest called a WASI 0.2 function the host refuses (a timer it would
+    wait on, a socket): the call traps (runtime/_wasi.py)."""
+
+    kind = "wasi_refused"
 
 
 class StackOverflow(GuestError):

@@ -83,7 +83,7 @@ def effective_limits(defaults: Limits, overrides: LimitOverrides) -> CallLimits:
         timeout_ms=pick("timeout_ms"),
         memory_bytes=pick("memory_bytes"),
         table_elements=defaults.table_elements,
-        instances=defaults.instances,
+        instances=pick("instances"),
         max_input_bytes=pick("max_input_bytes"),
         max_output_bytes=pick("max_output_bytes"),
     )

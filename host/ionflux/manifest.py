@@ -78,6 +78,9 @@ class LimitOverrides(_Strict):
     fuel: int | None = Field(default=None, gt=0)
     timeout_ms: int | None = Field(default=None, gt=0)
     memory_bytes: int | None = Field(default=None, gt=0)
+    # Core instances one call may create: a componentize-py or componentize-qjs
+    # component is 11-14 instances (CPython or QuickJS and their adapters).
+    instances: int | None = Field(default=None, gt=0)
     max_input_bytes: int | None = Field(default=None, gt=0)
     max_output_bytes: int | None = Field(default=None, gt=0)
     max_import_calls: int | None = Field(default=None, gt=0)

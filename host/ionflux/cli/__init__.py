@@ -65,7 +65,8 @@ def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None) ->
       ionflux transforms
       ionflux invoke uppercase --input '{"text": "hello"}'
     """
-    ctx.obj = App(config_path=config_path, data_dir=data_dir)
+    app = ctx.obj = App(config_path=config_path, data_dir=data_dir)
+    ctx.call_on_close(app.close)
 
 
 for command in (publish, transforms, invoke, demo, pod):
@@ -105,3 +106,8 @@ main.add_command(_agent_group)
 from ._dev import dev as _dev_group  # noqa: E402
 
 main.add_command(_dev_group)
+
+from ._new import commands as _guest_commands  # noqa: E402
+
+for command in _guest_commands:
+    main.add_command(command)

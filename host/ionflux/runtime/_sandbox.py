@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from wasmtime.component import Component, ExportIndex, Linker, Variant
+from wasmtime.component import Component, ExportIndex, Variant
 
 from .._errors import (
     CallCancelled,
@@ -31,14 +31,14 @@ from .._errors import (
     StackOverflow,
     TransformFailed,
 )
-from . import _cancel, _wasmtime_fixes
+from . import _cancel, _wasi, _wasmtime_fixes
 from ._cache import CompileCache
 from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
 from ._gil import keep_gil_for_short_calls
 from ._guest_errors import STACK_OVERFLOW, deadline_exceeded, fuel_exhausted, memory_exceeded
-from ._imports import ImportEnv, LogLine, define_imports, set_env
-from ._world import check_world, compile_component
+from ._imports import ImportEnv, LogLine, set_env
+from ._world import check_world, compile_component, imports_wasi
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,7 @@ class Loaded:
     cid: str
     component: Component
     run: ExportIndex
+    wasi: bool = False  # imports wasi:* (runtime/_wasi.py gives each call a WASI context)
 
 
 @dataclass
@@ -106,8 +107,8 @@ class Runtime:
         self._slots = threading.BoundedSemaphore(sandboxes)
         self.fingerprint = engine_fingerprint(max_wasm_stack_bytes)
         self._ticker = EpochTicker(self.engine)
-        self.linker = Linker(self.engine)
-        define_imports(self.linker)
+        # The world's imports and WASI 0.2 (denied by default, runtime/_wasi.py).
+        self.linker = _wasi.wasi_linker(self.engine)
         self.cache = CompileCache(self.engine, cache_dir, self.fingerprint)
 
     def close(self) -> None:
@@ -119,6 +120,8 @@ class Runtime:
         check_world(self.engine, component)
         # `run`'s signature is only visible on an instance: make one, unused.
         store = wasmtime.Store(self.engine)
+        if imports_wasi(self.engine, component):
+            _wasi.attach(store)
         store.set_fuel(10_000_000)  # a start function may run; bounded like any call
         store.set_epoch_deadline(ticks_for(1_000))
         self._ticker.enter()
@@ -147,7 +150,7 @@ class Runtime:
         index = component.get_export_index("run")
         if index is None:
             raise GuestTrap("component does not export `run`")
-        return Loaded(cid, component, index)
+        return Loaded(cid, component, index, imports_wasi(self.engine, component))
 
     def call(
         self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv
@@ -157,6 +160,7 @@ class Runtime:
         ):
             raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
         store = wasmtime.Store(self.engine)
+        output = _wasi.attach(store, env.budget.max_log_bytes) if loaded.wasi else None
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(ticks_for(limits.timeout_ms))
         store.set_limits(
@@ -187,6 +191,8 @@ class Runtime:
         finally:
             if watched:
                 _cancel.unwatch(watched)
+            if output is not None:
+                output.flush()  # the last line of stdout/stderr, with the call's env
             store.close()  # give the pool slot back before the next caller takes it
             self._ticker.leave()
             self._slots.release()
