@@ -211,7 +211,12 @@ class Host:
     def _open_pod(self) -> Pod:
         from .store import open_pod
 
-        pod = open_pod(self.config)
+        shared = None
+        if self.state is not None:  # paths bound on any host resolve on every host
+            from .store import PathTable
+
+            shared = PathTable(None, database=self.state)
+        pod = open_pod(self.config, paths=shared)
         # A failed block write (a full disk, Kubo gone) degrades ``health`` until
         # one succeeds. Only the pod the host opened: a pod passed in is the caller's.
         # The probe (room on the data disk) only where the blocks live there.

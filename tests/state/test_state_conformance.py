@@ -20,6 +20,7 @@ from conftest import TESTING, make_config
 from ionflux import (
     GraphVersionExists,
     ManifestError,
+    NotFound,
     RunNotRecorded,
     StateSchemaError,
     StateUnavailable,
@@ -46,7 +47,7 @@ from ionflux.state import (
     migrate,
     migrations,
 )
-from ionflux.store import cid_for_bytes
+from ionflux.store import Cid, PathTable, cid_for_bytes
 from ionflux.testing.postgres import PostgresServer
 
 OWNER_A = "a:1:x"
@@ -90,6 +91,14 @@ class Backend:
             made = RunHistory(self.where / "runs.sqlite3", recover=recover)
         else:
             made = SharedRunHistory(self._pool(), recover=recover)
+        self.opened.append(made)
+        return made
+
+    def paths(self) -> PathTable:
+        if self.url is None:
+            made = PathTable(self.where / "paths.sqlite")
+        else:
+            made = PathTable(None, database=self._pool())
         self.opened.append(made)
         return made
 
@@ -152,6 +161,26 @@ def test_a_version_is_immutable_across_hosts(backend: Backend) -> None:
     with pytest.raises(ManifestError, match="description"):
         b.add(manifest("echo", "1.0.0", b"one", description="changed"), 3)
     assert len(a.list()) == 1
+
+
+# -- pod paths -------------------------------------------------------------------------------
+
+
+def test_a_path_bound_on_one_host_resolves_on_every_host(backend: Backend) -> None:
+    a, b = backend.paths(), backend.paths()
+    one, two = Cid.parse(cid_for_bytes(b"one")), Cid.parse(cid_for_bytes(b"two"))
+    a.bind("/reports/01.json", one)
+    assert b.resolve("reports/01.json") == one
+    b.bind("reports/01.json", two)  # rebinding replaces
+    a.bind("reports/02.json", one)
+    a.bind("other/x", one)
+    assert a.resolve("reports/01.json") == two
+    assert b.list("reports/") == {"reports/01.json": str(two), "reports/02.json": str(one)}
+    b.unbind("reports/02.json")
+    with pytest.raises(NotFound):
+        a.resolve("reports/02.json")
+    with pytest.raises(NotFound):
+        a.unbind("reports/02.json")
 
 
 # -- graph versions ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from .._errors import NotFound, StoreError
 from .._sqlite import open_database
@@ -28,10 +29,20 @@ def normalize_path(path: str) -> str:
 
 
 class PathTable:
-    def __init__(self, file: Path) -> None:
-        # The host's one way of opening SQLite (WAL; read-only on a read-only data
-        # directory, so `pod ls` and `runs list` work there; DataDirError naming the file).
-        self._db = open_database(file, _SCHEMA, synchronous="FULL")
+    """In ``file`` (SQLite, this machine), or in ``database`` (a ``PgDatabase``: the
+    state every host of a cluster shares, table ``paths`` of its schema), closed
+    here only if ``owns``."""
+
+    def __init__(self, file: Path | None, *, database: Any = None, owns: bool = False) -> None:
+        self._db: Any
+        self._owns = owns or database is None
+        if database is not None:
+            self._db = database
+        else:
+            assert file is not None
+            # The host's one way of opening SQLite (WAL; read-only on a read-only data
+            # directory, so `pod ls` and `runs list` work there; DataDirError naming the file).
+            self._db = open_database(file, _SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
 
     def bind(self, path: str, cid: Cid) -> None:
@@ -68,4 +79,5 @@ class PathTable:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._owns:
+                self._db.close()

@@ -249,8 +249,11 @@ class _Config(Protocol):
     def store(self) -> _StoreSection: ...
 
 
-def open_pod(config: _Config) -> Pod:
-    """The pod ``config`` describes: local blocks under ``data_dir``, or Kubo with them as cache."""
+def open_pod(config: _Config, *, paths: PathTable | None = None) -> Pod:
+    """The pod ``config`` describes: local blocks under ``data_dir``, or Kubo with them as cache.
+    ``paths``: the path table to use (a host passes the shared one of its state); by
+    default the state's (``state.backend: postgres``: one pool opened for the pod),
+    else ``paths.sqlite`` in ``data_dir``."""
     data_dir = Path(config.data_dir)
     store = config.store
     local = LocalBackend(data_dir)
@@ -263,6 +266,19 @@ def open_pod(config: _Config) -> Pod:
         raise ConfigError(f"store.backend must be 'local' or 'kubo', not {store.backend!r}")
     with contextlib.ExitStack() as stack:
         stack.callback(backend.close)
-        paths = PathTable(data_dir / "paths.sqlite")
+        if paths is None:
+            paths = _shared_paths(config) or PathTable(data_dir / "paths.sqlite")
         stack.pop_all()
     return Pod(backend, paths, max_get_bytes=store.max_get_bytes)
+
+
+def _shared_paths(config: _Config) -> PathTable | None:
+    """The path table in the cluster's database when the state is shared."""
+    state = getattr(config, "state", None)
+    if state is None or getattr(state, "backend", "sqlite") != "postgres" or not state.url:
+        return None
+    from ..state import PgDatabase, migrate
+
+    migrate(state.url)
+    database = PgDatabase(state.url, size=2, timeout_s=state.connect_timeout_s)
+    return PathTable(None, database=database, owns=True)
