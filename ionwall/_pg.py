@@ -37,17 +37,17 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate_postgres(url: str) -> list[int]:
-    """Applies IONWALL's migrations not yet applied to the database at ``url``;
-    returns the versions it applied (none: the schema was current). Raises
-    ``StoreError`` when the database cannot be reached or a migration fails
-    (that migration is rolled back)."""
+def migrate_postgres(url: str, *, upto: int | None = None) -> list[int]:
+    """Applies IONWALL's migrations not yet applied to the database at ``url``
+    (up to version ``upto``; default all); returns the versions it applied
+    (none: the schema was current). Raises ``StoreError`` when the database
+    cannot be reached or a migration fails (that migration is rolled back)."""
     with translate(f"{redact(url)}: cannot migrate IONWALL's schema"):
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            return _migrate(conn)
+            return _migrate(conn, upto)
 
 
-def _migrate(conn: psycopg.Connection[Any]) -> list[int]:
+def _migrate(conn: psycopg.Connection[Any], upto: int | None = None) -> list[int]:
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
@@ -58,7 +58,7 @@ def _migrate(conn: psycopg.Connection[Any]) -> list[int]:
         )
         done = {row[0] for row in conn.execute("SELECT version FROM ionwall_schema_migrations")}
         for version, name, sql in migrations():
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             with conn.transaction():  # a savepoint: a failing one names itself
                 try:

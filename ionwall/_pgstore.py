@@ -10,13 +10,17 @@ no other approval, and ``authorize`` reuses a grant another host just made.
 Revocations: ``revoke`` marks the grant, appends a row to
 ``ionwall_revocations`` (its ``seq`` orders all revocations of the cluster)
 and sends ``NOTIFY ionwall_revocations, '<seq>'``, delivered at commit to
-every host. Each host's ``RevocationFeed`` holds one connection that
+every host. Each host process's ``RevocationFeed`` holds one connection that
 ``LISTEN``s, and moves the host's revocation stamp (a value in memory that
 the gate compares on every call, as it compares the shared counter file on
-one machine) for each revocation it sees; a gap in the seqs, a reconnect and
-every heartbeat re-read the revocations after the last seq seen. A host whose
-feed has not answered for longer than ``bound`` seconds no longer knows what
-was revoked: its gate denies every call, naming the reason
+one machine) on every notice; then, as on every heartbeat and reconnect, it
+reads the revocations after the last seq it has seen and records in its row
+of ``ionwall_feeds`` how far it has read, and when (the database's clock).
+``revoke`` returns once every other feed has read it, or has been silent
+past its own bound: so when it returns no host lets the grant through.
+
+A host whose feed has not answered for longer than ``bound`` seconds no
+longer knows what was revoked: its gate denies every call, naming the reason
 (``RevocationFeedLost``), until the feed caught up again.
 """
 
@@ -48,6 +52,8 @@ from ._store import _consent, _grant, _ts
 log = logging.getLogger("ionwall.feed")
 
 CHANNEL = "ionwall_revocations"
+_DB_NOW = "extract(epoch from clock_timestamp())"  # the database's clock: one for all hosts
+_FEEDS_PRUNED_AFTER_S = 3600  # a crashed host's row, long past any bound
 DEFAULT_FEED_BOUND_S = 5.0
 """How long a host goes on trusting what it knows of revocations without hearing
 from the feed (``state.revocation_feed_bound`` in the host's config)."""
@@ -108,7 +114,11 @@ class PgGrantStore:
 
     def revoke(self, grant_id: str, at: datetime) -> bool:
         """Marks the grant revoked (keeping the first time) and tells every host;
-        False if there is none."""
+        False if there is none.
+
+        Returns once every other host's feed has applied it, or has been silent
+        past its bound (its host denies everything): at most the bound."""
+        seq: int | None = None
         with self.write() as conn:
             found = conn.execute(
                 "UPDATE ionwall_grants SET revoked_at=COALESCE(revoked_at, %s) WHERE id=%s",
@@ -121,10 +131,18 @@ class PgGrantStore:
                     (grant_id, _ts(at)),
                 ).fetchone()
                 assert row is not None
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(row["seq"])))
-        if found:
-            self.feed.bump()  # this host at once, without waiting for its own notice
-        return found > 0
+                seq = int(row["seq"])
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+        if seq is None:
+            return False
+        self.feed.bump()  # this host at once, without waiting for its own notice
+        behind = self.feed.await_hosts(seq, self.feed.bound)
+        if behind:
+            log.warning(
+                "revocation of %s: feeds %s did not confirm it within %g s",
+                grant_id, ", ".join(behind), self.feed.bound,
+            )  # fmt: skip
+        return True
 
     # -- consents ------------------------------------------------------------
 
@@ -280,6 +298,7 @@ class RevocationFeed:
         self.connected = False
         self._changed = threading.Condition()
         self._closed = False
+        self.id = f"{socket.gethostname()}-{secrets.token_hex(6)}"  # its row in ionwall_feeds
         # close() wakes the thread with a notice on a channel only it listens to
         self._wake_channel = f"ionwall_feed_{secrets.token_hex(8)}"
         self._conn = self._connect()  # the first catch-up: open, or StoreError
@@ -324,6 +343,15 @@ class RevocationFeed:
             try:
                 conn.execute(f"LISTEN {CHANNEL}")
                 conn.execute(f"LISTEN {self._wake_channel}")
+                conn.execute(
+                    f"DELETE FROM ionwall_feeds WHERE beat < {_DB_NOW} - %s",
+                    (_FEEDS_PRUNED_AFTER_S,),
+                )
+                conn.execute(
+                    "INSERT INTO ionwall_feeds (id, host, seen, beat, bound) "
+                    f"VALUES (%s, %s, 0, {_DB_NOW}, %s) ON CONFLICT (id) DO NOTHING",
+                    (self.id, socket.gethostname(), self.bound),
+                )
                 self._catch_up(conn, moved=again)  # after LISTEN: nothing falls between
             except BaseException:
                 conn.close()
@@ -347,7 +375,16 @@ class RevocationFeed:
             if rows or moved:
                 self._generation += 1
                 self.stamp = self._generation.to_bytes(8, "little")
-            self._deadline = self._monotonic() + self.bound
+            seen = self.seen
+            fresh = self._monotonic()
+        # Applied: say so (a revoke waits for it). The beat is taken after the
+        # host's own clock started its bound: the database never thinks a host
+        # current that its own clock already holds to be silent.
+        conn.execute(
+            f"UPDATE ionwall_feeds SET seen=%s, beat={_DB_NOW} WHERE id=%s", (seen, self.id)
+        )
+        with self._changed:
+            self._deadline = fresh + self.bound
             self._lost_at = None
             self.connected = True
             self.problem = ""
@@ -406,6 +443,29 @@ class RevocationFeed:
         with self._changed:
             return self._changed.wait_for(lambda: condition(self), timeout)
 
+    def await_hosts(self, seq: int, timeout: float) -> list[str]:
+        """Waits until every other feed has seen revocation ``seq`` or has been
+        silent past its own bound (so its host denies everything); returns
+        the ids of feeds that did neither within ``timeout``.
+
+        Polled (a revocation is rare, its wait short): at 1 ms, then less often."""
+        until = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            with self._db.connection("cannot read the hosts' feeds") as conn:
+                behind = [
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM ionwall_feeds WHERE id <> %s AND seen < %s "
+                        f"AND beat > {_DB_NOW} - bound",
+                        (self.id, seq),
+                    )
+                ]
+            if not behind or time.monotonic() >= until:
+                return behind
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     def latest(self) -> int:
         """The last revocation seq in the database (a query, not the hot path)."""
         with self._db.connection("cannot read the revocations") as conn:
@@ -418,6 +478,7 @@ class RevocationFeed:
             self._changed.notify_all()
         try:
             with self._db.connection("cannot wake the revocation feed") as conn:
+                conn.execute("DELETE FROM ionwall_feeds WHERE id=%s", (self.id,))
                 conn.execute("SELECT pg_notify(%s, '')", (self._wake_channel,))
         except StoreError:
             pass  # the database is gone: the thread ends at its next heartbeat

@@ -272,8 +272,19 @@ def test_a_cut_end_is_found_by_verify(backend: Backend, wall: Ionwall) -> None:
 
 
 def test_migrations_apply_from_empty_once(postgres_url: str) -> None:
-    assert migrate_postgres(postgres_url) == [1]
+    assert migrate_postgres(postgres_url) == [1, 2]
     assert migrate_postgres(postgres_url) == []  # current: nothing to do
     with psycopg.connect(postgres_url) as conn:
-        rows = conn.execute("SELECT version, name FROM ionwall_schema_migrations").fetchall()
-    assert rows == [(1, "0001_ionwall.sql")]
+        rows = conn.execute(
+            "SELECT version, name FROM ionwall_schema_migrations ORDER BY version"
+        ).fetchall()
+    assert rows == [(1, "0001_ionwall.sql"), (2, "0002_feed_acks.sql")]
+
+
+def test_migrations_apply_from_the_previous_version(postgres_url: str, tmp_path: Path) -> None:
+    assert migrate_postgres(postgres_url, upto=1) == [1]  # a database of the version before
+    with Ionwall(tmp_path / "before", state_url=postgres_url) as wall:  # opening migrates it
+        grant = _granted(wall)
+        wall.revoke(grant.id)
+        assert not wall.check(grant.id, _ctx(grant), "emit_log:info").allowed
+    assert migrate_postgres(postgres_url) == []
