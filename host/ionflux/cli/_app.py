@@ -3,6 +3,7 @@ and the one-line form of every error a command can end in."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sqlite3
 from dataclasses import dataclass, field
@@ -36,6 +37,15 @@ class App:
         from ..host import Host
 
         return Host(self.config)
+
+    def close(self) -> None:
+        """Closes what commands opened for themselves (IONWALL: its files, or its
+        database pools and feed), newest first; at the end of every command."""
+        while self._closers:
+            close = getattr(self._closers.pop(), "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):  # the command's own outcome stands
+                    close()
 
     def require_writable(self, data_dir: Path | None = None) -> None:
         """Raises ``DataDirError`` unless ``data_dir`` (default: the configured
