@@ -75,9 +75,26 @@ class Agents:
     def __init__(self, reactor: Reactor) -> None:
         self.reactor = reactor
         self.store = reactor.store
-        # Agents retired or retiring: their triggers are off and new runs refused.
-        self.stopped: set[str] = {a.name for a in self.store.agents() if a.status != "active"}
-        self.stopped -= {a.name for a in self.store.agents() if a.status == "updating"}
+        self._stopped: frozenset[str] = frozenset()
+        self._read_at = -1.0
+
+    # How long another process's retire may go unseen here (``ionflux up --workers``,
+    # the CLI beside a serving host): the set is read again from the store after it.
+    STOPPED_TTL_S = 1.0
+
+    @property
+    def stopped(self) -> frozenset[str]:
+        """Agents retired or retiring: their triggers are off and new runs refused."""
+        now = time.monotonic()
+        if now - self._read_at > self.STOPPED_TTL_S:
+            self._stopped = frozenset(
+                a.name for a in self.store.agents() if a.status in ("retired", "retiring")
+            )
+            self._read_at = now
+        return self._stopped
+
+    def _forget_stopped(self) -> None:
+        self._read_at = -1.0
 
     # -- definitions -------------------------------------------------------------------
 
@@ -236,7 +253,7 @@ class Agents:
             by=by,
             agent_status="active",
         )
-        self.stopped.discard(plan.name)
+        self._forget_stopped()
         await self._switched()
         self.reactor.metrics.lifecycle.labels("deploy").inc()
         return version
@@ -374,7 +391,7 @@ class Agents:
             raise InvalidAgentTransition(f"agent {name!r} is {row.status} already")
         serving = self.store.version(row.serving_seq) if row.serving_seq else None
         self.store.set_status(name, "retiring", clear_pending=True)
-        self.stopped.add(name)
+        self._forget_stopped()
         await self._switched()  # its triggers go off: no new event reaches it
         await self._drain(name)
         version = self.store.add_version(
@@ -441,7 +458,7 @@ class Agents:
             by=by,
             agent_status="active",
         )
-        self.stopped.discard(name)
+        self._forget_stopped()
         await self._switched()
         self.reactor.metrics.lifecycle.labels("rollback").inc()
         return version

@@ -505,9 +505,13 @@ class Reactor:
 
     async def _watch(self) -> None:
         every = self.config.reactor.health_interval_s
+        synced = self.agents.stopped
         while True:
             await asyncio.sleep(every)
             try:
+                if self.agents.stopped != synced:  # retired by another process
+                    synced = self.agents.stopped
+                    await self.sync()
                 await self.evaluate()
             except Exception:
                 log.exception("evaluating the alert rules failed")
