@@ -221,7 +221,7 @@ async def test_a_host_killed_mid_run_has_its_runs_resumed_by_another(
 ) -> None:
     prefix = f"kill{uuid.uuid4().hex[:8]}"
     cluster.cli("a", "publish", str(MANIFESTS / "nats-publish.yaml"))
-    publish(cluster, tmp_path, "spin", TESTING / "spin.wasm", "{timeout_ms: 4000}")
+    publish(cluster, tmp_path, "spin", TESTING / "spin.wasm", "{timeout_ms: 2500}")
     graph = tmp_path / "five.yaml"
     graph.write_text(five_steps(prefix))
     cluster.cli("a", "graph", "deploy", str(graph))
@@ -258,7 +258,7 @@ async def test_a_host_killed_mid_run_has_its_runs_resumed_by_another(
 async def test_durable_load_survives_a_host_killed_with_another_serving(
     cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
-    n = 200
+    n = 120
     subject = f"jobs.{uuid.uuid4().hex[:10]}"
     trigger = (
         f"{{type: event_driven, config: {{topic: {subject}, delivery: jetstream, "
