@@ -125,6 +125,7 @@ async def test_a_diamond_plan_runs_each_agent_once_in_order_concurrently_under_o
 
     log = json.loads(running.host.pod.get_bytes(result.output["step_results_summary_cid"]))
     assert [s["status"] for s in log["steps"]] == ["success"] * 4
+    assert log["steps"][-1]["outputs"] == {"text": "B-HI+C-HI"}  # each step's output
     event = json.loads((await events.next_msg(timeout=30)).data)
     assert event["master_plan_cid"] == cid and event["overall_status"] == "success"
     assert event["step_results_summary_cid"] == result.output["step_results_summary_cid"]
@@ -335,3 +336,27 @@ async def test_a_child_cannot_use_the_reactors_own_scopes(
     ]
     assert denied.reason == "outside the scopes of the master plan's agents"
     assert denied.run_id == child.run_id
+
+
+async def test_the_step_log_masks_secrets_and_sensitive_fields(
+    tmp_path: Path, nats_server: NatsServer, built: Path
+) -> None:
+    config = on_nats(make_config(tmp_path / "host"), nats_server)
+    settings = config.ionwall.model_copy(update={"secret_values": ["SESAME"]})
+    running = await start_host(
+        config.model_copy(update={"ionwall": settings}), require_token=False, serve_http=False
+    )
+    try:
+        for name in STANDARD:
+            publish_built(running.host, name)
+        running.reactor.ensure_graphs()
+        deploy(running, agent("masked_agent"))
+        steps = [{"step_id": "s", "agent_to_call": "masked_agent",
+                  "input_mapping": {"text": "open sesame"}}]  # fmt: skip
+        cid, _ = running.reactor.put_plan({"name": "masked", "steps": steps})
+        await approve_and_rerun(running, running.reactor, cid, None)
+        result = await running.reactor.run_plan(cid)
+        text = running.host.pod.get_bytes(result.output["step_results_summary_cid"]).decode()
+        assert "SESAME" not in text and "OPEN" in text  # the secret masked, the rest kept
+    finally:
+        await running.aclose()

@@ -34,6 +34,9 @@ class StepLog:
     status: str = "pending"  # success | failure | skipped | cancelled
     attempts: int = 0
     run_ids: list[str] = field(default_factory=list)
+    # The last run's output, masked as every run record is (ionwall.secret_values,
+    # sensitive_fields): the log is stored in IONPOD and read by whoever reads it.
+    outputs: Any = None
     started_at: float | None = None
     ended_at: float | None = None
     error: dict[str, Any] | None = None
@@ -48,6 +51,7 @@ class StepLog:
             "status": self.status,
             "attempts": self.attempts,
             "run_ids": self.run_ids,
+            "outputs": self.outputs,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "error": self.error,
@@ -94,9 +98,11 @@ class Executor:
         alternative: Alternative,
         max_alternative_depth: int,
         max_backoff_s: float = 300.0,
+        mask: Callable[[Any], Any] = lambda value: value,
         on_step: Callable[[StepLog], None] | None = None,
     ) -> None:
         self.max_backoff_s = max_backoff_s
+        self.mask = mask
         self.call = call
         self.subject = subject
         self.alternative = alternative
@@ -233,6 +239,7 @@ class Executor:
                 log.error = exc.to_dict()
                 continue
             log.run_ids.append(result.execution_id)
+            log.outputs = self.mask(result.output) if result.overall_status in OK else None
             if result.overall_status in OK:
                 log.status, log.error = "success", None
                 outputs[step.step_id] = {"outputs": result.output, "status": "success"}

@@ -330,6 +330,7 @@ class Reactor:
             alternative=alternative,
             max_alternative_depth=self.config.reactor.max_alternative_depth,
             max_backoff_s=self.config.reactor.max_backoff_s,
+            mask=self.engine.masker.value,
             on_step=stepped,
         )
         try:
@@ -338,10 +339,12 @@ class Reactor:
             if subject is not None and self.authorizer is not None:
                 self.authorizer.unbind(subject)
         self.metrics.plan_done(run.status, (time.time() - started) * 1000, len(plan.steps))
+        # Stored in IONPOD and published: masked as every run record is.
+        mask = self.engine.masker.value
         return {
             "overall_plan_execution_status": run.status,
-            "step_results_log_obj": run.log(),
-            "plan_error_details_array": run.errors or None,
+            "step_results_log_obj": mask(run.log()),
+            "plan_error_details_array": mask(run.errors) if run.errors else None,
             "execution_id": call.run_id,
         }
 
