@@ -24,6 +24,7 @@ SECTIONS = [
     "triggers",
     "cluster",
     "reactor",
+    "guests",
 ]
 
 
