@@ -90,6 +90,21 @@ async def test_manage_agent_over_nats_and_http_each_needing_its_scope(
     assert retired.status_code == 200, retired.text
     assert retired.json()["status"] == "retired"
     assert [v["operation"] for v in retired.json()["history"]] == ["deploy", "retire"]
+    again = await http.post(
+        "/reactor/agents/retire",
+        json={"agent_id_to_update_or_retire": name},
+        headers=bearer(running, f"manage_agent_lifecycle:{name}"),
+    )
+    assert again.status_code == 409 and again.json()["detail"]["kind"] == "invalid_agent_transition"
+    unknown = await http.get("/reactor/agents/nobody", headers=bearer(running, "read_host:graphs"))
+    assert unknown.status_code == 404
+    bad = await http.post(
+        "/reactor/plans",
+        json={"plan": {"name": "p", "steps": [{"step_id": "no spaces", "agent_to_call": "a"}]}},
+        headers=bearer(running, "execute_master_plan:p"),
+    )
+    assert bad.status_code == 422 and bad.json()["detail"]["problems"][0]["step"] == "no spaces"
+    assert running.reactor.store.plans() == []  # nothing stored
 
 
 async def test_a_plan_over_http_shows_its_one_prompt_and_its_metrics(

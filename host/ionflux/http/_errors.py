@@ -24,7 +24,18 @@ from ..triggers import error_body, http_status
 log = logging.getLogger("ionflux.http")
 
 #: Kinds of the HTTP front door the triggers' table does not know.
-_STATUS = {"body_too_large": 413, "json_too_deep": 422}
+_STATUS = {
+    "body_too_large": 413,
+    "json_too_deep": 422,
+    # the ION Reactor's (ionflux.reactor)
+    "plan_invalid": 422,
+    "plan_not_found": 404,
+    "agent_not_found": 404,
+    "agent_definition_invalid": 422,
+    "invalid_agent_transition": 409,
+    "alert_rule_invalid": 422,
+    "reactor_limit": 413,
+}
 
 
 def error_response(exc: BaseException) -> JSONResponse:
