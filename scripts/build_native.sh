@@ -18,7 +18,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${IONFLUX_CACHE:-$HOME/.cache/ionflux}"
-target="$cache/native-target"
+target="${IONFLUX_NATIVE_TARGET:-$cache/native-target}"
 dest="$root/host/ionflux/runtime/_ionflux_native.abi3.so"
 python="${PYTHON:-$root/.venv/bin/python}"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,21 +77,52 @@ def watch(store: wasmtime.Store, run_id: str, ticks: int) -> int:
     return key
 
 
+def track(run_id: str) -> int:
+    """Counts a call of ``run_id`` in flight that another engine watches (the
+    native one, which checks ``_mirror``'s copy of the cancelled runs at each
+    tick); ``unwatch`` it when it ends. Returns its key."""
+    key = next(_keys)
+    _watched[key] = _Watch(run_id, 0)
+    return key
+
+
+# Called with (run_id, cancelled) whenever a run enters or leaves `_cancelled`:
+# the native engine keeps its own copy, read at every tick without the GIL.
+_mirror: list[Callable[[str, bool], None]] = []
+
+
+def mirror_to(update: Callable[[str, bool], None]) -> None:
+    """Keeps ``update`` told of every run entering or leaving the cancelled set."""
+    with _lock:
+        if update not in _mirror:
+            _mirror.append(update)
+            for run_id in _cancelled:
+                update(run_id, True)
+
+
+def _tell(run_id: str, cancelled: bool) -> None:
+    for update in _mirror:
+        update(run_id, cancelled)
+
+
 def unwatch(key: int) -> None:
     with _lock:
         watch = _watched.pop(key, None)
         if watch is not None and watch.run_id in _cancelled:
             if not any(w.run_id == watch.run_id for w in _watched.values()):
                 _cancelled.discard(watch.run_id)  # its last call in flight stopped
+                _tell(watch.run_id, False)
 
 
 def cancel_run(run_id: str) -> None:
     """Stops every call of ``run_id`` in flight at its next tick."""
     with _lock:
         _cancelled.add(run_id)
+        _tell(run_id, True)
 
 
 def forget_run(run_id: str) -> None:
     """Calls of ``run_id`` run again (a cancelled run retried)."""
     with _lock:
         _cancelled.discard(run_id)
+        _tell(run_id, False)

@@ -1,4 +1,4 @@
-"""One call of one transform in a fresh sandbox.
+"""One call of one transform in a fresh sandbox, on the native engine or wasmtime-py.
 
 Each call gets a new Store (its own memory, fuel and deadline) and a new
 instance; nothing survives from one call to the next. Limits are set before
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import wasmtime
 from wasmtime.component import Component, ExportIndex, Variant
@@ -31,14 +32,27 @@ from .._errors import (
     StackOverflow,
     TransformFailed,
 )
-from . import _cancel, _wasi, _wasmtime_fixes
+from . import _cancel, _native, _wasi, _wasmtime_fixes
 from ._cache import CompileCache
 from ._call import call_run, check_run_signature
 from ._engine import EpochTicker, engine_fingerprint, make_engine, ticks_for
 from ._gil import keep_gil_for_short_calls
-from ._guest_errors import STACK_OVERFLOW, deadline_exceeded, fuel_exhausted, memory_exceeded
+from ._guest_errors import (
+    STACK_OVERFLOW,
+    deadline_exceeded,
+    fuel_exhausted,
+    memory_exceeded,
+    output_too_large,
+)
 from ._imports import ImportEnv, LogLine, set_env
 from ._world import check_world, compile_component, imports_wasi
+
+if TYPE_CHECKING:
+    from ._ionflux_native import NativeEngine
+
+_log = logging.getLogger(__name__)
+# The kinds of the native engine's answer (native/src/lib.rs).
+_NATIVE_OK, _NATIVE_GUEST_ERROR, _NATIVE_TRAP, _NATIVE_OUTPUT_TOO_LARGE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +71,8 @@ class Loaded:
     """A compiled component ready to instantiate."""
 
     cid: str
-    component: Component
-    run: ExportIndex
+    component: Any  # a wasmtime-py Component, or a NativeComponent
+    run: ExportIndex | None  # None: runs on the native engine
     wasi: bool = False  # imports wasi:* (runtime/_wasi.py gives each call a WASI context)
 
 
@@ -90,6 +104,17 @@ _CAUSE_NUMBER = re.compile(r"^\d+: ")
 
 
 class Runtime:
+    """Runs components, one fresh sandbox per call, on one of two engines.
+
+    ``engine="native"`` (the default, ``runtime.engine`` in the config): a
+    component whose imports are all the world's runs on the native extension
+    (``_native``, the wasmtime crate behind PyO3); anything else a component
+    ABI module can be (a core module, a component importing ``wasi:*``) goes to
+    wasmtime-py, made on first need. ``engine="wasmtime"``: wasmtime-py only.
+    Both keep the same promises and raise the same typed errors. If the
+    extension is not built, everything runs on wasmtime-py (logged once).
+    """
+
     def __init__(
         self,
         *,
@@ -97,25 +122,219 @@ class Runtime:
         cache_dir: Path | None,
         sandboxes: int = 64,
         max_memory_bytes: int = 256 * 1024 * 1024,
+        engine: str = "native",
+    ) -> None:
+        self._settings = (max_wasm_stack_bytes, sandboxes, max_memory_bytes)
+        self._cache_dir = cache_dir
+        # Calls past the pool's size wait for a slot instead of failing.
+        self._slots = threading.BoundedSemaphore(sandboxes)
+        self._py: _WasmtimePy | None = None
+        self._py_lock = threading.Lock()
+        self._kinds: dict[str, bool] = {}  # cid -> runs natively
+        self._native: NativeEngine | None = None
+        self._native_cache: _native.NativeCompileCache | None = None
+        if engine == "native" and not _native.available():
+            _log.warning(
+                "runtime.engine is native but the extension is not built (%s): "
+                "components run on wasmtime-py (run scripts/bootstrap.sh)",
+                _native.missing_reason(),
+            )
+        if engine == "native" and _native.available():
+            self._native = _native.make_engine(
+                max_wasm_stack_bytes, sandboxes=sandboxes, max_memory_bytes=max_memory_bytes
+            )
+            self._native_cache = _native.NativeCompileCache(
+                self._native,
+                cache_dir,
+                _native.fingerprint(max_wasm_stack_bytes, max_memory_bytes),
+            )
+            self._ticker: _Ticker = self._native
+        else:
+            self._ticker = self._wasmtime_py().ticker
+        self.cache = _Caches(self)
+
+    @property
+    def engine_name(self) -> str:
+        """``native`` or ``wasmtime``: the engine a world-only component runs on."""
+        return "native" if self._native is not None else "wasmtime"
+
+    def _wasmtime_py(self) -> _WasmtimePy:
+        py = self._py
+        if py is None:
+            with self._py_lock:
+                if self._py is None:
+                    stack, sandboxes, memory = self._settings
+                    self._py = _WasmtimePy(stack, sandboxes, memory, self._cache_dir)
+                py = self._py
+        return py
+
+    def close(self) -> None:
+        if self._native is not None:
+            self._native.stop()
+        if self._py is not None:
+            self._py.ticker.stop()
+
+    def _runs_natively(self, data: bytes) -> bool:
+        return self._native is not None and _native.runs_natively(data)
+
+    def compile_checked(self, data: bytes) -> Any:
+        """Compiles and checks against the world; for publish and first load."""
+        if self._native is not None and self._runs_natively(data):
+            return _native.compile_checked(self._native, data)
+        return self._wasmtime_py().compile_checked(data)
+
+    def _native_cid(self, cid: str, fetch_bytes: Any) -> bool:
+        """Whether ``cid`` runs natively: remembered, or known from which
+        engine's disk cache holds it, or read from its imports."""
+        known = self._kinds.get(cid)
+        if known is None:
+            if self._native_cache is not None and self._native_cache.has_file(cid):
+                known = True
+            elif self._native is None:
+                known = False
+            else:
+                known = self._runs_natively(fetch_bytes())
+            self._kinds[cid] = known
+        return known
+
+    def load(self, cid: str, fetch_bytes: Any) -> Loaded:
+        """The compiled component for ``cid``; ``fetch_bytes()`` must return
+        bytes already verified against ``cid`` (the store re-hashes on read)."""
+        fetched: list[bytes] = []
+
+        def data() -> bytes:
+            if not fetched:
+                fetched.append(fetch_bytes())
+            return fetched[0]
+
+        if self._native_cache is not None and self._native_cid(cid, data):
+            native = self._native_cache.get(cid, lambda: self.compile_checked(data()))
+            return Loaded(cid, native, None)
+        return self._wasmtime_py().load(cid, data)
+
+    def call(
+        self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv
+    ) -> CallResult:
+        if len(input_text) > limits.max_input_bytes or (
+            len(input_text.encode("utf-8")) > limits.max_input_bytes
+        ):
+            raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
+        if loaded.run is None:
+            return self._call_native(loaded, input_text, limits, env)
+        return self._wasmtime_py().call(loaded, input_text, limits, env, self._slots)
+
+    def _call_native(
+        self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv
+    ) -> CallResult:
+        engine = self._native
+        assert engine is not None
+        started = time.perf_counter()
+        run_id = env.ctx.run_id
+        # A call of a run can be cancelled: watched tick by tick (see _cancel).
+        watched = _cancel.track(run_id) if run_id else 0
+        set_env(env)
+        self._slots.acquire()
+        try:
+            kind, first, second, fuel_used = engine.call(
+                loaded.component,
+                input_text,
+                fuel=limits.fuel,
+                ticks=ticks_for(limits.timeout_ms),
+                memory_bytes=limits.memory_bytes,
+                table_elements=limits.table_elements,
+                instances=limits.instances,
+                max_output_bytes=limits.max_output_bytes,
+                run_id=run_id,
+            )
+        finally:
+            self._slots.release()
+            set_env(None)
+            if watched:
+                _cancel.unwatch(watched)
+        if kind == _NATIVE_OK:
+            duration = time.perf_counter() - started
+            return CallResult(first, fuel_used, duration, env.logs, env.calls, env.import_s)
+        failure: GuestError
+        if kind == _NATIVE_GUEST_ERROR:
+            failure = TransformFailed(first, second)
+        elif kind == _NATIVE_OUTPUT_TOO_LARGE:
+            failure = output_too_large(first, limits.max_output_bytes)
+        else:
+            failure = classify_trap_text(first, limits)
+        failure.fuel_used = fuel_used
+        raise failure
+
+
+class _Ticker(Protocol):
+    def ticking(self) -> bool: ...
+    def stop(self) -> None: ...
+
+
+class _Caches:
+    """The compile caches of both engines behind one face (``Runtime.cache``):
+    a component goes to the cache of the engine that compiled it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def _of(self, component: Any) -> CompileCache:
+        native = self._rt._native_cache
+        if native is not None and not isinstance(component, Component):
+            return native
+        return self._rt._wasmtime_py().cache
+
+    def put(self, cid: str, component: Any) -> None:
+        self._rt._kinds[cid] = not isinstance(component, Component)
+        self._of(component).put(cid, component)
+
+    def get(self, cid: str, compile_: Any) -> Any:
+        native = self._rt._native_cache
+        if native is not None and (native.in_memory(cid) or native.has_file(cid)):
+            return native.get(cid, compile_)
+        py = self._rt._py
+        if py is not None and py.cache.in_memory(cid):
+            return py.cache.get(cid, compile_)
+        component = compile_()
+        self.put(cid, component)
+        return component
+
+    def in_memory(self, cid: str) -> bool:
+        native, py = self._rt._native_cache, self._rt._py
+        return (native is not None and native.in_memory(cid)) or (
+            py is not None and py.cache.in_memory(cid)
+        )
+
+    def forget(self, cid: str, *, disk: bool = False) -> None:
+        self._rt._kinds.pop(cid, None)
+        if self._rt._native_cache is not None:
+            self._rt._native_cache.forget(cid, disk=disk)
+        if self._rt._py is not None:
+            self._rt._py.cache.forget(cid, disk=disk)
+
+
+class _WasmtimePy:
+    """The wasmtime-py engine: components the native path does not run
+    (``wasi:*`` imports), or all of them with ``runtime.engine: wasmtime``."""
+
+    def __init__(
+        self,
+        max_wasm_stack_bytes: int,
+        sandboxes: int,
+        max_memory_bytes: int,
+        cache_dir: Path | None,
     ) -> None:
         _wasmtime_fixes.install()
         keep_gil_for_short_calls()
         self.engine = make_engine(
             max_wasm_stack_bytes, sandboxes=sandboxes, max_memory_bytes=max_memory_bytes
         )
-        # Calls past the pool's size wait for a slot instead of failing.
-        self._slots = threading.BoundedSemaphore(sandboxes)
         self.fingerprint = engine_fingerprint(max_wasm_stack_bytes)
-        self._ticker = EpochTicker(self.engine)
+        self.ticker = EpochTicker(self.engine)
         # The world's imports and WASI 0.2 (denied by default, runtime/_wasi.py).
         self.linker = _wasi.wasi_linker(self.engine)
         self.cache = CompileCache(self.engine, cache_dir, self.fingerprint)
 
-    def close(self) -> None:
-        self._ticker.stop()
-
     def compile_checked(self, data: bytes) -> Component:
-        """Compiles and checks against the world; for publish and first load."""
         component = compile_component(self.engine, data)
         check_world(self.engine, component)
         # `run`'s signature is only visible on an instance: make one, unused.
@@ -124,7 +343,7 @@ class Runtime:
             _wasi.attach(store)
         store.set_fuel(10_000_000)  # a start function may run; bounded like any call
         store.set_epoch_deadline(ticks_for(1_000))
-        self._ticker.enter()
+        self.ticker.enter()
         try:
             instance = self.linker.instantiate(store, component)
         except wasmtime.WasmtimeError as exc:
@@ -133,7 +352,7 @@ class Runtime:
                 f"component cannot be instantiated: {_trap_reason(str(exc))}"
             ) from exc
         finally:
-            self._ticker.leave()
+            self.ticker.leave()
         try:
             run = instance.get_func(store, "run")
             if run is None:
@@ -144,8 +363,6 @@ class Runtime:
         return component
 
     def load(self, cid: str, fetch_bytes: Any) -> Loaded:
-        """The compiled component for ``cid``; ``fetch_bytes()`` must return
-        bytes already verified against ``cid`` (the store re-hashes on read)."""
         component = self.cache.get(cid, lambda: self.compile_checked(fetch_bytes()))
         index = component.get_export_index("run")
         if index is None:
@@ -153,12 +370,13 @@ class Runtime:
         return Loaded(cid, component, index, imports_wasi(self.engine, component))
 
     def call(
-        self, loaded: Loaded, input_text: str, limits: CallLimits, env: ImportEnv
+        self,
+        loaded: Loaded,
+        input_text: str,
+        limits: CallLimits,
+        env: ImportEnv,
+        slots: threading.BoundedSemaphore,
     ) -> CallResult:
-        if len(input_text) > limits.max_input_bytes or (
-            len(input_text.encode("utf-8")) > limits.max_input_bytes
-        ):
-            raise InvalidInput(f"input is over the {limits.max_input_bytes}-byte limit")
         store = wasmtime.Store(self.engine)
         output = _wasi.attach(store, env.budget.max_log_bytes) if loaded.wasi else None
         store.set_fuel(limits.fuel)
@@ -173,11 +391,12 @@ class Runtime:
         run_id = env.ctx.run_id
         watched = _cancel.watch(store, run_id, ticks_for(limits.timeout_ms)) if run_id else 0
         set_env(env)
-        self._slots.acquire()
-        self._ticker.enter()
+        slots.acquire()
+        self.ticker.enter()
         failure: GuestError | None = None
         try:
             instance = self.linker.instantiate(store, loaded.component)
+            assert loaded.run is not None
             run = instance.get_func(store, loaded.run)
             assert run is not None
             result = call_run(run, store, input_text, limits.max_output_bytes)
@@ -194,8 +413,8 @@ class Runtime:
             if output is not None:
                 output.flush()  # the last line of stdout/stderr, with the call's env
             store.close()  # give the pool slot back before the next caller takes it
-            self._ticker.leave()
-            self._slots.release()
+            self.ticker.leave()
+            slots.release()
             set_env(None)
         if failure is not None:
             raise failure
@@ -213,7 +432,12 @@ class Runtime:
 
 
 def classify_trap(exc: wasmtime.WasmtimeError, limits: CallLimits) -> GuestError:
-    text = str(exc)
+    return classify_trap_text(str(exc), limits)
+
+
+def classify_trap_text(text: str, limits: CallLimits) -> GuestError:
+    """The typed error for a trap, from wasmtime's rendering of it (the same
+    text from wasmtime-py and from the native extension)."""
     reason = _trap_reason(text)
     if "all fuel consumed" in text:
         return fuel_exhausted(limits)
