@@ -42,6 +42,28 @@ from ._app import App, pass_app
 log = logging.getLogger("ionflux.up")
 
 
+class _Workers(click.ParamType):  # type: ignore[type-arg]
+    """``--workers``: 1 to 64, or ``auto``: one process per core this process may use."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if value == "auto":
+            return max(1, min(64, len(os.sched_getaffinity(0))))
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a count nor 'auto'", param, ctx)
+        if not 1 <= count <= 64:
+            self.fail(f"{count} is not in 1..64", param, ctx)
+        return count
+
+
+_WORKERS = _Workers()
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -75,9 +97,10 @@ log = logging.getLogger("ionflux.up")
 )
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
+    type=_WORKERS,
     default=None,
-    help="Host processes serving together (default http.workers: 1). See below.",
+    help="Host processes serving together; auto: one per core "
+    "(default http.workers: 1). See below.",
 )
 @click.option(
     "--log-format",
@@ -112,10 +135,13 @@ def up(
       ionflux up                                   # own nats-server, HTTP on :8620
       ionflux up --nats-url nats://127.0.0.1:4222  # a second host on the same NATS
       ionflux up --workers 2                       # two processes, one socket
+      ionflux up --workers auto                    # one process per core
 
-    One host process is bound by its share of the GIL; --workers N starts N-1
-    more on the same HTTP socket and NATS queue group, sharing the data
-    directory (schedules run in the first only).
+    One host process is bound by its share of the GIL (and threads do not
+    scale guest calls: each sandbox maps and protects memory in the one
+    address space); --workers N starts N-1 more on the same HTTP socket and
+    NATS queue group, sharing the data directory (schedules run in the first
+    only).
     """
     if data_dir is not None:
         app.data_dir = data_dir
