@@ -139,7 +139,9 @@ async def start_host(
         await triggers.start()
         from ..reactor import Reactor
 
-        reactor = await Reactor.serve(engine, config=config, wall=wall, triggers=triggers, bus=bus)
+        reactor = await Reactor.serve(
+            engine, config=config, wall=wall, triggers=triggers, bus=bus, health=schedules
+        )
         stack.push_async_callback(reactor.aclose)
         ctx = ApiContext(
             host, engine, triggers, wall, require_token=require_token, http=config.http

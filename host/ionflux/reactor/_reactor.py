@@ -115,17 +115,28 @@ class Reactor:
         self.alerts: list[dict[str, Any]] = []  # what fired, newest last (kept 100)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._evaluates = True  # the alert rules are evaluated by this process
 
     @classmethod
     async def serve(
-        cls, engine: Engine, *, config: Config, wall: Ionwall, triggers: TriggerService, bus: Any
+        cls,
+        engine: Engine,
+        *,
+        config: Config,
+        wall: Ionwall,
+        triggers: TriggerService,
+        bus: Any,
+        health: bool = True,
     ) -> Reactor:
         """The Reactor of a serving host (``http.start_host``): its metrics on
         /metrics, health rules evaluated every ``reactor.health_interval_s``. Its
         graphs are deployed by ``ensure_graphs`` (``ionflux plan``/``agent``, the
-        first plan run), not here: a host serves only what its owner deployed."""
+        first plan run), not here: a host serves only what its owner deployed.
+        ``health``: evaluate the alert rules here (one process of a group of
+        workers does, as one runs the schedules: an alert fires once)."""
         reactor = cls(engine, config=config, wall=wall, triggers=triggers, bus=bus)
         await reactor.sync()  # a retired agent's triggers stay off
+        reactor._evaluates = health
         if reactor.config.reactor.health_interval_s > 0:
             reactor._loop = asyncio.get_running_loop().create_task(reactor._watch())
         return reactor
@@ -515,7 +526,10 @@ class Reactor:
                 if self.agents.stopped != synced:  # retired by another process
                     synced = self.agents.stopped
                     await self.sync()
-                await self.evaluate()
+                if self._evaluates:
+                    await self.evaluate()
+                else:
+                    self.agents.poll()
             except Exception:
                 log.exception("evaluating the alert rules failed")
 
