@@ -89,6 +89,7 @@ class Registry:
     def __init__(self, path: Path | None = None, *, database: PgDatabase | None = None) -> None:
         self._lock = threading.Lock()
         self._by_ref: dict[str, PublishedTransform] = {}
+        self._exact: dict[str, PublishedTransform] = {}  # name@version: never changes
         self._db: Any
         self._changes: Any
         self._shared = database
@@ -147,6 +148,11 @@ class Registry:
 
     def get(self, ref: str) -> PublishedTransform:
         """By ``name``, ``name@version`` or module CID."""
+        # A name@version is immutable once published: answered from memory without
+        # asking whether anyone published since (the engine calls every node so).
+        exact = self._exact.get(ref)
+        if exact is not None:
+            return exact
         with self._lock:
             # Another process (``ionflux publish``) may have added a version.
             if self._changes.since_last():
@@ -179,6 +185,8 @@ class Registry:
             )
         found = _published(row)
         self._by_ref[ref] = found
+        if version:
+            self._exact[ref] = found
         return found
 
     def list(self) -> list[PublishedTransform]:
