@@ -25,6 +25,7 @@ SECTIONS = [
     "cluster",
     "reactor",
     "guests",
+    "native",
 ]
 
 
