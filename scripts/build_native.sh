@@ -46,10 +46,13 @@ key="$(
 )"
 built="$cache/native/$key/_ionflux_native.abi3.so"
 
-if [ ! -f "$built" ]; then
+# IONFLUX_NATIVE_FORCE=1 builds even when the cache has this key (to time a
+# build: with IONFLUX_NATIVE_TARGET set to an empty folder, a cold one).
+if [ ! -f "$built" ] || [ "${IONFLUX_NATIVE_FORCE:-0}" = 1 ]; then
   mkdir -p "$cache/native/$key" "$target"
   kind=warm
   [ -d "$target/release/build" ] || kind=cold
+  rm -f "$built"
   echo "build_native: building the extension ($kind build: wasmtime is compiled" \
     "only on the first one, ~8 min on 2 cores)" >&2
   started=$(date +%s%N)
