@@ -10,6 +10,7 @@ two claiming one run exactly one wins.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -527,3 +528,26 @@ def test_hosts_starting_together_apply_each_migration_once(postgres_url: str) ->
     applied_by = asyncio.run(together())
     assert sorted(v for d in applied_by for v in d) == list(range(1, latest_version() + 1))
     assert [v for v, _, _ in applied(postgres_url)] == list(range(1, latest_version() + 1))
+
+
+def test_db_migrate_and_status_commands(postgres_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from ionflux.cli import main
+
+    def cli(*args: str) -> str:
+        done = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "db", *args])
+        assert done.exit_code == 0, done.output
+        return done.output
+
+    assert "schema version 0" in cli("status", "--url", postgres_url)
+    assert cli("migrate", "--url", postgres_url, "--to", "1").strip() == "applied 0001_initial.sql"
+    status = json.loads(cli("status", "--url", postgres_url, "--json"))
+    assert status == {
+        "version": 1,
+        "latest": latest_version(),
+        "pending": list(range(2, latest_version() + 1)),
+    }
+    out = cli("migrate", "--url", postgres_url)
+    assert "applied 0002_run_indexes.sql" in out and "applied ionwall 0001" in out
+    assert "up to date" in cli("migrate", "--url", postgres_url)
+    assert "nothing to migrate" in cli("migrate")  # the default backend is SQLite
