@@ -13,10 +13,11 @@ from ._imports import (
     reserved_subject,
 )
 from ._sandbox import CallLimits, CallResult, Loaded, Runtime, classify_trap
-from ._world import INTERFACES, WORLD_IMPORTS, WORLD_VERSION, wasm_kind
+from ._world import INTERFACES, WASI_ALLOWED, WORLD_IMPORTS, WORLD_VERSION, wasi_allowed, wasm_kind
 
 __all__ = [
     "INTERFACES",
+    "WASI_ALLOWED",
     "WORLD_IMPORTS",
     "WORLD_VERSION",
     "Bus",
@@ -37,5 +38,6 @@ __all__ = [
     "http_scope",
     "pinned_client",
     "reserved_subject",
+    "wasi_allowed",
     "wasm_kind",
 ]
