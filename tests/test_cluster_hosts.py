@@ -320,3 +320,5 @@ async def test_a_schedule_fires_once_across_hosts(cluster: Cluster, tmp_path: Pa
     assert len(seen) == len(set(seen)), Counter(seen).most_common(3)  # each fire ran once
     assert {cluster.owner_pid(r.run_id) for r in ran} <= {a.proc.pid, b.proc.pid}  # type: ignore[union-attr]
     assert all(r.status == "success" for r in ran)
+    claimed = cluster.db.execute("SELECT count(*) FROM schedule_fires").fetchone()
+    assert claimed is not None and claimed[0] >= len(seen)  # claimed in the shared state

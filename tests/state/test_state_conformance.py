@@ -50,6 +50,7 @@ from ionflux.state import (
 )
 from ionflux.store import Cid, PathTable, cid_for_bytes
 from ionflux.testing.postgres import PostgresServer
+from ionflux.triggers import SharedScheduleState
 
 OWNER_A = "a:1:x"
 OWNER_B = "b:2:y"
@@ -551,3 +552,27 @@ def test_db_migrate_and_status_commands(postgres_url: str, tmp_path: Path) -> No
     assert "applied 0002_run_indexes.sql" in out and "applied ionwall 0001" in out
     assert "up to date" in cli("migrate", "--url", postgres_url)
     assert "nothing to migrate" in cli("migrate")  # the default backend is SQLite
+
+
+async def test_schedule_fires_are_claimed_once_and_last_times_only_move_on(
+    postgres_url: str,
+) -> None:
+    migrate(postgres_url)
+    pools = [PgDatabase(postgres_url, size=2) for _ in range(2)]
+    try:
+        a, b = (SharedScheduleState(pool, f"h{i}") for i, pool in enumerate(pools))
+        assert await a.last("k") is None
+        claims = await asyncio.gather(*(s.claim("k", 120.0) for s in (a, b, a, b)))
+        assert claims.count(True) == 1
+        assert await b.claim("k", 121.0) and not await a.claim("k", 121.0)
+        assert await a.claim("other", 120.0)  # another schedule's fire
+        await a.set_last("k", 121.0)
+        await b.set_last("k", 60.0)  # an older fire never moves it back
+        assert await b.last("k") == 121.0
+        a.PRUNE_EVERY, a.KEEP_S = 1, -1.0  # every claim prunes, and every claim is old
+        await a.claim("k", 122.0)
+        left = pools[0].execute("SELECT count(*) FROM schedule_fires").fetchone()
+        assert left == (0,)
+    finally:
+        for pool in pools:
+            pool.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from ..triggers import (
     EngineRunner,
     Metrics,
     NatsServer,
+    SharedScheduleState,
     TriggerService,
     credentials_for,
 )
@@ -135,6 +137,9 @@ async def start_host(
             state_dir=config.data_dir,
             metrics=metrics,
             schedules=schedules,
+            schedule_state=None
+            if host.state is None
+            else SharedScheduleState(host.state, f"{socket.gethostname()}:{os.getpid()}"),
         )
         await triggers.start()
         from ..reactor import Reactor

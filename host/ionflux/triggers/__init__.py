@@ -35,7 +35,7 @@ from ._metrics import Metrics
 from ._nats import STATUS_HEADER, NatsTriggers
 from ._nats_server import NatsServer, credentials_for, nats_server_binary
 from ._runner import EngineRunner, input_problem
-from ._schedule import Schedules, fire_times, next_fire
+from ._schedule import Schedules, SharedScheduleState, fire_times, next_fire
 from ._service import TriggerService
 from ._spec import (
     GraphTriggers,
@@ -64,6 +64,7 @@ __all__ = [
     "RunRequest",
     "ScheduleTrigger",
     "Schedules",
+    "SharedScheduleState",
     "ShuttingDown",
     "Slots",
     "TokenVerifier",

@@ -101,6 +101,54 @@ class KvState:
         return True
 
 
+class SharedScheduleState:
+    """In the cluster's state database (``state.backend: postgres``): every host's
+    last fire times and per-fire claims, beside the runs they start. A claim is
+    one insert (the primary key decides: of hosts claiming one fire, one row
+    wins); statements run on a worker thread, off the event loop."""
+
+    PRUNE_EVERY = 1000  # claims between two prunes of claims past KEEP_S
+    KEEP_S = 7 * 24 * 3600.0
+
+    def __init__(self, database: Any, owner: str) -> None:
+        self.db = database  # an ionflux.state.PgDatabase
+        self.owner = owner
+        self._claims = 0
+
+    async def last(self, key: str) -> float | None:
+        row = (
+            await asyncio.to_thread(
+                self.db.execute, "SELECT last_fire FROM schedule_last WHERE key=?", (key,)
+            )
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    async def set_last(self, key: str, when: float) -> None:
+        await asyncio.to_thread(
+            self.db.execute,
+            "INSERT INTO schedule_last (key, last_fire) VALUES (?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET last_fire = GREATEST(schedule_last.last_fire, EXCLUDED.last_fire)",
+            (key, when),
+        )
+
+    async def claim(self, key: str, when: float) -> bool:
+        now = time.time()
+        claimed = await asyncio.to_thread(
+            self.db.execute,
+            "INSERT INTO schedule_fires (key, fire, claimed_by, claimed_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (key, int(when), self.owner, now),
+        )
+        self._claims += 1
+        if self._claims % self.PRUNE_EVERY == 0:
+            await asyncio.to_thread(
+                self.db.execute,
+                "DELETE FROM schedule_fires WHERE claimed_at < ?",
+                (now - self.KEEP_S,),
+            )
+        return bool(claimed.rowcount == 1)
+
+
 def schedule_key(spec: ScheduleTrigger) -> str:
     digest = hashlib.sha256(f"{spec.graph}|{spec.cron}|{spec.timezone}".encode()).hexdigest()
     return digest[:32]

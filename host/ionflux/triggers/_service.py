@@ -45,6 +45,7 @@ class TriggerService:
         metrics: Metrics | None = None,
         watch_interval_s: float = 2.0,
         schedules: bool = True,
+        schedule_state: ScheduleState | None = None,
     ) -> None:
         self.runner = runner
         self.watch_interval_s = watch_interval_s
@@ -65,6 +66,8 @@ class TriggerService:
             self.durable = DurableTriggers(bus.nc, self.dispatcher, verifier=verifier)
         self.state_dir = state_dir
         self.run_schedules = schedules
+        # Given: the cluster's (state.backend: postgres); else JetStream's bucket or a file.
+        self.schedule_state = schedule_state
         self.schedules: Schedules | None = None
         self.webhooks: dict[str, WebhookTrigger] = {}
         self.graphs: dict[str, GraphTriggers] = {}
@@ -85,6 +88,8 @@ class TriggerService:
                 state = self._file_state()
         else:
             state = self._file_state()
+        if self.schedule_state is not None:
+            state = self.schedule_state
         if self.run_schedules:
             self.schedules = Schedules(
                 self.dispatcher, state, completion_subject=self._completion_subject
