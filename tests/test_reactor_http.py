@@ -90,6 +90,13 @@ async def test_manage_agent_over_nats_and_http_each_needing_its_scope(
     assert retired.status_code == 200, retired.text
     assert retired.json()["status"] == "retired"
     assert [v["operation"] for v in retired.json()["history"]] == ["deploy", "retire"]
+    run = await http.post(  # an agent asking no scope: refused all the same
+        f"/graphs/{name}/runs",
+        json={"input": {"text": "x"}},
+        headers=bearer(running, f"execute_graph:{name}"),
+    )
+    assert run.json()["overall_status"] == "failure"
+    assert run.json()["error_details"][0]["kind"] == "permission_denied"
     again = await http.post(
         "/reactor/agents/retire",
         json={"agent_id_to_update_or_retire": name},

@@ -240,6 +240,8 @@ def install(engine: Any, make: Callable[[Any], PlanAuthorizer]) -> PlanAuthorize
     """Puts a ``PlanAuthorizer`` around the IONWALL authorizer of ``engine``: inside
     the serving host's counting wrapper (its gates still count denials)."""
     outer = engine.authorizer
+    if isinstance(outer, _Refusing):
+        return outer.plans
     if isinstance(outer, PlanAuthorizer):
         return outer
     inner = getattr(outer, "inner", None)
@@ -248,7 +250,30 @@ def install(engine: Any, make: Callable[[Any], PlanAuthorizer]) -> PlanAuthorize
     if inner is not None and hasattr(outer, "host_gate"):  # triggers' CountingAuthorizer
         wrapped = make(inner)
         outer.inner = wrapped
+        # It asks nothing for a run that requests no scope: a retired agent's runs
+        # are refused in front of it.
+        engine.authorizer = _Refusing(outer, wrapped)
         return wrapped
     wrapped = make(outer)
     engine.authorizer = wrapped
     return wrapped
+
+
+class _Refusing:
+    """Refuses the runs of a retired agent, then asks ``outer``."""
+
+    def __init__(self, outer: Any, plans: PlanAuthorizer) -> None:
+        self.outer = outer
+        self.plans = plans
+
+    def authorize(self, *, graph: str, scopes: list[str], **kwargs: Any) -> Authorization:
+        refused = self.plans.refused
+        why = refused(graph) if refused is not None else None
+        if why is not None:
+            scope = scopes[0] if scopes else f"execute_graph:{graph}"
+            raise PermissionDenied(scope, f"agent {graph} is {why}", kwargs.get("cid"))
+        found: Authorization = self.outer.authorize(graph=graph, scopes=scopes, **kwargs)
+        return found
+
+    def __getattr__(self, name: str) -> Any:  # consent_status, inner, host_gate, ...
+        return getattr(self.outer, name)
