@@ -2,10 +2,11 @@
 
 Plans and agent definitions are IONPOD objects (by CID); this table set, in
 ``<data_dir>/reactor.sqlite3`` (opened the way the graph repository opens its
-own), indexes them: which CID a plan name means now, each agent's status and
-its version history (each deploy, update, retire and rollback, with the
-definition CID and the graph CID it served), and the pending confirmations
-(an update waiting for consent, an emergency plan waiting for a person).
+own; the SQL runs on SQLite and PostgreSQL alike, but a cluster's shared database
+does not hold these tables yet: each host keeps its own), indexes them: which CID
+a plan name means now, each agent's status and its version history (each deploy,
+update, retire and rollback, with the definition CID and the graph CID it served),
+and the pending confirmations (an emergency plan waiting for a person).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS reactor_agent_versions (
     operation TEXT NOT NULL,
     state TEXT NOT NULL,
     consent_id TEXT,
-    by TEXT NOT NULL,
+    done_by TEXT NOT NULL,
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reactor_agent_versions_name ON reactor_agent_versions (name, seq);
@@ -135,7 +136,7 @@ class ReactorStore:
     def name_plan(self, name: str, cid: str, version: str) -> None:
         with self._lock, transaction(self._db) as db:
             db.execute(
-                "INSERT OR IGNORE INTO reactor_plans VALUES (?,?,?,?)",
+                "INSERT INTO reactor_plans VALUES (?,?,?,?) ON CONFLICT (name, cid) DO NOTHING",
                 (name, cid, version, time.time()),
             )
 
@@ -178,7 +179,8 @@ class ReactorStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, name, version, definition_cid, graph_cid, operation, state,"
-                " consent_id, by, created_at FROM reactor_agent_versions WHERE name=? ORDER BY seq",
+                " consent_id, done_by, created_at FROM reactor_agent_versions WHERE name=?"
+                " ORDER BY seq",
                 (name,),
             ).fetchall()
         return [AgentVersion(*r) for r in rows]
@@ -187,7 +189,7 @@ class ReactorStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT seq, name, version, definition_cid, graph_cid, operation, state,"
-                " consent_id, by, created_at FROM reactor_agent_versions WHERE seq=?",
+                " consent_id, done_by, created_at FROM reactor_agent_versions WHERE seq=?",
                 (seq,),
             ).fetchone()
         return None if row is None else AgentVersion(*row)
@@ -211,10 +213,11 @@ class ReactorStore:
         with self._lock, transaction(self._db) as db:
             cursor = db.execute(
                 "INSERT INTO reactor_agent_versions (name, version, definition_cid, graph_cid,"
-                " operation, state, consent_id, by, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " operation, state, consent_id, done_by, created_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                " RETURNING seq",
                 (name, version, definition_cid, graph_cid, operation, state, consent_id, by, now),
             )
-            seq = cursor.lastrowid or 0
+            seq = int(cursor.fetchone()[0])
             if state == "serving":
                 db.execute(
                     "UPDATE reactor_agent_versions SET state='superseded' WHERE name=? AND seq<>?"
