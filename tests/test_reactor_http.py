@@ -115,7 +115,7 @@ async def test_manage_agent_over_nats_and_http_each_needing_its_scope(
 
 
 async def test_a_plan_over_http_shows_its_one_prompt_and_its_metrics(
-    serving: tuple[RunningHost, httpx.AsyncClient],
+    serving: tuple[RunningHost, httpx.AsyncClient], nats_server: NatsServer
 ) -> None:
     running, http = serving
     name = f"hp{uuid.uuid4().hex[:6]}"
@@ -161,3 +161,22 @@ async def test_a_plan_over_http_shows_its_one_prompt_and_its_metrics(
     ):
         assert seed_name in text
     assert "master_plans_successful_count 1.0" in text
+
+    # The seed's trigger: a plan run by NATS request, under the same one grant.
+    cid = put.json()["cid"]
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
+    try:
+        token = bearer(running, "execute_graph:ion_reactor_execute_master_plan")
+        msg = await nc.request(
+            "ionflux.reactor.execute_master_plan",
+            json.dumps({"master_plan_cid": cid}).encode(),
+            30,
+            headers=token,
+        )
+        answer = json.loads(msg.data)
+        assert answer["overall_status"] == "success", answer
+        assert answer["output"]["master_plan_cid"] == cid
+        assert answer["output"]["overall_status"] == "success"
+    finally:
+        await nc.close()
+    assert len(running.ionwall.consents()) == 1  # still the one consent
