@@ -98,3 +98,40 @@ def test_a_wasi_import_off_the_list_is_refused_at_publish(
     assert f"{name}/{interface}@{version}" in refused.value.imports
     with pytest.raises(e.UnknownTransform):
         host.invoke("wasi-outside", "{}")
+
+
+SOCKETS = REPO / "tests" / "fixtures" / "wasi-sockets"
+
+
+def _socket_component(tmp_path: Path) -> Path:
+    run = lambda *argv: subprocess.run([str(WASM_TOOLS), *argv], check=True, cwd=tmp_path)  # noqa: E731
+    run("parse", str(SOCKETS / "module.wat"), "-o", "m.wasm")
+    run("component", "embed", str(SOCKETS / "wit"), "--world", "w", "m.wasm", "-o", "e.wasm")
+    run("component", "new", "e.wasm", "-o", "c.wasm")
+    return tmp_path / "c.wasm"
+
+
+def test_wasmtimes_default_wasi_already_refuses_a_socket(tmp_path: Path) -> None:
+    """What wasmtime gives with an empty WasiConfig: create-tcp-socket answers an
+    error (no network). The host refuses it harder (next test)."""
+    import wasmtime
+    from wasmtime.component import Component, Linker
+
+    engine = wasmtime.Engine(wasmtime.Config())
+    component = Component(engine, _socket_component(tmp_path).read_bytes())
+    linker = Linker(engine)
+    linker.add_wasip2()
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasmtime.WasiConfig())
+    run = linker.instantiate(store, component).get_func(store, "run")
+    assert run is not None
+    assert run(store, "") == "refused"
+
+
+def test_a_guest_asking_for_a_socket_traps(
+    host: Host, publish_guest: GuestPublisher, tmp_path: Path
+) -> None:
+    publish_guest(host, "wants-a-socket", path=_socket_component(tmp_path))
+    with pytest.raises(e.WasiRefused, match="socket"):
+        host.invoke("wants-a-socket", "{}")
+    assert host.invoke("uppercase", {"text": "still serving"}).value == {"text": "STILL SERVING"}
