@@ -447,6 +447,8 @@ def classify_trap_text(text: str, limits: CallLimits) -> GuestError:
         return CallCancelled(
             "the call was stopped at its next epoch tick: its run was cancelled by an operator"
         )
+    if _wasi.REFUSED in text:  # a timer or a socket (runtime/_wasi.py)
+        return _wasi.refused(text)
     if "call stack exhausted" in text:
         return StackOverflow(STACK_OVERFLOW)
     if any(marker in text for marker in _OOM_MARKERS) or _INSTANTIATE_MEMORY.search(text):

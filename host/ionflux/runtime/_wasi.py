@@ -48,11 +48,24 @@ STDOUT_LEVEL = "info"
 STDERR_LEVEL = "warn"
 
 
+#: Marks the trap of a refused WASI call in wasmtime's error text; the
+#: sandbox turns it into ``WasiRefused`` (``refused``).
+REFUSED = "ionflux: WASI call refused: "
+
+
 def _refusal(what: str) -> Any:
+    # A WasmtimeError becomes the trap itself; any other exception would pass
+    # through wasmtime-py's one global slot, which another thread's trap may take.
     def refuse(_store: object, *_args: Any) -> Any:
-        raise WasiRefused(what)
+        raise wasmtime.WasmtimeError(REFUSED + what)
 
     return refuse
+
+
+def refused(text: str) -> WasiRefused:
+    """The ``WasiRefused`` for a trap whose text holds ``REFUSED``."""
+    what = text[text.index(REFUSED) + len(REFUSED) :].splitlines()[0].strip()
+    return WasiRefused(f"trapped: {what}")
 
 
 _TIMER = (
