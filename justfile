@@ -18,6 +18,11 @@ setup:
 build:
     bash scripts/build_transforms.sh
 
+# Build the guest conformance scenario in Python, TypeScript, AssemblyScript and C
+# (cached in ~/.cache/ionflux/guests/<source hash>/; the tests build it if missing).
+guests:
+    bash scripts/build_guests.sh
+
 # Build Kubo (IPFS) from its Go module into a cache outside the repo.
 kubo:
     bash scripts/install_kubo.sh

@@ -31,6 +31,10 @@ from ionflux.store import cid_for_bytes
 
 from ionwall import AllowListGate
 
+# The first test of a fresh machine builds the guests (componentize-py: 15-50 s)
+# and compiles the Python component (15-50 s) in its fixture's setup.
+pytestmark = pytest.mark.timeout(600)
+
 LANGUAGES = ["python", "ts", "as", "c", "rust"]
 EXTISM = {"as", "c"}
 CONFIG = {"greeting": "hello"}
