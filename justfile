@@ -18,8 +18,7 @@ setup:
 build:
     bash scripts/build_transforms.sh
 
-# Build the guest conformance scenario in Python, TypeScript, AssemblyScript and C
-# (cached in ~/.cache/ionflux/guests/<source hash>/; the tests build it if missing).
+# Build the conformance guests (Python, TS, AssemblyScript, C) into ~/.cache/ionflux/guests/.
 guests:
     bash scripts/build_guests.sh
 
