@@ -21,7 +21,7 @@ metric names), ``_store`` (the index of plans, agent versions, confirmations),
 from ._agents import OPERATIONS, AgentDefinition, Agents
 from ._consent import PlanAuthorizer, PlanConsent
 from ._executor import Execution, StepLog
-from ._health import ALERT_SUBJECT, AlertRule, Evaluator, parse_rule
+from ._health import ALERT_SUBJECT, AlertRule, Evaluator, RuleState, parse_rule
 from ._metrics import ReactorMetrics
 from ._plans import Checked, MasterPlan, OnError, Step, parse_plan, plan_from_data, validate
 from ._reactor import (
@@ -35,7 +35,7 @@ from ._reactor import (
     MANAGE_GRAPH,
     Reactor,
 )
-from ._store import AgentVersion, Confirmation
+from ._store import AgentVersion, Confirmation, ReactorStore
 
 __all__ = [
     "ADMIN",
@@ -62,6 +62,8 @@ __all__ = [
     "PlanConsent",
     "Reactor",
     "ReactorMetrics",
+    "ReactorStore",
+    "RuleState",
     "Step",
     "StepLog",
     "parse_plan",

@@ -24,6 +24,12 @@ without ``for``), and once more only after it stopped holding. Metrics
 A firing rule publishes ``ionflux.system.critical_alert`` and, with an
 ``emergency_plan``, starts it; a plan marked ``drastic`` waits for a person's
 confirmation (``Reactor.confirm``) unless the rule says ``pre_authorized``.
+
+In a cluster (``state.backend: postgres``) one host evaluates at a time, the
+holder of a lease in the shared database, and the rules' states live there
+(``Evaluator.load``, ``ReactorStore.save_rule_states``): a host taking over
+goes on from them, and a rule fires once across the hosts. The metrics from the
+run history are the cluster's; those on ``/metrics`` are the evaluating host's.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -259,6 +265,13 @@ class Evaluator:
                 state.fired += 1
                 fired.append(Firing(rule, value, now))
         return fired
+
+    def load(self, states: dict[str, RuleState]) -> None:
+        """Takes the rules' states as saved (a cluster: the host that evaluated them
+        last may be another); a rule with no saved state starts afresh."""
+        for rule in self.rules:
+            found = states.get(rule.name)
+            self.states[rule.name] = replace(found) if found is not None else RuleState()
 
     def status(self) -> float:
         """``system_health_status_current``: 1, 0.5 (a warning fires), 0 (critical)."""

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ from ._plans import Checked, MasterPlan, parse_plan, plan_bytes, plan_from_data,
 from ._store import Confirmation, ReactorStore
 
 if TYPE_CHECKING:
+    from ..state import PgDatabase
     from ..triggers import TriggerService
 
 log = logging.getLogger("ionflux.reactor")
@@ -60,6 +63,7 @@ HEALTH_CHECK = "reactor-health-check"
 COMPLETION = "reactor-plan-completion"
 COMPLETION_SUBJECT = "ionflux.reactor.execute_master_plan.completion"
 HEALTH = "reactor_health"  # the trigger type of a plan an alert rule started
+HEALTH_LEASE = "health"  # the lease of the host evaluating a cluster's alert rules
 
 
 def _native_info(name: str) -> TransformInfo:
@@ -78,6 +82,7 @@ class Reactor:
         triggers: TriggerService | None = None,
         bus: Any = None,
         local_files: bool = False,
+        database: PgDatabase | None = None,
     ) -> None:
         self.engine = engine
         # Plans and agents named by a file path on this machine (the CLI, a test):
@@ -87,7 +92,15 @@ class Reactor:
         self.wall = wall
         self.triggers = triggers
         self.bus = bus
-        self.store = ReactorStore(self.config.data_dir / "reactor.sqlite3")
+        # The host's state database (state.backend: postgres): the cluster's tables.
+        if database is None:
+            database = getattr(getattr(engine.invoker, "host", None), "state", None)
+        self.store = ReactorStore(
+            None if database is not None else self.config.data_dir / "reactor.sqlite3",
+            database=database,
+        )
+        # Who this Reactor is to the other hosts (the health lease's holder).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         registry = triggers.metrics.registry if triggers is not None else None
         self.metrics = ReactorMetrics(registry)
         engine.register_native(Native(_native_info(EXECUTOR), self._execute))
@@ -149,6 +162,9 @@ class Reactor:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store.shared:  # another host evaluates the rules from now on
+            with contextlib.suppress(IonfluxError):
+                await asyncio.to_thread(self.store.release_lease, HEALTH_LEASE, self.holder)
         self.store.close()
 
     def close(self) -> None:
@@ -431,20 +447,52 @@ class Reactor:
         return out
 
     async def evaluate(self) -> list[dict[str, Any]]:
-        """One evaluation of every rule; acts on those that fire; returns the alerts."""
+        """One evaluation of every rule; acts on those that fire; returns the alerts.
+        In a cluster only the holder of the health lease evaluates (another host
+        takes it once it lapses), from the rules' shared states."""
         self.agents.poll()
-        values = {}
+        if self.store.shared:
+            return await self._evaluate_shared()
+        values = self._values()
+        now = time.time()
+        fired = self.evaluator.step(values, now)
+        self.metrics.health.set(self.evaluator.status())
+        alerts = [await self._act(f) for f in fired]
+        return alerts
+
+    def _values(self) -> dict[str, float | None]:
+        values: dict[str, float | None] = {}
         for rule in self.rules:
             try:
                 values[rule.name] = self.host_metrics.value(rule)
             except Exception as exc:  # a metric that cannot be read does not fire
                 log.warning("alert rule %s: cannot read %s: %s", rule.name, rule.metric, exc)
                 values[rule.name] = None
-        now = time.time()
-        fired = self.evaluator.step(values, now)
+        return values
+
+    async def _evaluate_shared(self) -> list[dict[str, Any]]:
+        # The lease outlives three missed evaluations: a host that died (or hangs)
+        # is replaced after that; one that stops gives it up (aclose).
+        ttl = max(3 * self.config.reactor.health_interval_s, 1.0)
+        leads = await asyncio.to_thread(self.store.take_lease, HEALTH_LEASE, self.holder, ttl)
+        saved = await asyncio.to_thread(self.store.rule_states)
+        self.evaluator.load({name: state for name, (state, _, _) in saved.items()})
+        if not leads:
+            self.metrics.health.set(self.evaluator.status())
+            return []
+        before = {rule.name: self.evaluator.states[rule.name].fired for rule in self.rules}
+        fired = self.evaluator.step(self._values(), time.time())
+        # A rule's fire count moves by compare-and-set: of two hosts that both
+        # thought they held the lease (one paused past it), one records the firing.
+        states = [(r.name, self.evaluator.states[r.name], before[r.name]) for r in self.rules]
+        won = await asyncio.to_thread(self.store.save_rule_states, states, self.holder)
+        lost = [f for f in fired if f.rule.name not in won]
+        if lost:
+            log.info("alert rule(s) %s recorded by another host", [f.rule.name for f in lost])
+            again = await asyncio.to_thread(self.store.rule_states)
+            self.evaluator.load({name: state for name, (state, _, _) in again.items()})
         self.metrics.health.set(self.evaluator.status())
-        alerts = [await self._act(f) for f in fired]
-        return alerts
+        return [await self._act(f) for f in fired if f.rule.name in won]
 
     async def _act(self, firing: Firing) -> dict[str, Any]:
         rule = firing.rule

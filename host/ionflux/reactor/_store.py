@@ -1,23 +1,36 @@
 """What the Reactor keeps besides IONPOD: names of plans, agents and their versions.
 
-Plans and agent definitions are IONPOD objects (by CID); this table set, in
-``<data_dir>/reactor.sqlite3`` (opened the way the graph repository opens its
-own; the SQL runs on SQLite and PostgreSQL alike, but a cluster's shared database
-does not hold these tables yet: each host keeps its own), indexes them: which CID
-a plan name means now, each agent's status and its version history (each deploy,
-update, retire and rollback, with the definition CID and the graph CID it served),
-and the pending confirmations (an emergency plan waiting for a person).
+Plans and agent definitions are IONPOD objects (by CID); these tables index
+them: which CID a plan name means now, each agent's status and its version
+history (each deploy, update, retire and rollback, with the definition CID and
+the graph CID it served), and the pending confirmations (an emergency plan
+waiting for a person). They live in ``<data_dir>/reactor.sqlite3`` (the SQLite
+backend, opened the way the graph repository opens its own) or, with
+``state.backend: postgres``, in the cluster's shared database (migration 0005),
+one body of SQL for both: an agent deployed through one host is listed, with its
+history, on every host.
+
+Two more tables let the health rules act once per cluster (``Reactor.evaluate``):
+a lease (``take_lease``: the host holding it evaluates, another takes it once it
+lapses; times from the database's clock on PostgreSQL) and each rule's state,
+saved by compare-and-set on its fire count (``save_rule_states``), so of hosts
+seeing one rule start firing, one records it and acts.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sqlite import open_database, transaction
+from ._health import RuleState
+
+if TYPE_CHECKING:
+    from ..state import PgDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reactor_plans (
@@ -57,6 +70,21 @@ CREATE TABLE IF NOT EXISTS reactor_confirmations (
     created_at REAL NOT NULL,
     answered_at REAL,
     run_id TEXT
+);
+CREATE TABLE IF NOT EXISTS reactor_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reactor_rule_states (
+    rule TEXT PRIMARY KEY,
+    since REAL,
+    firing INTEGER NOT NULL,
+    last_value REAL,
+    fired_at REAL,
+    fired INTEGER NOT NULL,
+    evaluated_by TEXT NOT NULL,
+    evaluated_at REAL NOT NULL
 );
 """
 
@@ -124,27 +152,50 @@ class Confirmation:
 
 
 class ReactorStore:
-    def __init__(self, path: Path) -> None:
-        self._db = open_database(path, _SCHEMA)
+    """The Reactor's tables: in ``path`` (SQLite), or in ``database`` (PostgreSQL,
+    shared by a cluster; closed by who opened it)."""
+
+    def __init__(self, path: Path | None, *, database: PgDatabase | None = None) -> None:
+        self._db: Any
+        self._shared = database
+        if database is not None:
+            self._db = database
+            self._order = "seq"  # reactor_plans' insertion order (SQLite: rowid)
+        else:
+            assert path is not None
+            self._db = open_database(path, _SCHEMA)
+            self._order = "rowid"
         self._lock = threading.Lock()
 
+    @property
+    def shared(self) -> bool:
+        """Whether the tables are the cluster's (PostgreSQL) rather than this host's."""
+        return self._shared is not None
+
     def close(self) -> None:
-        self._db.close()
+        if self._shared is None:
+            self._db.close()
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        if self._shared is not None:
+            return self._shared.transaction()
+        return transaction(self._db)
 
     # -- plans ---------------------------------------------------------------------
 
     def name_plan(self, name: str, cid: str, version: str) -> None:
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             db.execute(
-                "INSERT INTO reactor_plans VALUES (?,?,?,?) ON CONFLICT (name, cid) DO NOTHING",
+                "INSERT INTO reactor_plans (name, cid, version, created_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (name, cid) DO NOTHING",
                 (name, cid, version, time.time()),
             )
 
     def plan_cid(self, name: str) -> str | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT cid FROM reactor_plans WHERE name=? ORDER BY created_at DESC, rowid DESC"
-                " LIMIT 1",
+                "SELECT cid FROM reactor_plans WHERE name=?"
+                f" ORDER BY created_at DESC, {self._order} DESC LIMIT 1",
                 (name,),
             ).fetchone()
         return None if row is None else str(row[0])
@@ -152,7 +203,8 @@ class ReactorStore:
     def plans(self) -> list[tuple[str, str, str, float]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, cid, version, created_at FROM reactor_plans ORDER BY name, created_at"
+                "SELECT name, cid, version, created_at FROM reactor_plans"
+                f" ORDER BY name, created_at, {self._order}"
             ).fetchall()
         return [(str(a), str(b), str(c), float(d)) for a, b, c, d in rows]
 
@@ -210,7 +262,7 @@ class ReactorStore:
         """Appends a version row and moves the agent to it (serving or pending), in
         one transaction."""
         now = time.time()
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO reactor_agent_versions (name, version, definition_cid, graph_cid,"
                 " operation, state, consent_id, done_by, created_at) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -238,7 +290,7 @@ class ReactorStore:
         return found
 
     def set_status(self, name: str, status: str, *, clear_pending: bool = False) -> None:
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             if clear_pending:
                 db.execute(
                     "UPDATE reactor_agents SET status=?, pending_seq=NULL, consent_id=NULL,"
@@ -252,12 +304,12 @@ class ReactorStore:
                 )
 
     def set_version_state(self, seq: int, state: str) -> None:
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             db.execute("UPDATE reactor_agent_versions SET state=? WHERE seq=?", (state, seq))
 
     def promote(self, name: str, seq: int) -> None:
         """The pending version ``seq`` serves now; the one before is superseded."""
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             db.execute(
                 "UPDATE reactor_agent_versions SET state='superseded' WHERE name=? AND"
                 " state='serving'",
@@ -273,7 +325,7 @@ class ReactorStore:
     # -- confirmations ---------------------------------------------------------------
 
     def add_confirmation(self, id: str, rule: str, plan: str, detail: str) -> Confirmation:
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             db.execute(
                 "INSERT INTO reactor_confirmations VALUES (?,?,?,?,?,?,NULL,NULL)",
                 (id, rule, plan, "pending", detail, time.time()),
@@ -301,14 +353,102 @@ class ReactorStore:
 
     def answer_confirmation(self, id: str, status: str, run_id: str | None = None) -> bool:
         """Answers a pending confirmation; False if it was not pending."""
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             cursor = db.execute(
                 "UPDATE reactor_confirmations SET status=?, answered_at=?, run_id=?"
                 " WHERE id=? AND status='pending'",
                 (status, time.time(), run_id, id),
             )
-            return cursor.rowcount == 1
+            return bool(cursor.rowcount == 1)
 
     def set_confirmation_run(self, id: str, run_id: str) -> None:
-        with self._lock, transaction(self._db) as db:
+        with self._lock, self._transaction() as db:
             db.execute("UPDATE reactor_confirmations SET run_id=? WHERE id=?", (run_id, id))
+
+    # -- health: one evaluating host, rule states by compare-and-set -------------------
+
+    def now(self) -> float:
+        """The clock leases are measured by: the database's on PostgreSQL (hosts'
+        clocks may disagree), this machine's on SQLite."""
+        if self._shared is None:
+            return time.time()
+        row = self._db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()
+        return float(row[0])
+
+    def take_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Takes or renews the lease ``name`` for ``ttl_s``: True if ``holder`` holds
+        it now (it held it, or nobody did, or its holder let it lapse)."""
+        with self._lock:
+            now = self.now()
+            with self._transaction() as db:
+                row = db.execute(
+                    "INSERT INTO reactor_leases (name, holder, expires_at) VALUES (?,?,?)"
+                    " ON CONFLICT (name) DO UPDATE SET holder=excluded.holder,"
+                    " expires_at=excluded.expires_at WHERE reactor_leases.holder=excluded.holder"
+                    " OR reactor_leases.expires_at < ? RETURNING holder",
+                    (name, holder, now + ttl_s, now),
+                ).fetchone()
+        return row is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Gives the lease up (a host stopping): another host takes it at once."""
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM reactor_leases WHERE name=? AND holder=?", (name, holder))
+
+    def lease(self, name: str) -> tuple[str, float] | None:
+        """(holder, expires_at) of the lease ``name``, if anyone took it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT holder, expires_at FROM reactor_leases WHERE name=?", (name,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def rule_states(self) -> dict[str, tuple[RuleState, str, float]]:
+        """Each rule's saved state, with who evaluated it last and when."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rule, since, firing, last_value, fired_at, fired, evaluated_by,"
+                " evaluated_at FROM reactor_rule_states"
+            ).fetchall()
+        return {
+            str(r[0]): (
+                RuleState(
+                    since=r[1], firing=bool(r[2]), last_value=r[3], fired_at=r[4], fired=int(r[5])
+                ),
+                str(r[6]),
+                float(r[7]),
+            )
+            for r in rows
+        }
+
+    def save_rule_states(self, states: list[tuple[str, RuleState, int]], by: str) -> set[str]:
+        """Saves each (rule, state, fire count it was evaluated from) unless the
+        saved fire count moved meanwhile (another host evaluated it); returns the
+        rules saved. One transaction."""
+        saved: set[str] = set()
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            for rule, state, expected in states:
+                row = db.execute(
+                    "INSERT INTO reactor_rule_states (rule, since, firing, last_value, fired_at,"
+                    " fired, evaluated_by, evaluated_at) VALUES (?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (rule) DO UPDATE SET since=excluded.since,"
+                    " firing=excluded.firing, last_value=excluded.last_value,"
+                    " fired_at=excluded.fired_at, fired=excluded.fired,"
+                    " evaluated_by=excluded.evaluated_by, evaluated_at=excluded.evaluated_at"
+                    " WHERE reactor_rule_states.fired = ? RETURNING rule",
+                    (
+                        rule,
+                        state.since,
+                        int(state.firing),
+                        state.last_value,
+                        state.fired_at,
+                        state.fired,
+                        by,
+                        now,
+                        expected,
+                    ),
+                ).fetchone()
+                if row is not None:
+                    saved.add(rule)
+        return saved
