@@ -578,6 +578,10 @@ class Reactor:
                     await self.evaluate()
                 else:
                     self.agents.poll()
+                    if self.store.shared:  # the cluster's rule states, for /reactor/health
+                        saved = await asyncio.to_thread(self.store.rule_states)
+                        self.evaluator.load({n: state for n, (state, _, _) in saved.items()})
+                        self.metrics.health.set(self.evaluator.status())
             except Exception:
                 log.exception("evaluating the alert rules failed")
 
