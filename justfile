@@ -26,12 +26,16 @@ guests:
 kubo:
     bash scripts/install_kubo.sh
 
+# Build the native call path (native/: PyO3 + the wasmtime crate), cached in ~/.cache/ionflux.
+native:
+    bash scripts/build_native.sh
+
 # The main demo: publish the standard transforms and run them (local store, defaults).
 demo: build
     ionflux demo
 
 # The whole default test suite (real wasm modules, real servers).
-test *ARGS: build kubo
+test *ARGS: build kubo native
     python -m pytest -q {{ARGS}}
 
 # Long soak and load runs, not part of the default suite.
@@ -39,7 +43,7 @@ soak *ARGS: build kubo
     python -m pytest -q -m soak -o addopts="" {{ARGS}}
 
 # Benchmarks, all from one process so the figures compare as ratios.
-bench *ARGS: build kubo
+bench *ARGS: build kubo native
     python -m ionflux.bench {{ARGS}}
 
 # The console's screenshots in the README (docs/console-*.png), made by its browser tests.

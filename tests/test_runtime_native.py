@@ -27,7 +27,7 @@ from ionflux.runtime import _native
 
 from ionwall import AllowAllGate, CallContext, Decision
 
-pytestmark = pytest.mark.skipif(
+needs_native = pytest.mark.skipif(
     not _native.available(), reason=f"native extension not built: {_native.missing_reason()}"
 )
 
@@ -46,6 +46,7 @@ def native_host(tmp_path: Path, built: Path) -> Iterator[Host]:
     h.close()
 
 
+@needs_native
 def test_world_components_run_natively_others_on_wasmtime_py(
     tmp_path: Path, native_host: Host, publish_guest: GuestPublisher
 ) -> None:
@@ -71,6 +72,7 @@ def test_world_components_run_natively_others_on_wasmtime_py(
         py_host.close()
 
 
+@needs_native
 def test_compiled_code_is_cached_per_cid_under_the_engines_fingerprint(
     tmp_path: Path, built: Path, publish_guest: GuestPublisher
 ) -> None:
@@ -96,6 +98,7 @@ def test_compiled_code_is_cached_per_cid_under_the_engines_fingerprint(
         second.close()
 
 
+@needs_native
 def test_calls_past_the_pools_slots_wait_for_one(
     tmp_path: Path, built: Path, publish_guest: GuestPublisher
 ) -> None:
@@ -152,6 +155,7 @@ class _RaisingGate:
         raise RuntimeError("the audit disk is gone")
 
 
+@needs_native
 def test_an_exception_escaping_an_import_traps_the_guest(
     tmp_path: Path, built: Path, publish_guest: GuestPublisher
 ) -> None:
@@ -168,6 +172,7 @@ def test_an_exception_escaping_an_import_traps_the_guest(
         h.close()
 
 
+@needs_native
 def test_a_gate_that_raises_denies(native_host: Host, publish_guest: GuestPublisher) -> None:
     publish_guest(native_host, "all-imports")
     call = {"call": "pod-put", "path": "notes/a.txt", "data": "x"}
@@ -184,3 +189,17 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.001)
+
+
+def test_up_workers_auto_is_one_process_per_core() -> None:
+    # Threads do not scale sandbox calls, processes do: `ionflux up --workers auto`.
+    import os
+
+    import click
+    from ionflux.cli._serve import _WORKERS
+
+    assert _WORKERS.convert("auto", None, None) == min(64, len(os.sched_getaffinity(0)))
+    assert _WORKERS.convert("3", None, None) == 3
+    for bad in ("0", "65", "many"):
+        with pytest.raises(click.BadParameter):
+            _WORKERS.convert(bad, None, None)
