@@ -231,3 +231,10 @@ def test_python_print_goes_to_the_log_import_under_its_scope(guests: Guests) -> 
     granted = AllowListGate(["emit_log:info", "emit_log:warn"])
     result = invoke(guests, "python", "print", granted, text="to stdout")
     assert [(x.level, x.message) for x in result.logs] == [("info", "to stdout")]
+
+
+def test_python_output_past_the_log_budget_fails_the_call(guests: Guests) -> None:
+    granted = AllowListGate(["emit_log:info"])
+    with pytest.raises(e.ImportBudgetExceeded, match="max_log_bytes"):
+        invoke(guests, "python", "print", granted, text="x" * 4_000, repeat=20)  # 80 KB
+    assert invoke(guests, "python", "upper", text="ok").value == {"text": "OK"}

@@ -35,8 +35,9 @@ class WitWorld(Transform):
             n = 0
             while True:
                 n += 1
-        if call == "print":  # stdout: a line of the log import (emit_log:info)
-            print(data["text"])
+        if call == "print":  # stdout: lines of the log import (emit_log:info)
+            for _ in range(int(data.get("repeat", 1))):
+                print(data["text"])
             return {"ok": None}
         if call == "sleep":  # a timer: refused (the wait would be beyond the deadline)
             import time
