@@ -173,8 +173,9 @@ def _gate(host: Host, build: Path, ext_s: float) -> list[Row]:
     ]
 
 
-def _serve_calls(args: tuple[str, str, Any, int]) -> float:
-    """One host process: ``PROCESS_CALLS`` invokes of echo after ``start``; seconds."""
+def _serve_calls(args: tuple[str, str, Any, int]) -> tuple[float, float]:
+    """One host process: ``PROCESS_CALLS`` invokes of echo after ``start``;
+    (wall seconds, CPU seconds of this process)."""
     echo, workdir, start, calls = args
     host = Host(_config(Path(workdir), "native"))
     try:
@@ -182,17 +183,22 @@ def _serve_calls(args: tuple[str, str, Any, int]) -> float:
         for _ in range(200):
             host.invoke("echo", INPUT)
         start.wait()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
             host.invoke("echo", INPUT)
-        return time.perf_counter() - began
+        return time.perf_counter() - began, time.process_time() - cpu
     finally:
         host.close()
 
 
 def _processes(echo: Path, workdir: Path) -> list[Row]:
+    """Calls per second of one process, and of two at once. On a machine shared
+    with other work two processes cannot have two idle cores, so the CPU time
+    per call is shown too: if it stays the same in two processes, nothing
+    shared between them slows a call, and calls scale with the free cores."""
     context = multiprocessing.get_context("spawn")
     rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu_per_call: dict[int, list[float]] = {1: [], 2: []}
     with context.Manager() as manager:
         for _ in range(3):
             for count in (1, 2):
@@ -202,9 +208,13 @@ def _processes(echo: Path, workdir: Path) -> list[Row]:
                     for i in range(count)
                 ]
                 with context.Pool(count) as pool:
-                    seconds = pool.map(_serve_calls, args)
-                rates[count].append(count * PROCESS_CALLS / max(seconds))
+                    timings = pool.map(_serve_calls, args)
+                rates[count].append(count * PROCESS_CALLS / max(wall for wall, _ in timings))
+                cpu_per_call[count].append(
+                    statistics.mean(cpu for _, cpu in timings) / PROCESS_CALLS
+                )
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    cpu_one, cpu_two = statistics.median(cpu_per_call[1]), statistics.median(cpu_per_call[2])
     load = os.getloadavg()[0]
     return [
         Row("host.invoke calls/s, one process", one, "calls/s"),
@@ -214,6 +224,9 @@ def _processes(echo: Path, workdir: Path) -> list[Row]:
             two / one,
             f"x (goal ≥ 1.8; {os.cpu_count()} cores, load average {load:.1f} after)",
         ),
+        Row("CPU time per call, one process", cpu_one * 1e6, "µs"),
+        Row("CPU time per call, each of two processes", cpu_two * 1e6, "µs"),
+        Row("  one ÷ two (1.0: nothing shared slows a call)", cpu_one / cpu_two, "x"),
     ]
 
 
