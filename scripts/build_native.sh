@@ -86,6 +86,8 @@ times[kind] = {"seconds": round(seconds / 1000, 1), "at": time.strftime("%Y-%m-%
 json.dump(times, open(path, "w"), indent=1)
 EOF
   echo "build_native: $kind build took ${elapsed} ms" >&2
+  # Keep the three newest builds (other clones or branches), not one per edit.
+  ls -1dt "$cache"/native/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
 fi
 
 if ! cmp -s "$built" "$dest" 2>/dev/null; then
