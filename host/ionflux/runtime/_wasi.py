@@ -31,11 +31,15 @@ pay nothing for it.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import threading
 import time
+import weakref
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
 from wasmtime.component import Linker
 
 from .._errors import WasiRefused
@@ -101,7 +105,7 @@ def wasi_linker(engine: wasmtime.Engine) -> Linker:
 class GuestOutput:
     """A call's stdout and stderr, sent as lines to the ``log`` import when the call ends.
 
-    wasmtime writes a stream from a thread of its own, where the call's
+    wasmtime writes a stream from a tokio thread of its own, where the call's
     ``ImportEnv`` is not current (and which may run while the guest goes on),
     so the writes only collect bytes here, under a lock, up to ``cap`` bytes a
     stream (the call's log budget and a line: enough to see the budget
@@ -109,29 +113,27 @@ class GuestOutput:
     them line by line through the ``log`` import: its scope (``emit_log:info``
     for stdout, ``emit_log:warn`` for stderr), its audit entry, its budget. A
     refused line is dropped; the guest's write still succeeds, as a write to a
-    closed log would.
+    closed log would. Bytes written after ``flush`` (a write wasmtime had not
+    yet delivered) are dropped.
     """
 
-    __slots__ = ("_cap", "_lock", "_pending")
+    __slots__ = ("__weakref__", "_cap", "_id", "_lock", "_pending")
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
         self._lock = threading.Lock()
         self._pending: dict[str, bytearray] = {STDOUT_LEVEL: bytearray(), STDERR_LEVEL: bytearray()}
+        self._id = _register(self)
 
-    def writer(self, level: str) -> Any:
+    def write(self, level: str, data: bytes) -> None:
         pending = self._pending[level]
-
-        def write(data: bytes) -> int:
-            with self._lock:
-                room = self._cap - len(pending)
-                if room > 0:
-                    pending.extend(data[:room])
-            return len(data)
-
-        return write
+        with self._lock:
+            room = self._cap - len(pending)
+            if room > 0:
+                pending.extend(data[:room])
 
     def flush(self) -> None:
+        _OUTPUTS.pop(self._id, None)
         with self._lock:
             chunks = [(level, bytes(p)) for level, p in self._pending.items()]
             for p in self._pending.values():
@@ -144,11 +146,51 @@ class GuestOutput:
                     text = text[_imports.MAX_LOG_LINE_BYTES :]
 
 
+# The calls' outputs by id. wasmtime calls one C callback for every write, with
+# the id and the stream in its data pointer (id * 2 + 1 for stderr), and no
+# finalizer: wasmtime-py's own custom streams call back into Python when wasmtime
+# drops a stream, which it may do on a tokio thread while the interpreter is
+# exiting; the thread is then torn down through Rust frames and the process aborts
+# ("panic in a function that cannot unwind", seen once in four short runs).
+# Weak: an output no call holds any more (one made to check a module at publish) goes.
+_OUTPUTS: weakref.WeakValueDictionary[int, GuestOutput] = weakref.WeakValueDictionary()
+_next_id = itertools.count(1)
+
+
+def _register(output: GuestOutput) -> int:
+    key = next(_next_id)
+    _OUTPUTS[key] = output
+    return key
+
+
+def _write(data: int | None, buf: Any, size: int) -> int:
+    try:
+        key = data or 0
+        output = _OUTPUTS.get(key >> 1)
+        if output is not None and size:
+            raw = ctypes.string_at(ctypes.addressof(buf.contents), size)
+            output.write(STDERR_LEVEL if key & 1 else STDOUT_LEVEL, raw)
+    except Exception:  # nothing may escape into wasmtime's native frames
+        pass
+    return size
+
+
+_on_write = ctypes.CFUNCTYPE(
+    ctypes.c_ssize_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_size_t
+)(_write)
+
+
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a NULL function pointer
+
+
 def wasi_config(output: GuestOutput) -> wasmtime.WasiConfig:
     """A context that grants nothing but the two output streams."""
     config = wasmtime.WasiConfig()
-    config.stdout_custom = output.writer(STDOUT_LEVEL)
-    config.stderr_custom = output.writer(STDERR_LEVEL)
+    for stream, setter in (
+        (0, ffi.wasi_config_set_stdout_custom),
+        (1, ffi.wasi_config_set_stderr_custom),
+    ):
+        setter(config.ptr(), _on_write, ctypes.c_void_p(output._id * 2 + stream), _NO_FINALIZER)
     return config
 
 
