@@ -21,7 +21,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker, WasmStr};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     StoreLimits, StoreLimitsBuilder, UpdateDeadline,
@@ -358,7 +358,12 @@ struct NativeComponent {
     run: ComponentExportIndex,
 }
 
-type RunFunc = wasmtime::component::TypedFunc<(String,), (Result<WasmStr, GuestErr>,)>;
+// `run`'s answer is lifted as an owned String: wasmtime calls the guest's
+// post-return (which frees the returned buffer) inside `call`, so a `WasmStr`
+// read afterwards would read freed guest memory (a QuickJS guest reuses it at
+// once). The one copy is bounded by the guest's memory limit; the size check
+// follows it and nothing over `max_output_bytes` reaches Python.
+type RunFunc = wasmtime::component::TypedFunc<(String,), (Result<String, GuestErr>,)>;
 
 fn value_error(message: String) -> PyErr {
     PyValueError::new_err(message)
@@ -555,7 +560,7 @@ impl NativeEngine {
                 .instantiate(&mut store)
                 .map_err(|e| format!("component cannot be instantiated: {}", trap_reason(&e)))?;
             instance
-                .get_typed_func::<(String,), (Result<WasmStr, GuestErr>,)>(
+                .get_typed_func::<(String,), (Result<String, GuestErr>,)>(
                     &mut store,
                     &component.run,
                 )
@@ -572,7 +577,7 @@ impl NativeEngine {
     /// One call in a fresh sandbox. Returns ``(kind, a, b, fuel_used)``:
     /// ``(0, output, None, fuel)``, ``(1, tag, message, fuel)`` (``run``'s
     /// error), ``(2, trap_text, None, fuel)``, ``(3, output_size, None, fuel)``
-    /// (over ``max_output_bytes``: nothing of it was copied). ``run_id`` (a
+    /// (over ``max_output_bytes``: none of it reached Python). ``run_id`` (a
     /// call of a run) is watched tick by tick for cancellation.
     #[pyo3(signature = (component, input, *, fuel, ticks, memory_bytes, table_elements, instances, max_output_bytes, run_id=None))]
     #[allow(clippy::too_many_arguments)]
@@ -611,36 +616,23 @@ impl NativeEngine {
             });
         }
         enum Outcome {
-            Ok(usize, usize),
+            Ok(String),
             Guest(String, String),
             Trap(String),
             TooLarge(usize),
         }
-        // The output stays in the guest's memory (ptr, len into it) until its
-        // size is checked; it is copied once, into the Python string.
-        let (outcome, out, store) = py.detach(move || {
+        let (outcome, store) = py.detach(move || {
             self.ticker.enter();
             let _in_flight = InFlight(&self.ticker);
-            let result = (|| -> wasmtime::Result<Result<WasmStr, GuestErr>> {
+            let result = (|| -> wasmtime::Result<Result<String, GuestErr>> {
                 let instance = component.pre.instantiate(&mut store)?;
                 let run: RunFunc = instance.get_typed_func(&mut store, &component.run)?;
                 let (answer,) = run.call(&mut store, (input,))?;
                 Ok(answer)
             })();
-            let mut out: Option<String> = None;
             let outcome = match result {
-                Ok(Ok(text)) => match text.to_str(&store) {
-                    Ok(s) if s.len() > max_output_bytes => Outcome::TooLarge(s.len()),
-                    Ok(s) => {
-                        // Borrowed from guest memory: copied below, with the GIL.
-                        let (ptr, len) = (s.as_ptr() as usize, s.len());
-                        if let std::borrow::Cow::Owned(owned) = s {
-                            out = Some(owned);
-                        }
-                        Outcome::Ok(ptr, len)
-                    }
-                    Err(e) => Outcome::Trap(render(&e)),
-                },
+                Ok(Ok(text)) if text.len() > max_output_bytes => Outcome::TooLarge(text.len()),
+                Ok(Ok(text)) => Outcome::Ok(text),
                 Ok(Err(err)) => {
                     let (tag, msg) = match err {
                         GuestErr::Denied(m) => ("denied", m),
@@ -654,25 +646,11 @@ impl NativeEngine {
                 }
                 Err(e) => Outcome::Trap(render(&e)),
             };
-            (outcome, out, store)
+            (outcome, store)
         });
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let answer = match outcome {
-            Outcome::Ok(ptr, len) => {
-                let s: &str = match &out {
-                    Some(owned) => owned.as_str(),
-                    // SAFETY: (ptr, len) is a validated UTF-8 slice of the
-                    // instance's memory, which lives as long as `store`, still
-                    // held here and not touched since.
-                    None => unsafe {
-                        std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-                            ptr as *const u8,
-                            len,
-                        ))
-                    },
-                };
-                (OK, text(py, s), py.None(), fuel_used)
-            }
+            Outcome::Ok(s) => (OK, text(py, &s), py.None(), fuel_used),
             Outcome::Guest(tag, msg) => (GUEST_ERROR, text(py, &tag), text(py, &msg), fuel_used),
             Outcome::Trap(t) => (TRAP, text(py, &t), py.None(), fuel_used),
             Outcome::TooLarge(size) => (
