@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ._context import ApiContext
 from ._errors import install_error_handlers
-from ._guard import Door, public
+from ._guard import Door, SessionCheck, public
 from ._management import management_router
 from ._ops import ops_router
 from ._reactor_routes import reactor_router
@@ -56,8 +56,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
     _documentation(app, ctx)
     WebhookRoutes(app, ctx)
-    app.add_middleware(Door, ctx=ctx, router=app.router)
+    sessions = _console(app, ctx)
+    app.add_middleware(Door, ctx=ctx, router=app.router, sessions=sessions)
     return app
+
+
+def _console(app: FastAPI, ctx: ApiContext) -> SessionCheck | None:
+    """The web console at ``/`` (``ionflux.console``) on a host with IONWALL; its
+    sessions are what the door asks for a ``session()`` route."""
+    if ctx.ionwall is None:
+        return None
+    from ..console import mount
+
+    return mount(app, ctx)
 
 
 def openapi(app: FastAPI) -> dict[str, Any]:
