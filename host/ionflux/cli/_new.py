@@ -226,7 +226,9 @@ def _componentize_js(entry: Path, work: Path, out: Path) -> None:
         ],
         work,
     )
-    argv = [_npm_tool("componentize-qjs"), "--wit", str(world_dir()), "--js", str(bundle)]
+    # Relative: the entry's name is kept in the snapshot, a temporary path would
+    # make every build's bytes (and CID) differ.
+    argv = [_npm_tool("componentize-qjs"), "--wit", str(world_dir()), "--js", bundle.name]
     argv += ["--world", "transform", "--sync", "--stub-wasi", "-o", str(out)]
     _run("componentize-qjs", argv, work)
 
