@@ -269,7 +269,12 @@ class Engine:
                 "run_all",
                 RunTrigger(
                     "subgraph",
-                    {"parent_run_id": ctx.run_id, "node_id": node_id, "key": key, **(details or {})},
+                    {
+                        "parent_run_id": ctx.run_id,
+                        "node_id": node_id,
+                        "key": key,
+                        **(details or {}),
+                    },
                     subject or ctx.trigger.subject,
                 ),
                 None,
