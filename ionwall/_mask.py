@@ -65,12 +65,36 @@ class Masker:
         if kind in _SCALARS:
             return value
         if kind is dict or isinstance(value, Mapping):
-            return {
-                k: MASK if isinstance(k, str) and self.is_sensitive(k) else self.value(v)
-                for k, v in value.items()
-            }
+            return self._mapping(value)
         if kind is list or isinstance(value, list | tuple):
-            return [self.value(v) for v in value]
+            return [self._item(v) for v in value]
         if isinstance(value, str):
             return self.text(value)
         return value
+
+    def _mapping(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
+        # ``value``'s rule for each entry, with the common leaves (a known key, a
+        # scalar, a string when there are no secrets) decided here: a run records
+        # every step's values, and a call per leaf cost more than the copy.
+        out: dict[Any, Any] = {}
+        known = self._known
+        plain_str = self._secrets is None
+        for k, v in value.items():
+            if type(k) is str:
+                sensitive = known.get(k)
+                if sensitive is None:
+                    sensitive = self.is_sensitive(k)
+            else:
+                sensitive = isinstance(k, str) and self.is_sensitive(k)
+            if sensitive:
+                out[k] = MASK
+                continue
+            kind = type(v)
+            out[k] = v if kind in _SCALARS or (plain_str and kind is str) else self.value(v)
+        return out
+
+    def _item(self, v: Any) -> Any:
+        kind = type(v)
+        if kind in _SCALARS or (kind is str and self._secrets is None):
+            return v
+        return self.value(v)

@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from typing import Any, Protocol
 
 from ionwall import Masker
@@ -208,11 +207,16 @@ class RunRecorder:
         shown = self.masker.value(step.inputs), self.masker.value(step.outputs)
         self._shown[step.node_id] = shown
         inputs_preview, inputs_cid = self._masked(shown[0])
-        outputs_preview, outputs_cid = self._masked(shown[1])
         step_run_id = f"{self.run_id}.{step.node_id}"
         real = None
         if step.status in ("success", "skipped") and step.outputs is not None:
             real = json_text(step.outputs)
+        outputs_preview: str | None
+        if real is not None and shown[1] == step.outputs:
+            # Nothing was masked: the row's preview is the text of the real outputs.
+            outputs_preview, outputs_cid = self.encoded(real)
+        else:
+            outputs_preview, outputs_cid = self._masked(shown[1])
         if not self._buffer:
             self._oldest = time.monotonic()
             if not durable and self._flush_timer is None:
@@ -244,9 +248,7 @@ class RunRecorder:
         )
         if durable or time.monotonic() - self._oldest >= self.flush_after_s:
             self.flush()
-        return replace(
-            step, inputs_cid=inputs_cid, outputs_cid=outputs_cid, step_run_id=step_run_id
-        )
+        return step.with_ids(inputs_cid, outputs_cid, step_run_id)
 
     def run_log(self, result: RunResult) -> str:
         """The run log stored in the pod: the whole result, masked. The steps' inputs
