@@ -24,13 +24,16 @@ from ionflux.http.testing import UpProcess, chain_graph, publish_wasm
 from ionwall import Ionwall
 
 
-def prepare(data_dir: Path) -> None:
+def prepare(data_dir: Path, spin_ms: int = 1500) -> None:
+    """A data directory with `digest` and `slow` deployed; `slow` spins for
+    ``spin_ms`` (its deadline) before its one echo node."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Fuel enough for spin to run into its 1.5 s deadline: a slow run.
-    (data_dir / "ionflux.yaml").write_text("limits: {fuel: 1000000000000}\n")
+    # Fuel enough for spin to run into its deadline: a slow run.
+    limits = "fuel: 1000000000000" + (f", timeout_ms: {spin_ms}" if spin_ms > 2000 else "")
+    (data_dir / "ionflux.yaml").write_text(f"limits: {{{limits}}}\n")
     host = Host(make_config(data_dir))
     publish_wasm(host, "echo", TESTING / "echo.wasm")
-    publish_wasm(host, "spin", TESTING / "spin.wasm", limits={"timeout_ms": 1500})
+    publish_wasm(host, "spin", TESTING / "spin.wasm", limits={"timeout_ms": spin_ms})
     engine = Engine.for_host(host)
     for text in (
         chain_graph(

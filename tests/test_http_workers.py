@@ -157,7 +157,9 @@ async def test_a_second_signal_stops_at_once_without_a_traceback(
     tmp_path: Path, built: Path
 ) -> None:
     data = tmp_path / "data"
-    prepare(data)
+    # The slow run must outlast both signals however loaded the machine is: a
+    # minute's spin (the second signal stops it at once, so nobody waits for it).
+    prepare(data, spin_ms=60_000)
     up = UpProcess(data).start()
     assert up.proc is not None
     try:
@@ -171,7 +173,7 @@ async def test_a_second_signal_stops_at_once_without_a_traceback(
                 headers={**auth, "Prefer": "respond-async"},
             )
             assert r.status_code == 202
-            # The slow run (a 1.5 s spin) is in flight: its status says so.
+            # The slow run is in flight: its status says so.
             status_url = r.json()["status_url"]
             deadline = time.monotonic() + 30
             while (await http.get(status_url, headers=auth)).json()["status"] != "running":

@@ -172,6 +172,11 @@ def up(
                 )
             )
         except asyncio.CancelledError:  # a second signal: stopped without draining
+            # Guest calls in flight trap at their next tick instead of running
+            # on to their deadlines on threads the process must wait for.
+            from ..runtime import cancel_all
+
+            cancel_all()
             log.warning("stopped at once; runs in flight were not finished")
             code = 1
     sys.exit(code)

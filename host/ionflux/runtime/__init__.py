@@ -1,6 +1,6 @@
 """The sandbox runtime: wasmtime-py components, one fresh instance per call."""
 
-from ._cancel import cancel_run, forget_run
+from ._cancel import cancel_all, cancel_run, forget_run
 from ._egress import EgressPolicy, endpoint, pinned_client
 from ._extism_init import TableTooLarge
 from ._imports import (
@@ -31,6 +31,7 @@ __all__ = [
     "PodAccess",
     "Runtime",
     "TableTooLarge",
+    "cancel_all",
     "cancel_run",
     "classify_trap",
     "endpoint",

@@ -121,6 +121,18 @@ def cancel_run(run_id: str) -> None:
         _tell(run_id, True)
 
 
+def cancel_all() -> int:
+    """Stops every run's calls in flight at their next tick (a host stopping at
+    once: its worker threads must not spin on to their deadlines before the
+    process can exit). Returns how many runs it stopped."""
+    with _lock:
+        runs = {w.run_id for w in _watched.values()} - _cancelled
+        for run_id in runs:
+            _cancelled.add(run_id)
+            _tell(run_id, True)
+    return len(runs)
+
+
 def forget_run(run_id: str) -> None:
     """Calls of ``run_id`` run again (a cancelled run retried)."""
     with _lock:
