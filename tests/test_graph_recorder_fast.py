@@ -41,3 +41,18 @@ def test_a_masked_output_is_shown_masked_and_kept_whole(tmp_path: Path) -> None:
     (row,) = recorder.take()
     assert row.outputs_preview == row.outputs_json == '{"v":2}'
     history.close()
+
+
+def test_json_text_is_the_encoder_it_replaces() -> None:
+    from ionflux.graph._recorder import _ENCODER, json_text
+
+    values = [
+        {"v": 0},
+        {"a": [1, 2.5, 'x\u00e9"\\', None, True, False], "b": {"c": float("nan")}, "d": 1e300},
+        "plain",
+        -3,
+        [],
+        {"path": Path("/x")},  # not JSON: default=str, as before
+    ]
+    for value in values:
+        assert json_text(value) == _ENCODER.encode(value)
