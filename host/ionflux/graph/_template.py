@@ -106,7 +106,17 @@ def is_template(value: str) -> bool:
 class Template:
     """One compiled template string. ``refs`` are the dotted names it reads."""
 
-    __slots__ = ("_evaluate", "budget", "expression", "field", "node", "refs", "source", "text")
+    __slots__ = (
+        "_evaluate",
+        "_path",
+        "budget",
+        "expression",
+        "field",
+        "node",
+        "refs",
+        "source",
+        "text",
+    )
 
     def __init__(
         self,
@@ -126,6 +136,7 @@ class Template:
         self.node = node
         self.field = field
         self.text = False  # renders to a string whatever it reads (a mixed template)
+        self._path: tuple[str, tuple[str, ...]] | None = None
         simple = _SIMPLE.match(source)
         if simple and not expression:
             path = tuple(simple.group(1).split("."))
@@ -136,6 +147,7 @@ class Template:
                     source, f"unknown name {path[0]!r}; templates read {', '.join(sorted(ROOTS))}"
                 )
             self._evaluate: Callable[[Scope], Any] = _path_evaluator(path)
+            self._path = path[0], path[1:]
             return
         whole = _WHOLE.match(source)
         body = None
@@ -154,6 +166,11 @@ class Template:
             self.text = True
 
     def render(self, scope: Scope) -> Any:
+        if self._path is not None:
+            # A plain path (``{{ nodes.a.outputs.v }}``) only reads: nothing to
+            # account against the budget, nothing that raises.
+            root, rest = self._path
+            return walk(scope.get(root), rest)
         token = rendering(self.budget)
         try:
             return self._evaluate(scope)
