@@ -27,7 +27,6 @@ longer knows what was revoked: its gate denies every call, naming the reason
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import socket
@@ -47,7 +46,7 @@ from ._errors import RevocationFeedLost, StoreError
 from ._grants import Grant
 from ._keys import decode_public_key, encode_public_key, key_id
 from ._pg import CONNECT_TIMEOUT_S, WRITE_LOCK, Database, translate
-from ._store import _consent, _grant, _ts
+from ._store import _consent, _consent_row, _grant, _grant_row, _ts
 
 log = logging.getLogger("ionwall.feed")
 
@@ -151,14 +150,8 @@ class PgGrantStore:
     ) -> None:
         conn.execute(
             "INSERT INTO ionwall_consents VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (
-                request.id, fingerprint, request.subject, request.transform, request.version,
-                json.dumps(list(request.scopes)), request.publisher,
-                None if request.signature_valid is None else int(request.signature_valid),
-                _ts(request.created_at), _ts(request.expires_at), request.status.value,
-                _ts(request.answered_at), request.answered_by, request.grant_id,
-            ),
-        )  # fmt: skip
+            _consent_row(request, fingerprint),
+        )
 
     def answer_consent(
         self,
@@ -208,12 +201,8 @@ class PgGrantStore:
     ) -> None:
         conn.execute(
             "INSERT INTO ionwall_grants VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (
-                grant.id, grant.subject, grant.transform, json.dumps(list(grant.scopes)),
-                _ts(grant.created_at), _ts(grant.expires_at), grant.token, grant.kind.value,
-                grant.consent_id, fingerprint, _ts(grant.revoked_at),
-            ),
-        )  # fmt: skip
+            _grant_row(grant, fingerprint),
+        )
 
     def grant(self, grant_id: str) -> Grant | None:
         rows = self._query("SELECT * FROM ionwall_grants WHERE id=%s", (grant_id,))

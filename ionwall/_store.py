@@ -199,14 +199,8 @@ class GrantStore:
     ) -> None:
         conn.execute(
             "INSERT INTO consents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                request.id, fingerprint, request.subject, request.transform, request.version,
-                json.dumps(list(request.scopes)), request.publisher,
-                None if request.signature_valid is None else int(request.signature_valid),
-                _ts(request.created_at), _ts(request.expires_at), request.status.value,
-                _ts(request.answered_at), request.answered_by, request.grant_id,
-            ),
-        )  # fmt: skip
+            _consent_row(request, fingerprint),
+        )
 
     def answer_consent(
         self,
@@ -255,12 +249,8 @@ class GrantStore:
     def insert_grant(self, conn: sqlite3.Connection, grant: Grant, fingerprint: str | None) -> None:
         conn.execute(
             "INSERT INTO grants VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                grant.id, grant.subject, grant.transform, json.dumps(list(grant.scopes)),
-                _ts(grant.created_at), _ts(grant.expires_at), grant.token, grant.kind.value,
-                grant.consent_id, fingerprint, _ts(grant.revoked_at),
-            ),
-        )  # fmt: skip
+            _grant_row(grant, fingerprint),
+        )
 
     def grant(self, grant_id: str) -> Grant | None:
         rows = self._query("SELECT * FROM grants WHERE id=?", (grant_id,))
@@ -288,6 +278,28 @@ class GrantStore:
         if found:
             self._revocations.bump()
         return found
+
+
+def _consent_row(request: ConsentRequest, fingerprint: str) -> tuple[Any, ...]:
+    """A consent request as a row of the consents table, in its columns' order
+    (SQLite's ``consents`` and PostgreSQL's ``ionwall_consents`` alike)."""
+    return (
+        request.id, fingerprint, request.subject, request.transform, request.version,
+        json.dumps(list(request.scopes)), request.publisher,
+        None if request.signature_valid is None else int(request.signature_valid),
+        _ts(request.created_at), _ts(request.expires_at), request.status.value,
+        _ts(request.answered_at), request.answered_by, request.grant_id,
+    )  # fmt: skip
+
+
+def _grant_row(grant: Grant, fingerprint: str | None) -> tuple[Any, ...]:
+    """A grant as a row of the grants table, in its columns' order (SQLite's
+    ``grants`` and PostgreSQL's ``ionwall_grants`` alike)."""
+    return (
+        grant.id, grant.subject, grant.transform, json.dumps(list(grant.scopes)),
+        _ts(grant.created_at), _ts(grant.expires_at), grant.token, grant.kind.value,
+        grant.consent_id, fingerprint, _ts(grant.revoked_at),
+    )  # fmt: skip
 
 
 def _consent(row: _Row) -> ConsentRequest:
