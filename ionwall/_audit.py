@@ -68,7 +68,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring as _encode_str  # what json.dumps uses
 from pathlib import Path
@@ -794,16 +794,7 @@ class AuditLog:
         if n <= 0:
             return []
         self.flush()  # what this process has queued comes first
-        out: list[AuditEntry] = []
-        for raw in _last_lines(self.path, n):
-            try:
-                obj = json.loads(raw)
-                out.append(AuditEntry(**{k: obj[k] for k in (*_FIELDS, "hash")}))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise AuditError(
-                    f"{self.path}: an entry does not parse; run `ionflux audit verify`"
-                ) from exc
-        return out
+        return _parse_entries(_last_lines(self.path, n), self.path)
 
     def verify(self, public_key: Ed25519PublicKey | None = None) -> AuditReport:
         """Checks every entry, the signed checkpoints (against ``public_key``,
@@ -1100,6 +1091,21 @@ def _lines(path: Path) -> Iterator[bytes]:
             yield from f
     except FileNotFoundError:
         return
+
+
+def _parse_entries(lines: Iterable[str | bytes], where: object) -> list[AuditEntry]:
+    """Stored lines as entries, in order (the file's and PostgreSQL's ``tail``);
+    a line that does not parse is an ``AuditError`` naming ``where``."""
+    out: list[AuditEntry] = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+            out.append(AuditEntry(**{k: obj[k] for k in (*_FIELDS, "hash")}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError(
+                f"{where}: an entry does not parse; run `ionflux audit verify`"
+            ) from exc
+    return out
 
 
 def _last_lines(path: Path, n: int) -> list[bytes]:

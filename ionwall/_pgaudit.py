@@ -25,7 +25,6 @@ published, or whose head is gone, is damage.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import _checkpoint
 from ._audit import (
-    _FIELDS,
     CHECKPOINT_AFTER_S,
     CHECKPOINT_EVERY,
     GENESIS,
@@ -44,6 +42,7 @@ from ._audit import (
     AuditReport,
     _chain,
     _now_text,
+    _parse_entries,
     _Pending,
     _Verifier,
 )
@@ -218,16 +217,7 @@ class PgAuditLog(AuditLog):
             rows = conn.execute(
                 "SELECT line FROM ionwall_audit ORDER BY at DESC, chain, idx DESC LIMIT %s", (n,)
             ).fetchall()
-        out = []
-        for (line,) in reversed(rows):
-            try:
-                obj = json.loads(line)
-                out.append(AuditEntry(**{k: obj[k] for k in (*_FIELDS, "hash")}))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise AuditError(
-                    f"{self._where()}: an entry does not parse; run `ionflux audit verify`"
-                ) from exc
-        return out
+        return _parse_entries((line for (line,) in reversed(rows)), self._where())
 
     def verify(self, public_key: Ed25519PublicKey | None = None) -> AuditReport:
         """Every host's chain checked (see the module docstring); ``public_key``
