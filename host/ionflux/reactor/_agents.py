@@ -241,21 +241,10 @@ class Agents:
             raise InvalidAgentTransition(
                 f"agent {plan.name!r} is {row.status}; change it with update (or retire it first)"
             )
-        graph, _ = engine.repository.deploy(text, plan.name, plan.graph.version, f"deploy by {by}")
-        version = self.store.add_version(
-            name=plan.name,
-            version=definition.version,
-            definition_cid=definition_cid,
-            graph_cid=graph.cid,
-            operation="deploy",
-            state="serving",
-            consent_id=None,
-            by=by,
-            agent_status="active",
+        version = self._serve(
+            plan.name, definition.version, definition_cid, text, plan, "deploy", by
         )
-        self._forget_stopped()
-        await self._switched()
-        self.reactor.metrics.lifecycle.labels("deploy").inc()
+        await self._went_live("deploy")
         return version
 
     async def update(
@@ -326,11 +315,24 @@ class Agents:
         graph, _ = self.reactor.engine.repository.deploy(
             text, name, plan.graph.version, f"{operation} by {by}"
         )
+        return self._serving(name, version, definition_cid, graph.cid, operation, by)
+
+    def _serving(
+        self,
+        name: str,
+        version: str,
+        definition_cid: str,
+        graph_cid: str,
+        operation: str,
+        by: str,
+    ) -> AgentVersion:
+        """Appends a version that serves now; the agent is active (deploy, update
+        without a wider consent, rollback)."""
         return self.store.add_version(
             name=name,
             version=version,
             definition_cid=definition_cid,
-            graph_cid=graph.cid,
+            graph_cid=graph_cid,
             operation=operation,
             state="serving",
             consent_id=None,
@@ -447,21 +449,18 @@ class Agents:
         if text is None:
             raise InvalidAgentTransition(f"the graph {target.graph_cid} of {name!r} is not kept")
         engine.repository.reinstate(name, target.graph_cid, f"rollback by {by} to #{target.seq}")
-        version = self.store.add_version(
-            name=name,
-            version=target.version,
-            definition_cid=target.definition_cid,
-            graph_cid=target.graph_cid,
-            operation="rollback",
-            state="serving",
-            consent_id=None,
-            by=by,
-            agent_status="active",
+        version = self._serving(
+            name, target.version, target.definition_cid, target.graph_cid, "rollback", by
         )
+        await self._went_live("rollback")
+        return version
+
+    async def _went_live(self, operation: str) -> None:
+        """After a deploy or a rollback: the agent's status is read again, the
+        triggers follow, the lifecycle action is counted."""
         self._forget_stopped()
         await self._switched()
-        self.reactor.metrics.lifecycle.labels("rollback").inc()
-        return version
+        self.reactor.metrics.lifecycle.labels(operation).inc()
 
     async def _switched(self) -> None:
         """The triggers follow: the serving version's on, a retired agent's off."""
