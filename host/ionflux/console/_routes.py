@@ -109,6 +109,22 @@ class Console:
             status = exc.status
         return self.render(request, "error.html", code=status, error=str(exc))
 
+    async def run_view(
+        self,
+        request: Request,
+        run_id: str,
+        fragment_of: Callable[[Api, str, str], Awaitable[str]],
+        template: str,
+    ) -> Response:
+        """A page of one run (``run.html``, ``debug.html``): ``fragment_of``'s HTML
+        of it in ``template``, or the error page when the API refuses."""
+        try:
+            async with self.api(request) as api:
+                fragment = await fragment_of(api, run_id, _session(request).csrf)
+        except ApiRefused as exc:
+            return self.refused(request, exc)
+        return self.render(request, template, fragment=fragment, run_id=run_id)
+
     def stream(
         self, request: Request, event: str, fragment: Callable[[Api], Awaitable[str]]
     ) -> Response:
@@ -416,12 +432,7 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.get("/runs/{run_id}", openapi_extra=page)
     async def run_page(request: Request, run_id: str) -> Response:
-        try:
-            async with console.api(request) as api:
-                fragment = await console.run_fragment(api, run_id, _session(request).csrf)
-        except ApiRefused as exc:
-            return console.refused(request, exc)
-        return console.render(request, "run.html", fragment=fragment, run_id=run_id)
+        return await console.run_view(request, run_id, console.run_fragment, "run.html")
 
     @router.post("/runs/{run_id}/{action}", openapi_extra=page)
     async def control(request: Request, run_id: str, action: str) -> Response:
@@ -494,12 +505,7 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.get("/debug/{run_id}", openapi_extra=page)
     async def debug_page(request: Request, run_id: str) -> Response:
-        try:
-            async with console.api(request) as api:
-                fragment = await console.debug_fragment(api, run_id, _session(request).csrf)
-        except ApiRefused as exc:
-            return console.refused(request, exc)
-        return console.render(request, "debug.html", fragment=fragment, run_id=run_id)
+        return await console.run_view(request, run_id, console.debug_fragment, "debug.html")
 
     @router.post("/debug/{run_id}/{action}", openapi_extra=page)
     async def debug_answer(request: Request, run_id: str, action: str) -> Response:
