@@ -29,15 +29,13 @@ from typing import Any
 
 import extism
 
-import ionwall
-
 from ..config import Config, load_config
 from ..graph import Engine
 from ..host import Host
 from ..runtime import Loaded
 from . import graph as graph_bench
 from ._timing import Row, per_call
-from .runtime import INPUT, LOG_CALL, _publish
+from .runtime import INPUT, _gate_pair, _publish
 
 PROCESS_CALLS = 20_000  # about a second of calls per process
 
@@ -144,18 +142,7 @@ def _graph(host: Host, workdir: Path, ext_s: float) -> list[Row]:
 
 
 def _gate(host: Host, build: Path, ext_s: float) -> list[Row]:
-    _publish(host, "all-imports", build / "testing" / "all-imports.wasm", scopes=("emit_log:*",))
-    try:
-        host.invoke("all-imports", LOG_CALL)
-    except ionwall.ConsentRequired as exc:
-        host.ionwall.approve(exc.request.id)
-    allow_all = ionwall.AllowAllGate()
-
-    def gated() -> object:
-        return host.invoke("all-imports", LOG_CALL)
-
-    def ungated() -> object:
-        return host.invoke("all-imports", LOG_CALL, gate=allow_all)
+    gated, ungated = _gate_pair(host, build)
 
     for fn in (gated, ungated):
         per_call(fn, n=100, repeats=1)

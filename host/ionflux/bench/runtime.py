@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import extism
@@ -40,6 +41,26 @@ def _publish(
     )
     host.publish_bytes(manifest, data)
     return cid
+
+
+def _gate_pair(host: Host, build: Path) -> tuple[Callable[[], object], Callable[[], object]]:
+    """all-imports published and its consent approved: an invoke making one allowed
+    import call through the IONWALL gate, and the same through a gate that allows
+    everything (the runtime and the native bench compare the two)."""
+    _publish(host, "all-imports", build / "testing" / "all-imports.wasm", scopes=("emit_log:*",))
+    try:
+        host.invoke("all-imports", LOG_CALL)
+    except ionwall.ConsentRequired as exc:
+        host.ionwall.approve(exc.request.id)
+    allow_all = ionwall.AllowAllGate()
+
+    def gated() -> object:
+        return host.invoke("all-imports", LOG_CALL)
+
+    def ungated() -> object:
+        return host.invoke("all-imports", LOG_CALL, gate=allow_all)
+
+    return gated, ungated
 
 
 def run(*, repo: Path, workdir: Path) -> list[Row]:
@@ -98,18 +119,7 @@ def run(*, repo: Path, workdir: Path) -> list[Row]:
 
     # One allowed import call per invocation: the IONWALL gate (grant lookup,
     # scope match, hash-chained audit entry) beside a gate that allows everything.
-    _publish(host, "all-imports", build / "testing" / "all-imports.wasm", scopes=("emit_log:*",))
-    try:
-        host.invoke("all-imports", LOG_CALL)
-    except ionwall.ConsentRequired as exc:
-        host.ionwall.approve(exc.request.id)
-    allow_all = ionwall.AllowAllGate()
-
-    def gated() -> object:
-        return host.invoke("all-imports", LOG_CALL)
-
-    def ungated() -> object:
-        return host.invoke("all-imports", LOG_CALL, gate=allow_all)
+    gated, ungated = _gate_pair(host, build)
 
     # Where the overhead goes: one gate check with its audit entry written at
     # once, made right after an allow-all invocation (the sandbox call has just
