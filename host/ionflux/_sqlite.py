@@ -4,7 +4,9 @@ WAL, so readers never wait for a writer and several processes (the workers of
 `ionflux up --workers`) share a file; a busy timeout for the rare writer that
 finds the file locked; autocommit, so each store opens its own transactions
 (``transaction``). ``Changes`` tells a store's cache that another process
-committed; ``Checkpointer`` keeps the run history's checkpoints off its writers.
+committed; ``Checkpointer`` keeps the run history's checkpoints off its writers;
+``OwnOrShared`` closes and opens transactions for a store whose tables are
+in its own database or in the cluster's shared one.
 
 A data directory on a read-only file system (a snapshot, a read-only mount)
 is opened read-only (``mode=ro``, or ``immutable`` where SQLite cannot even
@@ -21,9 +23,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from ionwall import connect_read_only, read_only
 
@@ -94,6 +96,27 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+class _SharedDatabase(Protocol):
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+
+class OwnOrShared:
+    """Base of a store whose tables are in its own SQLite database (``_db``) or in
+    a shared one (``_shared``: PostgreSQL, the cluster's), which who opened it closes."""
+
+    _db: Any
+    _shared: _SharedDatabase | None
+
+    def close(self) -> None:
+        if self._shared is None:  # a shared database is closed by who opened it
+            self._db.close()
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        if self._shared is not None:
+            return self._shared.transaction()
+        return transaction(self._db)
 
 
 class Changes:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ManifestError, UnknownTransform
-from ._sqlite import Changes, open_database, transaction
+from ._sqlite import Changes, OwnOrShared, open_database
 from .manifest import Manifest, ModuleRef, parse_manifest
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ class PublishedTransform:
         }
 
 
-class Registry:
+class Registry(OwnOrShared):
     """The ``transforms`` table: in ``path`` (SQLite), or in ``database`` (PostgreSQL,
     shared by a cluster: a version any host published is found on every host)."""
 
@@ -103,15 +102,6 @@ class Registry:
             # FULL: a publish is rare and must survive an OS crash too.
             self._db = open_database(path, _SCHEMA, synchronous="FULL")
             self._changes = Changes(self._db)
-
-    def close(self) -> None:
-        if self._shared is None:  # a shared database is closed by who opened it
-            self._db.close()
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        if self._shared is not None:
-            return self._shared.transaction()
-        return transaction(self._db)
 
     def add(self, manifest: Manifest, size: int) -> PublishedTransform:
         """Publishes ``manifest``. A version is immutable, its manifest as well as its

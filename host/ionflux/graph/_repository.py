@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ionwall import DocumentError, DocumentLimits, read_text
 
 from .._errors import GraphNotFound, GraphProblem, GraphValidationError, GraphVersionExists
-from .._sqlite import Changes, open_database, transaction
+from .._sqlite import Changes, OwnOrShared, open_database
 from ..store import cid_for_bytes
 from ._model import FluxGraph
 from ._source import default_limits, parse_yaml
@@ -77,7 +76,7 @@ class GraphText:
     origin: str
 
 
-class GraphRepository:
+class GraphRepository(OwnOrShared):
     """The graph tables: in ``path`` (SQLite), or in ``database`` (PostgreSQL, shared
     by a cluster: a graph deployed on any host runs on every host)."""
 
@@ -113,15 +112,6 @@ class GraphRepository:
         else:
             self._changes = Changes(self._db)
         self._generation = 0  # moved by this connection's writes
-
-    def close(self) -> None:
-        if self._shared is None:  # a shared database is closed by who opened it
-            self._db.close()
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        if self._shared is not None:
-            return self._shared.transaction()
-        return transaction(self._db)
 
     def remember(self, text: str, name: str, version: str) -> str:
         """Stores ``text`` (pod and table) and returns its CID."""

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._sqlite import open_database, transaction
+from .._sqlite import OwnOrShared, open_database
 from ._health import RuleState
 
 if TYPE_CHECKING:
@@ -151,7 +150,7 @@ class Confirmation:
         }
 
 
-class ReactorStore:
+class ReactorStore(OwnOrShared):
     """The Reactor's tables: in ``path`` (SQLite), or in ``database`` (PostgreSQL,
     shared by a cluster; closed by who opened it)."""
 
@@ -171,15 +170,6 @@ class ReactorStore:
     def shared(self) -> bool:
         """Whether the tables are the cluster's (PostgreSQL) rather than this host's."""
         return self._shared is not None
-
-    def close(self) -> None:
-        if self._shared is None:
-            self._db.close()
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        if self._shared is not None:
-            return self._shared.transaction()
-        return transaction(self._db)
 
     # -- plans ---------------------------------------------------------------------
 
