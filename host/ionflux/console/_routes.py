@@ -109,6 +109,17 @@ class Console:
             status = exc.status
         return self.render(request, "error.html", code=status, error=str(exc))
 
+    async def act(self, request: Request, path: str, then: str) -> Response:
+        """A form that carries only its CSRF token: ``POST path`` on the API, then
+        to the page ``then``; the error page when the form or the API refuses."""
+        try:
+            await self.form(request)
+            async with self.api(request) as api:
+                await api.post(path)
+        except (CrossSiteRequest, ApiRefused) as exc:
+            return self.refused(request, exc)
+        return RedirectResponse(then, status_code=303)
+
     async def run_view(
         self,
         request: Request,
@@ -325,13 +336,11 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.post("/consents/{consent_id}/deny", openapi_extra=page)
     async def deny(request: Request, consent_id: str) -> Response:
-        try:
-            await console.form(request)
-            async with console.api(request) as api:
-                await api.post(f"/ionwall/consents/{quote(consent_id, safe='')}/deny")
-        except (CrossSiteRequest, ApiRefused) as exc:
-            return console.refused(request, exc)
-        return RedirectResponse("/console/inbox?answered=denied", status_code=303)
+        return await console.act(
+            request,
+            f"/ionwall/consents/{quote(consent_id, safe='')}/deny",
+            "/console/inbox?answered=denied",
+        )
 
     # -- grants and audit ------------------------------------------------------------------
 
@@ -369,13 +378,11 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.post("/grants/{grant_id}/revoke", openapi_extra=page)
     async def revoke(request: Request, grant_id: str) -> Response:
-        try:
-            await console.form(request)
-            async with console.api(request) as api:
-                await api.post(f"/ionwall/grants/{quote(grant_id, safe='')}/revoke")
-        except (CrossSiteRequest, ApiRefused) as exc:
-            return console.refused(request, exc)
-        return RedirectResponse(f"/console/grants?revoked={quote(grant_id)}", status_code=303)
+        return await console.act(
+            request,
+            f"/ionwall/grants/{quote(grant_id, safe='')}/revoke",
+            f"/console/grants?revoked={quote(grant_id)}",
+        )
 
     @router.get("/audit", openapi_extra=page)
     async def audit(
@@ -509,13 +516,11 @@ def console_router(ctx: ApiContext, sessions: Sessions, settings: ConsoleSetting
 
     @router.post("/debug/{run_id}/{action}", openapi_extra=page)
     async def debug_answer(request: Request, run_id: str, action: str) -> Response:
-        try:
-            await console.form(request)
-            async with console.api(request) as api:
-                await api.post(f"/debug/{quote(run_id, safe='')}/{quote(action, safe='')}")
-        except (CrossSiteRequest, ApiRefused) as exc:
-            return console.refused(request, exc)
-        return RedirectResponse(f"/console/debug/{quote(run_id, safe='')}", status_code=303)
+        return await console.act(
+            request,
+            f"/debug/{quote(run_id, safe='')}/{quote(action, safe='')}",
+            f"/console/debug/{quote(run_id, safe='')}",
+        )
 
     # -- agents (ionflux.reactor) -------------------------------------------------------------
 
