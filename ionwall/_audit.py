@@ -818,21 +818,30 @@ class AuditLog:
             written = int(written_s)
         except ValueError:
             return 0, "the head record (audit.head) does not parse"
-        if count < written:
-            return count, (
-                f"the log is truncated: entry {count} is missing "
-                f"({written} entries were written, {count} remain)"
-            )
-        if count > written:
-            return written, (
-                f"entry {written} was appended outside IONWALL "
-                f"(the head record counts {written} entries, the log has {count})"
-            )
-        if last != head_hash:
-            return max(0, count - 1), (
-                f"entry {count - 1} does not match the head record (the log's end was rewritten)"
-            )
-        return None
+        return _against_head(count, last, written, head_hash, "log")
+
+
+def _against_head(
+    count: int, last: str, written: int, head_hash: str, what: str
+) -> tuple[int | None, str] | None:
+    """``count`` entries ending in ``last`` against a head record of ``written``
+    entries ending in ``head_hash``: None when they agree, else (the first bad
+    entry, why), naming ``what`` was read (the file's "log", PostgreSQL's "chain")."""
+    if count < written:
+        return count, (
+            f"the {what} is truncated: entry {count} is missing "
+            f"({written} entries were written, {count} remain)"
+        )
+    if count > written:
+        return written, (
+            f"entry {written} was appended outside IONWALL "
+            f"(the head record counts {written} entries, the {what} has {count})"
+        )
+    if last != head_hash:
+        return max(0, count - 1), (
+            f"entry {count - 1} does not match the head record (the {what}'s end was rewritten)"
+        )
+    return None
 
 
 def _chain(batch: Sequence[_Pending], count: int, last: str) -> tuple[list[bytes], int, str]:

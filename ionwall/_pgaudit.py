@@ -40,6 +40,7 @@ from ._audit import (
     AuditEntry,
     AuditLog,
     AuditReport,
+    _against_head,
     _chain,
     _now_text,
     _parse_entries,
@@ -296,18 +297,4 @@ class _PgVerifier(_Verifier):
         if row is None:
             return None if count == 0 else (0, "the chain's head record is missing")
         written, head_hash = int(row[0]), str(row[1])
-        if count < written:
-            return count, (
-                f"the chain is truncated: entry {count} is missing "
-                f"({written} entries were written, {count} remain)"
-            )
-        if count > written:
-            return written, (
-                f"entry {written} was appended outside IONWALL "
-                f"(the head record counts {written} entries, the chain has {count})"
-            )
-        if last != head_hash:
-            return max(0, count - 1), (
-                f"entry {count - 1} does not match the head record (the chain's end was rewritten)"
-            )
-        return None
+        return _against_head(count, last, written, head_hash, "chain")
