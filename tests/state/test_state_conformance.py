@@ -278,6 +278,26 @@ def test_a_run_and_its_steps_are_recorded_once_and_read_on_every_host(backend: B
     assert b.find("01RUNAAA").run_id == "01RUNAAAA1"  # type: ignore[union-attr]
 
 
+def test_a_batch_of_steps_over_many_statements_keeps_the_last_row_of_each_step(
+    backend: Backend,
+) -> None:
+    """More steps than one multi-row statement holds (PostgreSQL sends them in
+    several), one step given twice and one cache key given twice: the last of each
+    is kept, as replacing row by row does on SQLite."""
+    a, b = backend.history(), backend.history()
+    start(a, "01BATCH")
+    steps = [step("01BATCH", f"n{n}", cache_key=f"k{n}") for n in range(300)]
+    steps.append(step("01BATCH", "n0", status="failed", cache_key="k0", outputs_json='{"n":0}'))
+    steps.append(step("01BATCH", "n7", cache_key="k1", outputs_json='{"n":7}'))
+    assert a.finish_run("01BATCH", steps=steps, **CLOSED)
+    recorded = {s.node_id: s for s in b.steps("01BATCH")}
+    assert len(recorded) == 300
+    assert recorded["n0"].status == "failed" and recorded["n1"].status == "success"
+    assert b.cached_outputs("k0") == '{"n":0}'
+    assert b.cached_outputs("k1") == '{"n":7}'  # the key moved to the step given last
+    assert b.cached_outputs("k7") is None  # n7's row was rewritten with another key
+
+
 def test_listing_filters_and_orders_newest_first(backend: Backend) -> None:
     a, b = backend.history(), backend.history()
     start(a, "01A")

@@ -29,6 +29,14 @@ from .._errors import StateConflict, StateUnavailable
 # The primary key each ``INSERT OR REPLACE`` replaces on.
 _KEYS = {"run_steps": "step_run_id", "content_cache": "key"}
 _OR_REPLACE = re.compile(r"INSERT OR REPLACE INTO (\w+) \(([^)]*)\)", re.S)
+# An ``INSERT`` of one row of placeholders, which ``executemany`` sends as one
+# statement of many rows.
+_ONE_ROW = re.compile(
+    r"(INSERT (?:OR (?:REPLACE|IGNORE) )?INTO (\w+) \(([^)]*)\) VALUES )(\([?,\s]*\))"
+)
+# Rows per multi-row statement (17 columns of ``run_steps``: far below the
+# protocol's 65535 parameters).
+_ROWS = 256
 
 
 def translate(sql: str) -> str:
@@ -51,6 +59,44 @@ def translate(sql: str) -> str:
             + ", ".join(sets)
         )
     return sql.replace("?", "%s")
+
+
+class _Rows:
+    """How ``executemany`` spells an ``INSERT`` of one row as one of many: the
+    statement up to ``VALUES``, its row of placeholders, and for ``INSERT OR
+    REPLACE`` the position of the key (a key given twice keeps its last row, as
+    replacing it row by row would; PostgreSQL refuses to update one row twice in
+    one statement)."""
+
+    __slots__ = ("head", "key", "row")
+
+    def __init__(self, head: str, row: str, key: int | None) -> None:
+        self.head, self.row, self.key = head, row, key
+
+    @staticmethod
+    def of(sql: str) -> _Rows | None:
+        found = _ONE_ROW.fullmatch(sql.strip())
+        if found is None:
+            return None
+        head, table, columns, row = found.groups()
+        key = None
+        if head.startswith("INSERT OR REPLACE"):
+            key = [c.strip() for c in columns.split(",")].index(_KEYS[table])
+        return _Rows(head, row, key)
+
+    def batches(self, params: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+        """(the SQLite text, its parameters) per statement of up to ``_ROWS`` rows."""
+        rows: Sequence[Sequence[Any]] = params
+        if self.key is not None:
+            last: dict[Any, Sequence[Any]] = {}
+            for one in params:
+                last.pop(one[self.key], None)  # a replaced row is the newest
+                last[one[self.key]] = one
+            rows = list(last.values())
+        for at in range(0, len(rows), _ROWS):
+            chunk = rows[at : at + _ROWS]
+            flat = [value for one in chunk for value in one]
+            yield self.head + ",".join([self.row] * len(chunk)), flat
 
 
 class Result:
@@ -95,9 +141,16 @@ class _Session:
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Result:
         if not params:
             return Result([], 0)
+        shape = self._db.rows(sql)
         with _errors(self._db.url), self._conn.cursor() as cur:
-            cur.executemany(self._db.sql(sql), params)
-            return Result([], cur.rowcount)
+            if shape is None:
+                cur.executemany(self._db.sql(sql), params)
+                return Result([], cur.rowcount)
+            count = 0
+            for statement, values in shape.batches(params):
+                cur.execute(self._db.sql(statement), values, prepare=True)
+                count += cur.rowcount
+            return Result([], count)
 
 
 class PgDatabase:
@@ -107,6 +160,7 @@ class PgDatabase:
         self.url = url
         self.timeout_s = timeout_s
         self._translated: dict[str, str] = {}
+        self._shapes: dict[str, _Rows | None] = {}
         self._lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
@@ -127,6 +181,14 @@ class PgDatabase:
         if found is None:
             found = self._translated[statement] = translate(statement)
         return found
+
+    def rows(self, statement: str) -> _Rows | None:
+        """How ``executemany`` sends ``statement`` as one of many rows (None: row by row)."""
+        try:
+            return self._shapes[statement]
+        except KeyError:
+            found = self._shapes[statement] = _Rows.of(statement)
+            return found
 
     def close(self) -> None:
         self._pool.close()
