@@ -298,6 +298,31 @@ def test_a_batch_of_steps_over_many_statements_keeps_the_last_row_of_each_step(
     assert b.cached_outputs("k7") is None  # n7's row was rewritten with another key
 
 
+def test_a_short_run_written_only_at_its_close_reads_as_one_started_then_closed(
+    backend: Backend,
+) -> None:
+    """``finish_run(start=...)``: the row never written before its close comes out as
+    the start row closed by the update would (lease ended, run key kept or forgotten)."""
+    a, b = backend.history(), backend.history()
+    for run_id, forget in (("01SHORTKEEP", False), ("01SHORTFORGET", True)):
+        row = start(a, run_id, write=False, run_key=f"key-{run_id}", lease=("me", 99.0))
+        assert a.finish_run(
+            run_id,
+            steps=[step(run_id, "n1")],
+            start=row,
+            output={"x": 2},
+            forget_key=forget,
+            **CLOSED,
+        )
+        run = b.get(run_id)
+        assert run is not None and run.status == "success" and run.end_time == 3.0
+        assert run.output == {"x": 2} and run.fuel_used == 7 and run.lease_expires is None
+        assert run.lease_owner == "me" and run.input == {"text": "héllo"}
+        assert run.run_key == (None if forget else f"key-{run_id}")
+        assert [s.node_id for s in b.steps(run_id)] == ["n1"]
+        assert not b.finish_run(run_id, **CLOSED)  # closed already
+
+
 def test_listing_filters_and_orders_newest_first(backend: Backend) -> None:
     a, b = backend.history(), backend.history()
     start(a, "01A")

@@ -424,6 +424,12 @@ class RunHistory:
         cap: int,
         values: tuple[Any, ...],
     ) -> None:
+        if start is not None and not values[8] and start[_STATUS] in ("accepted", "running"):
+            # A short run, never written: its row goes in closed, one statement
+            # rather than an insert and the update below (which would match it).
+            _insert_closed_run(db, start, values)
+            _insert_steps(db, steps, cap)
+            return
         if start is not None:
             _insert_run(db, start)
         _insert_steps(db, steps, cap)
@@ -809,7 +815,35 @@ def _insert_run(db: Any, row: RunRow) -> None:
     )
 
 
+def _insert_closed_run(db: Any, start: RunRow, values: tuple[Any, ...]) -> None:
+    """``start``'s row as ``_close_run``'s update (``values``, the run key kept)
+    leaves it: lease ended, closing status and outcome."""
+    status, end_time, output_preview, output_cid, errors, fuel, summary, output = values[:8]
+    db.execute(
+        "INSERT INTO runs (run_id, graph_name, graph_version, graph_cid, parent_run_id,"
+        " parent_node_id, trigger_type, trigger_details_json, mode, start_time,"
+        " input_preview, input_cid, input_json, owner_host, owner_pid, run_key, lease_owner,"
+        " lease_expires, status, end_time, output_preview, output_cid, error_details_json,"
+        " fuel_used, step_results_summary_cid, output_json)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            *start[:_LEASE_EXPIRES],
+            None,
+            status,
+            end_time,
+            output_preview,
+            output_cid,
+            errors,
+            fuel,
+            summary,
+            output,
+        ),
+    )
+
+
 _KEY = 15  # the run key's place in a ``RunRow``
+_LEASE_EXPIRES = 17
+_STATUS = 18
 
 
 class _Closed(Exception):
