@@ -40,7 +40,13 @@ from ._errors import (
 
 if TYPE_CHECKING:
     from ._audit import AuditEntry, AuditLog, AuditReport
-    from ._consent import ConsentRequest, ConsentStatus, describe_scope, render_prompt
+    from ._consent import (
+        KIND_TITLES,
+        ConsentRequest,
+        ConsentStatus,
+        describe_scope,
+        render_prompt,
+    )
     from ._documents import DocumentLimits, compose_yaml, load_yaml, read_text
     from ._duration import format_duration, parse_duration
     from ._gate import AllowAllGate, AllowListGate, CallContext, Decision, Gate
@@ -72,6 +78,7 @@ _LAZY = {
     "Grant": "_grants",
     "GrantKind": "_grants",
     "Ionwall": "_ionwall",
+    "KIND_TITLES": "_consent",
     "MASK": "_mask",
     "Masker": "_mask",
     "Policy": "_policy",
@@ -119,6 +126,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ACTIONS",
+    "KIND_TITLES",
     "MASK",
     "AllowAllGate",
     "AllowListGate",

@@ -81,7 +81,8 @@ def fingerprint(
 # The kinds a prompt groups scopes under, in the order it shows them.
 KINDS = ("storage", "messaging", "network", "orchestration", "logging and configuration",
          "administration")  # fmt: skip
-_KIND_TITLES = {
+#: The heading a prompt (and the console) shows over each kind's scopes.
+KIND_TITLES = {
     "storage": "Storage (your IONPOD)",
     "messaging": "Messaging (the NATS bus)",
     "network": "Network",
@@ -149,7 +150,7 @@ def render_prompt(request: ConsentRequest, policy: Policy) -> str:
         grouped.setdefault(kind, []).append(f"    - {words}  [{text}]")
     for kind in KINDS:
         if kind in grouped:
-            lines.append(f"  {_KIND_TITLES[kind]}")
+            lines.append(f"  {KIND_TITLES[kind]}")
             lines.extend(grouped[kind])
     if any("*" in s for s in request.scopes):
         lines.append(

@@ -92,6 +92,7 @@ IONFLUX = [
 
 IONWALL = [
     "ACTIONS",
+    "KIND_TITLES",
     "MASK",
     "AllowAllGate",
     "AllowListGate",

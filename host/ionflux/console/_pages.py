@@ -11,16 +11,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ionwall import describe_scope
+from ionwall import KIND_TITLES, describe_scope
 
-KIND_TITLES = {
-    "storage": "Storage (your IONPOD)",
-    "messaging": "Messaging (the NATS bus)",
-    "network": "Network",
-    "orchestration": "Orchestration",
-    "logging and configuration": "Logging and configuration",
-    "administration": "Administration of IONWALL",
-}
 #: Statuses a run shows as done well, badly, or still going (CSS classes).
 GOOD = frozenset({"success"})
 BAD = frozenset({"failure", "cancelled", "interrupted", "needs_attention"})
