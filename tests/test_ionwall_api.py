@@ -13,7 +13,8 @@ from ionwall import AuditLog, CallContext, ConsentRequired, Ionwall, IonwallErro
 def test_public_names_are_pinned() -> None:
     assert ionwall.__all__ == sorted(ionwall.__all__, key=lambda n: (not n.isupper(), n))
     assert set(ionwall.__all__) == {
-        "ACTIONS", "MASK", "AllowAllGate", "AllowListGate", "AuditEntry", "AuditError",
+        "ACTIONS", "KIND_TITLES", "MASK", "AllowAllGate", "AllowListGate", "AuditEntry",
+        "AuditError",
         "AuditLog", "AuditReport", "CallContext", "Claims", "ConsentAlreadyAnswered",
         "ConsentError", "ConsentRequest", "ConsentRequired", "ConsentStatus", "Decision",
         "DocumentError", "DocumentLimits", "DocumentTooLarge", "compose_yaml", "load_yaml",
